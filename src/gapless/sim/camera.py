@@ -1,0 +1,178 @@
+"""A simulated camera: a frame clock, its RTP sessions and the faults it can be told to show.
+
+Frames are numbered from the camera's start and timed by the camera's own wall clock
+(`capture_us = start + n / fps`), which is also what its RTCP sender reports announce. Every
+client receives the same frames, as from a real camera serving two recorders. While the camera is
+stopped or stalled its clock keeps running: the frames of that time are lost to every client,
+and their numbers are missing from every archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+from gapless.media.h264 import FrameStamp, build_stamp_sei
+from gapless.sim.encoder import EncodedLoop
+from gapless.sim.rtp import packetize_h264, packetize_mpeg4, rtp_header, sender_report
+
+log = logging.getLogger("gapless.sim")
+
+KINDS = ("h264", "garbage", "mpeg4")
+MAX_CLIENT_BACKLOG = 16 * 1024 * 1024
+
+
+@dataclass
+class Session:
+    """One client's PLAYing RTP session on one camera."""
+
+    id: str
+    camera: SimCamera
+    user_agent: str
+    peer: str
+    send: object  # callable(channel: int, data: bytes) -> bool (False: client gone or too slow)
+    seq: int = field(default_factory=lambda: random.randrange(1 << 16))
+    packets: int = 0
+    octets: int = 0
+    frames_sent: int = 0
+    first_frame: int | None = None
+    last_frame: int | None = None
+    last_sr_us: int = 0
+    playing: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def describe(self) -> dict:
+        return {
+            "id": self.id, "camera": self.camera.id, "user_agent": self.user_agent, "peer": self.peer,
+            "frames_sent": self.frames_sent, "first_frame": self.first_frame, "last_frame": self.last_frame,
+        }
+
+
+class SimCamera:
+    def __init__(self, cam_id: str, loop: EncodedLoop, kind: str = "h264", sr_interval: float = 1.0) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown camera kind {kind!r}; choose one of {', '.join(KINDS)}")
+        self.id = cam_id
+        self.loop = loop
+        self.kind = kind
+        self.fps = loop.profile.fps
+        self.sr_interval_us = int(sr_interval * 1_000_000)
+        self.ssrc = random.randrange(1, 1 << 32)
+        self.rtp_base = random.randrange(1 << 32)
+        self.sessions: dict[str, Session] = {}
+        self.online = True
+        self.stalled_until = 0.0
+        self.blocked: dict[str, float] = {}  # user-agent substring -> monotonic deadline
+        self.frame_no = 0
+        self.start_us = 0
+        self._task: asyncio.Task | None = None
+
+    @property
+    def payload_type(self) -> int:
+        return 96
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"camera-{self.id}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for session in list(self.sessions.values()):
+            self.drop(session.id)
+
+    def is_blocked(self, user_agent: str) -> bool:
+        now = time.monotonic()
+        return any(now < until and needle in user_agent for needle, until in self.blocked.items())
+
+    def rtp_timestamp(self, frame: int) -> int:
+        return (self.rtp_base + frame * 90_000 // self.fps) & 0xFFFFFFFF
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[session.id] = session
+
+    def drop(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.closed.set()
+        return True
+
+    def drop_all(self) -> int:
+        ids = list(self.sessions)
+        for sid in ids:
+            self.drop(sid)
+        return len(ids)
+
+    def _payloads(self, frame: int, capture_us: int) -> list[tuple[bytes, bool]]:
+        index = frame % len(self.loop.frames)
+        if self.kind == "mpeg4":
+            return packetize_mpeg4(self.loop.frames[index][0])
+        if self.kind == "garbage":
+            return [(os.urandom(1200), False), (os.urandom(600), True)]
+        nals = list(self.loop.frames[index])
+        if self.loop.keyframes[index]:
+            nals = [self.loop.sps, self.loop.pps, *nals]
+        sei = build_stamp_sei(FrameStamp(self.id, frame, capture_us))
+        first_vcl = next(i for i, nal in enumerate(nals) if 1 <= nal[0] & 0x1F <= 5)
+        nals.insert(first_vcl, sei)
+        return packetize_h264(nals)
+
+    async def _run(self) -> None:
+        start_mono = time.monotonic()
+        self.start_us = time.time_ns() // 1000
+        frame_us = 1_000_000 / self.fps
+        n = 0
+        while True:
+            delay = start_mono + n / self.fps - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            capture_us = self.start_us + int(n * frame_us)
+            self.frame_no = n
+            live = [s for s in self.sessions.values() if s.playing]
+            if self.online and time.monotonic() >= self.stalled_until and live:
+                self._send_frame(live, n, capture_us)
+            n += 1
+
+    def _send_frame(self, sessions: list[Session], frame: int, capture_us: int) -> None:
+        rtp_ts = self.rtp_timestamp(frame)
+        payloads = self._payloads(frame, capture_us)
+        for session in sessions:
+            if capture_us - session.last_sr_us >= self.sr_interval_us:
+                report = sender_report(self.ssrc, capture_us, rtp_ts, session.packets, session.octets)
+                session.last_sr_us = capture_us
+                if not session.send(1, report):
+                    self.drop(session.id)
+                    continue
+            ok = True
+            for payload, marker in payloads:
+                packet = rtp_header(self.payload_type, session.seq, rtp_ts, self.ssrc, marker) + payload
+                session.seq = (session.seq + 1) & 0xFFFF
+                session.packets += 1
+                session.octets += len(payload)
+                if not session.send(0, packet):
+                    ok = False
+                    break
+            if not ok:
+                log.warning("camera %s: dropping slow or gone client %s", self.id, session.peer)
+                self.drop(session.id)
+                continue
+            session.frames_sent += 1
+            if session.first_frame is None:
+                session.first_frame = frame
+            session.last_frame = frame
+
+    def describe(self) -> dict:
+        return {
+            "id": self.id, "kind": self.kind, "online": self.online, "frame": self.frame_no,
+            "fps": self.fps, "gop": self.loop.profile.gop, "start_us": self.start_us,
+            "stalled": time.monotonic() < self.stalled_until,
+            "sessions": [s.describe() for s in self.sessions.values()],
+        }

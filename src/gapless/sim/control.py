@@ -1,0 +1,96 @@
+"""The simulator's fault-injection API (HTTP, loopback): stop, start, drop, stall, block."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gapless.sim.camera import SimCamera
+
+
+def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
+    routes = web.RouteTableDef()
+
+    def camera_or_404(request: web.Request) -> SimCamera:
+        camera = cameras.get(request.match_info["camera"])
+        if camera is None:
+            raise web.HTTPNotFound(text=f"no camera {request.match_info['camera']!r}\n")
+        return camera
+
+    def seconds(request: web.Request, default: float | None = None) -> float:
+        raw = request.query.get("seconds")
+        if raw is None:
+            if default is None:
+                raise web.HTTPBadRequest(text="seconds= is required\n")
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"seconds must be a number, not {raw!r}\n") from None
+        if not 0 <= value <= 86_400:
+            raise web.HTTPBadRequest(text="seconds must be between 0 and 86400\n")
+        return value
+
+    @routes.get("/cameras")
+    async def list_cameras(_request: web.Request) -> web.Response:
+        return web.json_response({"cameras": [c.describe() for c in cameras.values()]})
+
+    @routes.get("/cameras/{camera}")
+    async def show(request: web.Request) -> web.Response:
+        return web.json_response(camera_or_404(request).describe())
+
+    @routes.post("/cameras/{camera}/stop")
+    async def stop(request: web.Request) -> web.Response:
+        camera = camera_or_404(request)
+        camera.online = False
+        camera.drop_all()
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/start")
+    async def start(request: web.Request) -> web.Response:
+        camera = camera_or_404(request)
+        camera.online = True
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/drop")
+    async def drop(request: web.Request) -> web.Response:
+        """Drop sessions: all of them, or those whose User-Agent contains ?client=."""
+        camera = camera_or_404(request)
+        client = request.query.get("client")
+        ids = [s.id for s in camera.sessions.values() if client is None or client in s.user_agent]
+        for sid in ids:
+            camera.drop(sid)
+        return web.json_response({"dropped": len(ids)})
+
+    @routes.post("/cameras/{camera}/block")
+    async def block(request: web.Request) -> web.Response:
+        """Drop the sessions of one client (User-Agent substring) and refuse it for ?seconds=."""
+        camera = camera_or_404(request)
+        client = request.query.get("client")
+        if not client:
+            raise web.HTTPBadRequest(text="client= (a User-Agent substring) is required\n")
+        camera.blocked[client] = time.monotonic() + seconds(request)
+        ids = [s.id for s in camera.sessions.values() if client in s.user_agent]
+        for sid in ids:
+            camera.drop(sid)
+        return web.json_response({"dropped": len(ids)})
+
+    @routes.post("/cameras/{camera}/stall")
+    async def stall(request: web.Request) -> web.Response:
+        """Keep connections open but send nothing for ?seconds= (those frames are lost)."""
+        camera = camera_or_404(request)
+        camera.stalled_until = time.monotonic() + seconds(request)
+        return web.json_response(camera.describe())
+
+    @routes.delete("/sessions/{session}")
+    async def drop_session(request: web.Request) -> web.Response:
+        sid = request.match_info["session"]
+        for camera in cameras.values():
+            if camera.drop(sid):
+                return web.json_response({"dropped": sid})
+        raise web.HTTPNotFound(text=f"no session {sid!r}\n")
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,149 @@
+"""Pre-encoded H.264 loops for simulated cameras.
+
+Encoding live for dozens of cameras would take the CPU the recorder is being measured with, so
+each camera profile is encoded once (libx264 through PyAV), cached on disk, and replayed in a
+loop; the simulator stamps every replayed frame with its own SEI (frame number, capture time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from gapless.media.h264 import NAL_PPS, NAL_SPS, nal_type, split_annexb
+
+
+@dataclass(frozen=True)
+class Profile:
+    width: int = 1280
+    height: int = 720
+    fps: int = 25
+    gop: int = 50
+    bitrate: int = 2_000_000
+    codec: str = "h264"
+
+
+@dataclass
+class EncodedLoop:
+    profile: Profile
+    sps: bytes
+    pps: bytes
+    frames: list[list[bytes]]  # NAL units per frame, without parameter sets
+    keyframes: list[bool]
+
+
+def _picture(profile: Profile, index: int) -> np.ndarray:
+    """A moving test pattern: colour bars, a sweeping block and noise so x264 spends bits."""
+    h, w = profile.height, profile.width
+    img = np.zeros((h, w, 3), dtype=np.uint8)
+    bars = np.array(
+        [[235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16], [235, 16, 235], [235, 16, 16],
+         [16, 16, 235], [16, 16, 16]], dtype=np.uint8,
+    )
+    img[:] = bars[(np.arange(w) * 8 // w)][None, :, :]
+    size = max(16, h // 6)
+    x = (index * 7) % max(1, w - size)
+    y = (index * 3) % max(1, h - size)
+    img[y : y + size, x : x + size] = (255 - (index * 5) % 255, (index * 11) % 255, 128)
+    rng = np.random.default_rng(index)
+    noise_rows = h // 4
+    img[h - noise_rows :] = rng.integers(0, 255, size=(noise_rows, w, 3), dtype=np.uint8)
+    return img
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("GAPLESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "gapless"
+    )
+    path = Path(base) / "sim"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def encode_loop(profile: Profile, gops: int = 2) -> EncodedLoop:
+    """Encode (or load from cache) `gops` GOPs of the test pattern with the given profile."""
+    key = hashlib.sha256(repr((profile, gops, 2)).encode()).hexdigest()[:16]
+    cached = _cache_dir() / f"{key}.pickle"
+    if cached.exists():
+        try:
+            with cached.open("rb") as fh:
+                return pickle.load(fh)
+        except Exception:  # a torn cache file from an interrupted run: encode again
+            cached.unlink(missing_ok=True)
+    loop = _encode(profile, gops)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(loop, fh)
+    tmp.replace(cached)
+    return loop
+
+
+def _encode(profile: Profile, gops: int) -> EncodedLoop:
+    if profile.codec == "mpeg4":
+        return _encode_mpeg4(profile, gops)
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height = profile.width, profile.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, profile.fps)
+    ctx.framerate = Fraction(profile.fps)
+    ctx.bit_rate = profile.bitrate
+    ctx.options = {
+        "preset": "veryfast",
+        "tune": "zerolatency",
+        "x264-params": (
+            f"keyint={profile.gop}:min-keyint={profile.gop}:scenecut=0:bframes=0:repeat-headers=1"
+            f":vbv-maxrate={profile.bitrate // 1000}:vbv-bufsize={profile.bitrate // 1000}"
+        ),
+    }
+    packets: list[av.Packet] = []
+    total = profile.gop * gops
+    for i in range(total):
+        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(ctx.encode(frame))
+    packets.extend(ctx.encode(None))
+    sps = pps = b""
+    frames: list[list[bytes]] = []
+    keyframes: list[bool] = []
+    for packet in packets:
+        nals = split_annexb(bytes(packet))
+        for nal in nals:
+            if nal_type(nal) == NAL_SPS:
+                sps = nal
+            elif nal_type(nal) == NAL_PPS:
+                pps = nal
+        frames.append([n for n in nals if nal_type(n) not in (NAL_SPS, NAL_PPS, 6, 9)])
+        keyframes.append(packet.is_keyframe)
+    if len(frames) != total or not keyframes[0]:
+        raise RuntimeError("encoder did not produce one packet per frame starting with a keyframe")
+    return EncodedLoop(profile, sps, pps, frames, keyframes)
+
+
+def _encode_mpeg4(profile: Profile, gops: int) -> EncodedLoop:
+    """MPEG-4 Part 2: a codec Gapless does not record, to show how a recorder refuses one."""
+    ctx = av.CodecContext.create("mpeg4", "w")
+    ctx.width, ctx.height = profile.width, profile.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, profile.fps)
+    ctx.gop_size = profile.gop
+    ctx.bit_rate = profile.bitrate
+    frames: list[list[bytes]] = []
+    keyframes: list[bool] = []
+    packets: list[av.Packet] = []
+    for i in range(profile.gop * gops):
+        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(ctx.encode(frame))
+    packets.extend(ctx.encode(None))
+    for packet in packets:
+        frames.append([bytes(packet)])
+        keyframes.append(packet.is_keyframe)
+    config = bytes(ctx.extradata or b"")
+    return EncodedLoop(profile, config, b"", frames, keyframes)

@@ -1,0 +1,237 @@
+"""A small RTSP/1.0 server (RFC 2326) for the simulated cameras: TCP-interleaved and UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import struct
+from urllib.parse import urlsplit
+
+from gapless.sim.camera import MAX_CLIENT_BACKLOG, Session, SimCamera
+
+log = logging.getLogger("gapless.sim.rtsp")
+
+METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
+SESSION_TIMEOUT = 60
+
+
+class _UdpSender(asyncio.DatagramProtocol):
+    pass
+
+
+class RtspConnection:
+    def __init__(self, server: RtspServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer_host = peer[0]
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.sessions: dict[str, Session] = {}
+        self.udp: dict[str, tuple[asyncio.DatagramTransport, asyncio.DatagramTransport, tuple, tuple]] = {}
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                first = await self.reader.readexactly(1)
+                if first == b"$":  # interleaved RTCP receiver reports from the client
+                    _channel, length = struct.unpack(">BH", await self.reader.readexactly(3))
+                    await self.reader.readexactly(length)
+                    continue
+                head = first + await self.reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("utf-8", "replace").split("\r\n")
+                method, url, _version = (lines[0].split(" ") + ["", ""])[:3]
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, value = line.split(":", 1)
+                        headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                if length:
+                    await self.reader.readexactly(length)
+                await self.respond(method.upper(), url, headers)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self.close_sessions()
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    def close_sessions(self) -> None:
+        for session in self.sessions.values():
+            session.camera.drop(session.id)
+        self.sessions.clear()
+        for rtp, rtcp, _a, _b in self.udp.values():
+            rtp.close()
+            rtcp.close()
+        self.udp.clear()
+
+    def reply(self, cseq: str, status: str, extra: dict[str, str] | None = None, body: bytes = b"") -> None:
+        head = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", "Server: gapless-camera-sim"]
+        for name, value in (extra or {}).items():
+            head.append(f"{name}: {value}")
+        if body:
+            head.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+    def camera_for(self, url: str) -> SimCamera | None:
+        path = urlsplit(url).path.strip("/")
+        return self.server.cameras.get(path.split("/")[0]) if path else None
+
+    async def respond(self, method: str, url: str, headers: dict[str, str]) -> None:
+        cseq = headers.get("cseq", "0")
+        if method == "OPTIONS":
+            self.reply(cseq, "200 OK", {"Public": METHODS})
+            return
+        if method in ("GET_PARAMETER", "SET_PARAMETER"):
+            self.reply(cseq, "200 OK")
+            return
+        camera = self.camera_for(url)
+        if camera is None:
+            self.reply(cseq, "404 Not Found")
+            return
+        if not camera.online or camera.is_blocked(headers.get("user-agent", "")):
+            self.reply(cseq, "503 Service Unavailable")
+            return
+        if method == "DESCRIBE":
+            base = url.rstrip("/") + "/"
+            sdp = self.sdp(camera).encode()
+            self.reply(cseq, "200 OK", {"Content-Base": base, "Content-Type": "application/sdp"}, sdp)
+        elif method == "SETUP":
+            await self.setup(camera, cseq, headers)
+        elif method == "PLAY":
+            session = self.sessions.get(headers.get("session", "").split(";")[0])
+            if session is None:
+                self.reply(cseq, "454 Session Not Found")
+                return
+            next_frame = camera.frame_no + 1
+            info = f"url={url.rstrip('/')}/trackID=0;seq={session.seq};rtptime={camera.rtp_timestamp(next_frame)}"
+            self.reply(cseq, "200 OK", {"Session": session.id, "Range": "npt=now-", "RTP-Info": info})
+            await self.writer.drain()
+            session.playing = True
+        elif method == "PAUSE":
+            session = self.sessions.get(headers.get("session", "").split(";")[0])
+            if session:
+                session.playing = False
+            self.reply(cseq, "200 OK")
+        elif method == "TEARDOWN":
+            sid = headers.get("session", "").split(";")[0]
+            session = self.sessions.pop(sid, None)
+            if session:
+                camera.drop(sid)
+            self.reply(cseq, "200 OK")
+        else:
+            self.reply(cseq, "405 Method Not Allowed", {"Allow": METHODS})
+
+    def sdp(self, camera: SimCamera) -> str:
+        profile = camera.loop.profile
+        lines = [
+            "v=0", f"o=- {camera.ssrc} 1 IN IP4 127.0.0.1", f"s=Gapless simulated camera {camera.id}",
+            "c=IN IP4 0.0.0.0", "t=0 0", "a=control:*", "a=range:npt=now-", f"m=video 0 RTP/AVP {camera.payload_type}",
+        ]
+        if camera.kind == "mpeg4":
+            lines += [
+                f"a=rtpmap:{camera.payload_type} MP4V-ES/90000",
+                f"a=fmtp:{camera.payload_type} profile-level-id=1;config={camera.loop.sps.hex().upper()}",
+            ]
+        else:
+            sps, pps = camera.loop.sps, camera.loop.pps
+            sprop = f"{base64.b64encode(sps).decode()},{base64.b64encode(pps).decode()}"
+            lines += [
+                f"a=rtpmap:{camera.payload_type} H264/90000",
+                f"a=fmtp:{camera.payload_type} packetization-mode=1;profile-level-id={sps[1:4].hex()};"
+                f"sprop-parameter-sets={sprop}",
+            ]
+        lines += [f"a=framerate:{profile.fps}", "a=control:trackID=0"]
+        return "\r\n".join(lines) + "\r\n"
+
+    async def setup(self, camera: SimCamera, cseq: str, headers: dict[str, str]) -> None:
+        transport = headers.get("transport", "")
+        sid = headers.get("session", "").split(";")[0] or secrets.token_hex(8)
+        user_agent = headers.get("user-agent", "")
+        if "interleaved=" in transport or "RTP/AVP/TCP" in transport:
+            channels = _param(transport, "interleaved") or "0-1"
+            rtp_ch, rtcp_ch = (int(x) for x in channels.split("-"))
+            send = self._tcp_sender(rtp_ch, rtcp_ch)
+            reply_transport = f"RTP/AVP/TCP;unicast;interleaved={rtp_ch}-{rtcp_ch}"
+        else:
+            ports = _param(transport, "client_port")
+            if not ports:
+                self.reply(cseq, "461 Unsupported Transport")
+                return
+            client_rtp, client_rtcp = (int(x) for x in (ports.split("-") + [ports])[:2])
+            loop = asyncio.get_running_loop()
+            rtp_t, _ = await loop.create_datagram_endpoint(_UdpSender, local_addr=(self.server.host, 0))
+            rtcp_t, _ = await loop.create_datagram_endpoint(_UdpSender, local_addr=(self.server.host, 0))
+            dest_rtp, dest_rtcp = (self.peer_host, client_rtp), (self.peer_host, client_rtcp)
+            self.udp[sid] = (rtp_t, rtcp_t, dest_rtp, dest_rtcp)
+            send = self._udp_sender(rtp_t, rtcp_t, dest_rtp, dest_rtcp)
+            server_rtp = rtp_t.get_extra_info("sockname")[1]
+            server_rtcp = rtcp_t.get_extra_info("sockname")[1]
+            reply_transport = (
+                f"RTP/AVP;unicast;client_port={client_rtp}-{client_rtcp};server_port={server_rtp}-{server_rtcp}"
+            )
+        session = Session(sid, camera, user_agent, self.peer, send)
+        self.sessions[sid] = session
+        camera.add_session(session)
+        asyncio.get_running_loop().create_task(self._close_when_dropped(session))
+        self.reply(cseq, "200 OK", {"Transport": reply_transport, "Session": f"{sid};timeout={SESSION_TIMEOUT}"})
+
+    async def _close_when_dropped(self, session: Session) -> None:
+        """A session dropped by a fault (or for being too slow) closes the client's connection."""
+        await session.closed.wait()
+        if self.sessions.pop(session.id, None) is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    def _tcp_sender(self, rtp_ch: int, rtcp_ch: int):
+        writer = self.writer
+
+        def send(kind: int, data: bytes) -> bool:
+            if writer.is_closing() or writer.transport.get_write_buffer_size() > MAX_CLIENT_BACKLOG:
+                return False
+            writer.write(struct.pack(">cBH", b"$", rtp_ch if kind == 0 else rtcp_ch, len(data)) + data)
+            return True
+
+        return send
+
+    @staticmethod
+    def _udp_sender(rtp_t, rtcp_t, dest_rtp, dest_rtcp):
+        def send(kind: int, data: bytes) -> bool:
+            transport, dest = (rtp_t, dest_rtp) if kind == 0 else (rtcp_t, dest_rtcp)
+            if transport.is_closing():
+                return False
+            transport.sendto(data, dest)
+            return True
+
+        return send
+
+
+def _param(transport: str, name: str) -> str | None:
+    for part in transport.split(";"):
+        if part.startswith(name + "="):
+            return part.split("=", 1)[1]
+    return None
+
+
+class RtspServer:
+    def __init__(self, cameras: dict[str, SimCamera], host: str = "127.0.0.1", port: int = 8554) -> None:
+        self.cameras = cameras
+        self.host = host
+        self.port = port
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await RtspConnection(self, reader, writer).serve()
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()

@@ -1,0 +1,73 @@
+"""Run simulated cameras: encode or load their loops, serve RTSP and the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gapless.sim.camera import SimCamera
+from gapless.sim.control import build_control_app
+from gapless.sim.encoder import Profile, encode_loop
+from gapless.sim.rtsp import RtspServer
+
+log = logging.getLogger("gapless.sim")
+
+
+@dataclass
+class SimSettings:
+    cameras: int = 1
+    host: str = "127.0.0.1"
+    port: int = 8554
+    control_port: int = 8555
+    profile: Profile = field(default_factory=Profile)
+    sr_interval: float = 1.0
+    special: list[str] = field(default_factory=list)  # extra cameras of kind "garbage" / "mpeg4"
+
+
+def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
+    loop = encode_loop(settings.profile)
+    cameras = {f"cam{i}": SimCamera(f"cam{i}", loop, "h264", settings.sr_interval) for i in range(settings.cameras)}
+    for kind in settings.special:
+        if kind == "mpeg4":
+            other = encode_loop(Profile(320, 240, settings.profile.fps, settings.profile.gop, 300_000, "mpeg4"))
+        else:
+            other = loop
+        cameras[kind] = SimCamera(kind, other, kind, settings.sr_interval)
+    return cameras
+
+
+async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> None:
+    cameras = build_cameras(settings)
+    rtsp = RtspServer(cameras, settings.host, settings.port)
+    await rtsp.start()
+    runner = web.AppRunner(build_control_app(cameras), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.control_port)
+    await site.start()
+    for camera in cameras.values():
+        camera.start()
+    profile = settings.profile
+    log.info(
+        "camera-sim: %d cameras %dx%d@%d GOP %d %d kb/s on rtsp://%s:%d/<camera>, control http://%s:%d",
+        len(cameras), profile.width, profile.height, profile.fps, profile.gop, profile.bitrate // 1000,
+        settings.host, rtsp.port, settings.host, settings.control_port,
+    )
+    print(f"ready rtsp://{settings.host}:{rtsp.port}/ control http://{settings.host}:{settings.control_port}/",
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        for camera in cameras.values():
+            await camera.stop()
+        await rtsp.close()
+        await runner.cleanup()
