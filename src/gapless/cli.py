@@ -52,3 +52,22 @@ def camera_sim(cameras, host, port, control_port, width, height, fps, gop, bitra
     profile = Profile(width, height, fps, gop, bitrate * 1000)
     settings = SimSettings(cameras, host, port, control_port, profile, sr_interval, list(special))
     asyncio.run(serve(settings))
+
+
+@main.command("recorder")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML file")
+@click.option("-v", "--verbose", is_flag=True)
+def recorder(config_path: str, verbose: bool) -> None:
+    """Record cameras, keep the archive, serve the API."""
+    from pathlib import Path
+
+    from gapless.recorder.config import ConfigError, load_recorder_config
+    from gapless.recorder.service import run_recorder
+
+    _setup_logging(verbose)
+    try:
+        config = load_recorder_config(Path(config_path))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    asyncio.run(run_recorder(config))

@@ -1,0 +1,148 @@
+"""The recorder's HTTP API (aiohttp). Every endpoint needs the API token."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import shutil
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gapless.recorder.timeparse import iso, parse_time_us
+
+MAX_RANGE_US = {"coverage": 31 * 86_400_000_000, "fragments": 86_400_000_000, "export": 6 * 3_600_000_000}
+_FRAGMENT_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def error(status: type[web.HTTPException], message: str) -> web.HTTPException:
+    return status(text=web.json_response({"error": message}).text, content_type="application/json")
+
+
+def build_api(recorder) -> web.Application:
+    token = recorder.config.recorder.api_token
+
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise error(web.HTTPUnauthorized, "missing or wrong API token")
+        return await handler(request)
+
+    def camera_id(request: web.Request) -> str:
+        cam = request.match_info["camera"]
+        if cam not in recorder.cameras:
+            raise error(web.HTTPNotFound, f"no camera {cam!r} on this recorder")
+        return cam
+
+    def time_range(request: web.Request, kind: str) -> tuple[int, int]:
+        try:
+            start = parse_time_us(request.query["start"])
+            end = parse_time_us(request.query["end"])
+        except KeyError as exc:
+            raise error(web.HTTPBadRequest, f"{exc.args[0]}= is required") from None
+        except ValueError as exc:
+            raise error(web.HTTPBadRequest, str(exc)) from None
+        if end <= start:
+            raise error(web.HTTPBadRequest, "end must be after start")
+        if end - start > MAX_RANGE_US[kind]:
+            hours = MAX_RANGE_US[kind] / 3_600_000_000
+            raise error(web.HTTPBadRequest, f"range too long for {kind}: at most {hours:g} h")
+        return start, end
+
+    routes = web.RouteTableDef()
+
+    @routes.get("/api/v1/health")
+    async def health(_request: web.Request) -> web.Response:
+        usage = shutil.disk_usage(recorder.store.root)
+        cameras = {}
+        for cam, ingest in recorder.cameras.items():
+            feed = ingest.feed.public()
+            end = feed.pop("last_fragment_end_us")
+            feed["last_fragment_time"] = iso(end) if end else None
+            cameras[cam] = feed
+        return web.json_response({
+            "recorder": recorder.config.recorder.id, "cameras": cameras,
+            "storage": {"disk_free_bytes": usage.free, "queue_depth": recorder.queue.qsize(),
+                        "last_error": recorder.writer_error},
+        })
+
+    @routes.get("/api/v1/cameras")
+    async def cameras(_request: web.Request) -> web.Response:
+        return web.json_response({"cameras": [
+            {"id": c.id, "state": recorder.cameras[c.id].feed.state} for c in recorder.config.cameras
+        ]})
+
+    @routes.get("/api/v1/cameras/{camera}/coverage")
+    async def coverage(request: web.Request) -> web.Response:
+        cam = camera_id(request)
+        start, end = time_range(request, "coverage")
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        intervals: list[list[int]] = []
+        for row in rows:
+            threshold = 1.5 * (row.end_us - row.start_us) / max(1, row.frames)
+            if intervals and row.start_us - intervals[-1][1] <= threshold:
+                intervals[-1][1] = max(intervals[-1][1], row.end_us)
+            else:
+                intervals.append([row.start_us, row.end_us])
+        clipped = [[iso(max(a, start)), iso(min(b, end))] for a, b in intervals]
+        return web.json_response({"camera": cam, "intervals": clipped})
+
+    @routes.get("/api/v1/cameras/{camera}/fragments")
+    async def fragments(request: web.Request) -> web.Response:
+        cam = camera_id(request)
+        start, end = time_range(request, "fragments")
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        return web.json_response({"camera": cam, "fragments": [r.public() for r in rows]})
+
+    @routes.get("/api/v1/fragments/{fragment_id}")
+    async def fragment(request: web.Request) -> web.Response:
+        raw = request.match_info["fragment_id"]
+        if not _FRAGMENT_ID.match(raw):
+            raise error(web.HTTPBadRequest, "fragment id must be a decimal number")
+        row = await asyncio.to_thread(recorder.store.fragment, int(raw))
+        if row is None:
+            raise error(web.HTTPNotFound, f"no fragment {raw}")
+        data = await asyncio.to_thread(recorder.store.read_payload, row)
+        return web.Response(body=data, content_type="video/iso.segment",
+                            headers={"X-Gapless-SHA256": row.sha256, "X-Gapless-Init": row.init})
+
+    @routes.get("/api/v1/inits/{init_id}")
+    async def init(request: web.Request) -> web.Response:
+        segment = await asyncio.to_thread(recorder.store.init, request.match_info["init_id"])
+        if segment is None:
+            raise error(web.HTTPNotFound, "no such init segment")
+        return web.Response(body=segment.data, content_type="video/mp4")
+
+    @routes.get("/api/v1/cameras/{camera}/export.mp4")
+    async def export(request: web.Request) -> web.StreamResponse:
+        cam = camera_id(request)
+        start, end = time_range(request, "export")
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        if not rows:
+            deleted = await asyncio.to_thread(recorder.store.deleted_until, cam)
+            message = f"no recording of {cam} between {iso(start)} and {iso(end)}"
+            if deleted and deleted > start:
+                message += f"; footage before {iso(deleted)} was deleted by retention"
+            raise error(web.HTTPNotFound, message)
+        if len({r.init for r in rows}) > 1:
+            raise error(web.HTTPConflict, "the range spans a codec change; export each part separately")
+        segment = await asyncio.to_thread(recorder.store.init, rows[0].init)
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        await response.prepare(request)
+        await response.write(segment.data)
+        for row in rows:
+            await response.write(await asyncio.to_thread(recorder.store.read_payload, row))
+        await response.write_eof()
+        return response
+
+    @routes.get("/metrics")
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(recorder.metrics_registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(middlewares=[auth])
+    app.add_routes(routes)
+    return app

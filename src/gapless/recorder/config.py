@@ -1,0 +1,134 @@
+"""Recorder configuration (YAML), validated with pydantic; errors name the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the field."""
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 90s, 12h, 30d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _bytes(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"invalid size {value!r} (use e.g. 500MB, 2GiB, 1TB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+Bytes = Annotated[int, BeforeValidator(_bytes), Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Retention(Strict):
+    max_age: Seconds | None = None
+    max_bytes: Bytes | None = None
+
+
+class ChunkSettings(Strict):
+    max_bytes: Bytes = 64 * 2**20
+    max_duration: Seconds = 600.0
+
+
+class RecorderSection(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    listen: str = "127.0.0.1:7101"
+    storage: Path
+    api_token: str | None = Field(default=None, min_length=16, repr=False)
+    retention: Retention = Retention()
+    chunk: ChunkSettings = ChunkSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen must be host:port, not {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class CameraConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    url: str = Field(pattern=r"^rtsps?://")
+    retention: Retention = Retention()
+    enabled: bool = True
+
+
+class RecorderConfig(Strict):
+    recorder: RecorderSection
+    cameras: list[CameraConfig] = []
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for camera in cameras:
+            if camera.id in seen:
+                raise ValueError(f"camera id {camera.id!r} appears twice")
+            seen.add(camera.id)
+        return cameras
+
+
+def _format(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def load_recorder_config(path: Path) -> RecorderConfig:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'recorder' and 'cameras'")
+    try:
+        config = RecorderConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, str(path))) from None
+    token = os.environ.get("GAPLESS_API_TOKEN") or config.recorder.api_token
+    if not token or len(token) < 16:
+        raise ConfigError(f"{path}: recorder.api_token: required, at least 16 characters "
+                          "(or set GAPLESS_API_TOKEN)")
+    config.recorder.api_token = token
+    return config

@@ -1,0 +1,151 @@
+"""Turn a camera's demuxed H.264 packets into GOP fragments stamped with camera time.
+
+Camera time comes from the RTCP sender reports, which PyAV exposes per packet as `prft` side data.
+Per RTSP session (a *run*) the mapping media clock -> camera time is one offset. The first report
+can be wrong by seconds, so an offset is only trusted once it has held for `confirm_us` of media;
+packets wait (in memory, never dropped) until then. A later report that disagrees with the trusted
+offset by more than `tolerance_us` is rejected and counted, not followed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from gapless.media.fmp4 import Sample, build_fragment, build_init_segment, us_to_ticks
+from gapless.media.h264 import (
+    NAL_IDR, NAL_PPS, NAL_SPS, BitstreamError, check_nal, nal_type, parse_sps, split_annexb, to_avcc,
+)
+from gapless.storage.store import Fragment, InitSegment
+
+
+@dataclass(slots=True)
+class Packet:
+    data: bytes
+    pts_us: int
+    dts_us: int
+    prft_us: int | None
+    arrival_us: int
+
+
+@dataclass
+class CameraClock:
+    confirm_us: int = 2_000_000
+    tolerance_us: int = 50_000
+    offset: int | None = None
+    candidate: int | None = None
+    candidate_since: int = 0
+    rejected: int = 0
+
+    def observe(self, pts_us: int, prft_us: int | None) -> None:
+        if prft_us is None:
+            return
+        seen = prft_us - pts_us
+        if self.offset is not None:
+            if abs(seen - self.offset) > self.tolerance_us:
+                self.rejected += 1
+            return
+        if self.candidate is None or abs(seen - self.candidate) > self.tolerance_us:
+            self.candidate, self.candidate_since = seen, pts_us
+        elif pts_us - self.candidate_since >= self.confirm_us:
+            self.offset = self.candidate
+
+
+@dataclass
+class Fragmenter:
+    camera: str
+    origin: str
+    max_fragment_us: int = 5_000_000
+    clock: CameraClock = field(default_factory=CameraClock)
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+    seq: int = 0
+    init: InitSegment | None = None
+    sps: bytes = b""
+    pps: bytes = b""
+    pending: list[tuple[Packet, list[bytes], bool]] = field(default_factory=list)
+    gop: list[tuple[Packet, list[bytes], bool]] = field(default_factory=list)
+    discarded_before_keyframe: int = 0
+    invalid_packets: int = 0
+
+    def set_parameter_sets(self, extradata: bytes) -> None:
+        if extradata:
+            self._learn(split_annexb(extradata))
+
+    def _learn(self, nals: list[bytes]) -> None:
+        for nal in nals:
+            if nal_type(nal) == NAL_SPS:
+                self.sps = nal
+            elif nal_type(nal) == NAL_PPS:
+                self.pps = nal
+        if self.sps and self.pps:
+            info = parse_sps(self.sps)
+            data = build_init_segment(self.sps, self.pps, info)
+            if self.init is None or self.init.data != data:
+                self.init = InitSegment.make(info.codec_string, info.width, info.height, data)
+
+    def push(self, packet: Packet) -> list[Fragment]:
+        """Feed one access unit; returns fragments completed by it."""
+        try:
+            nals = split_annexb(packet.data)
+            for nal in nals:
+                check_nal(nal)
+        except BitstreamError:
+            self.invalid_packets += 1
+            raise
+        keyframe = any(nal_type(n) == NAL_IDR for n in nals)
+        if keyframe:
+            self._learn(nals)
+        self.clock.observe(packet.pts_us, packet.prft_us)
+        self.pending.append((packet, nals, keyframe))
+        if self.clock.offset is None:
+            return []
+        out: list[Fragment] = []
+        for item in self.pending:
+            out.extend(self._add(item))
+        self.pending.clear()
+        return out
+
+    def _add(self, item: tuple[Packet, list[bytes], bool]) -> list[Fragment]:
+        packet, _nals, keyframe = item
+        if not self.gop and not keyframe:
+            self.discarded_before_keyframe += 1
+            return []
+        out: list[Fragment] = []
+        if self.gop and (keyframe or packet.dts_us - self.gop[0][0].dts_us >= self.max_fragment_us):
+            out.append(self._emit(packet.dts_us))
+        self.gop.append(item)
+        return out
+
+    def flush(self) -> list[Fragment]:
+        """Close the GOP in progress at the end of a run (its last frame gets the previous duration)."""
+        if self.clock.offset is not None and self.pending:
+            for item in self.pending:
+                self._add(item)
+            self.pending.clear()
+        if not self.gop:
+            return []
+        if len(self.gop) > 1:
+            end = 2 * self.gop[-1][0].dts_us - self.gop[-2][0].dts_us
+        else:
+            end = self.gop[-1][0].dts_us + 40_000
+        return [self._emit(end)]
+
+    def _emit(self, next_dts_us: int) -> Fragment:
+        assert self.init is not None and self.clock.offset is not None
+        offset = self.clock.offset
+        samples = []
+        for i, (packet, nals, keyframe) in enumerate(self.gop):
+            nxt = self.gop[i + 1][0].dts_us if i + 1 < len(self.gop) else next_dts_us
+            dts = us_to_ticks(packet.dts_us + offset)
+            samples.append(Sample(
+                to_avcc([n for n in nals if nal_type(n) not in (NAL_SPS, NAL_PPS, 9)]),
+                dts, max(1, us_to_ticks(nxt + offset) - dts),
+                us_to_ticks(packet.pts_us + offset) - dts, keyframe,
+            ))
+        self.seq += 1
+        fragment = Fragment(
+            self.camera, self.run, self.seq, self.gop[0][0].dts_us + offset, next_dts_us + offset,
+            len(self.gop), self.init, build_fragment(self.seq, samples), self.origin, self.gop[0][0].arrival_us,
+        )
+        self.gop = []
+        return fragment

@@ -1,0 +1,120 @@
+"""Per-camera RTSP ingest (PyAV over TCP) with reconnect and backoff, forever."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import av
+
+from gapless import __version__
+from gapless.media.h264 import BitstreamError
+from gapless.recorder.fragmenter import Fragmenter, Packet
+
+log = logging.getLogger("gapless.ingest")
+
+KEYFRAME_TIMEOUT_S = 10.0
+BACKOFF_MAX_S = 30.0
+
+
+class CameraFailure(Exception):
+    """The camera answered but what it sends cannot be recorded."""
+
+
+@dataclass
+class FeedState:
+    state: str = "starting"  # starting | recording | reconnecting | failed
+    reason: str = ""
+    reconnects: int = 0
+    fragments: int = 0
+    frames: int = 0
+    last_fragment_end_us: int | None = None
+    timing_rejected: int = 0
+
+    def public(self) -> dict:
+        return dict(self.__dict__)
+
+
+class CameraIngest(threading.Thread):
+    def __init__(self, recorder_id: str, camera_id: str, url: str, out: queue.Queue, stop: threading.Event) -> None:
+        super().__init__(name=f"ingest-{camera_id}", daemon=True)
+        self.recorder_id = recorder_id
+        self.camera_id = camera_id
+        self.url = url
+        self.out = out
+        self.stop_event = stop
+        self.feed = FeedState()
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self._session()
+            except CameraFailure as exc:
+                self.feed.state, self.feed.reason = "failed", str(exc)
+                log.error("camera %s failed: %s (retrying in %.0f s)", self.camera_id, exc, backoff)
+            except (av.FFmpegError, OSError, BitstreamError) as exc:
+                self.feed.state, self.feed.reason = "reconnecting", f"{type(exc).__name__}: {exc}"
+                log.warning("camera %s: %s (reconnecting in %.0f s)", self.camera_id, exc, backoff)
+            if self.stop_event.is_set():
+                break
+            self.feed.reconnects += 1
+            if time.monotonic() - started > 30:
+                backoff = 1.0
+            self.stop_event.wait(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _session(self) -> None:
+        options = {"rtsp_transport": "tcp", "user_agent": f"gapless-recorder/{__version__} ({self.recorder_id})"}
+        container = av.open(self.url, options=options, timeout=(10.0, 5.0))
+        try:
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is None:
+                raise CameraFailure("the stream has no video track")
+            codec = stream.codec_context.name
+            if codec != "h264":
+                raise CameraFailure(f"unsupported codec {codec}; Gapless records H.264")
+            frag = Fragmenter(self.camera_id, self.recorder_id)
+            frag.set_parameter_sets(bytes(stream.codec_context.extradata or b""))
+            tb_us = float(stream.time_base * 1_000_000)
+            opened = time.monotonic()
+            self.feed.state, self.feed.reason = "connecting", ""
+            try:
+                for packet in container.demux(stream):
+                    if self.stop_event.is_set():
+                        break
+                    if packet.pts is None or packet.size == 0:
+                        continue
+                    side = packet.get_sidedata("prft")
+                    raw = bytes(side) if side else b""
+                    prft = int.from_bytes(raw[:8], "little", signed=True) if len(raw) >= 8 else None
+                    dts = packet.dts if packet.dts is not None else packet.pts
+                    try:
+                        done = frag.push(Packet(bytes(packet), int(packet.pts * tb_us), int(dts * tb_us), prft,
+                                                time.time_ns() // 1000))
+                    except BitstreamError as exc:
+                        if frag.seq == 0 and time.monotonic() - opened > KEYFRAME_TIMEOUT_S:
+                            raise CameraFailure(f"stream is not valid H.264 ({exc})") from None
+                        continue
+                    if frag.seq == 0 and not done and time.monotonic() - opened > KEYFRAME_TIMEOUT_S + 5:
+                        raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
+                    self._deliver(done, frag)
+            finally:
+                self._deliver(frag.flush(), frag)
+        finally:
+            container.close()
+        if not self.stop_event.is_set():
+            raise OSError("stream ended")
+
+    def _deliver(self, fragments, frag: Fragmenter) -> None:
+        self.feed.timing_rejected = frag.clock.rejected
+        for fragment in fragments:
+            self.out.put(fragment)
+            self.feed.state, self.feed.reason = "recording", ""
+            self.feed.fragments += 1
+            self.feed.frames += fragment.frames
+            self.feed.last_fragment_end_us = fragment.end_us
