@@ -37,13 +37,23 @@ def main() -> None:
 @click.option("--fps", default=25, show_default=True, type=click.IntRange(1, 120))
 @click.option("--gop", default=50, show_default=True, type=click.IntRange(1, 600), help="frames per GOP")
 @click.option("--bitrate", default=2000, show_default=True, type=click.IntRange(50, 100_000), help="kb/s")
-@click.option("--sr-interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 60),
-              help="seconds between RTCP sender reports")
-@click.option("--special", multiple=True, type=click.Choice(["garbage", "mpeg4"]),
-              help="add a faulty camera at /garbage (random payload) or /mpeg4 (unsupported codec)")
+@click.option(
+    "--sr-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 60),
+    help="seconds between RTCP sender reports",
+)
+@click.option(
+    "--special",
+    multiple=True,
+    type=click.Choice(["garbage", "mpeg4"]),
+    help="add a faulty camera at /garbage (random payload) or /mpeg4 (unsupported codec)",
+)
 @click.option("-v", "--verbose", is_flag=True)
-def camera_sim(cameras, host, port, control_port, width, height, fps, gop, bitrate, sr_interval, special,
-               verbose) -> None:
+def camera_sim(
+    cameras, host, port, control_port, width, height, fps, gop, bitrate, sr_interval, special, verbose
+) -> None:
     """Simulated RTSP/H.264 cameras with per-frame SEI stamps and fault injection."""
     from gapless.sim.encoder import Profile
     from gapless.sim.server import SimSettings, serve
@@ -71,3 +81,61 @@ def recorder(config_path: str, verbose: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     asyncio.run(run_recorder(config))
+
+
+@main.command("audit")
+@click.option("--recorder", "recorder_url", required=True, help="recorder API base URL")
+@click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="API token (or GAPLESS_API_TOKEN)")
+@click.option("--camera", required=True)
+@click.option("--start", required=True, help="ISO 8601 with zone, or epoch seconds")
+@click.option("--end", required=True)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def audit_cmd(recorder_url, token, camera, start, end, as_json) -> None:
+    """Report coverage gaps and missing/duplicated frames; exit 1 on any loss."""
+    import dataclasses
+    import json
+
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    from gapless.audit.audit import audit
+
+    try:
+        report = audit(recorder_url, token, camera, start, end)
+    except (httpx.HTTPError, ValueError) as exc:
+        detail = exc.response.text.strip() if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+        click.echo(f"error: {detail}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(report), "gaps": report.gaps, "lost": report.lost}))
+    else:
+        table = Table(title=f"audit of {camera} on {recorder_url}")
+        table.add_column("what")
+        table.add_column("value")
+        table.add_row("covered intervals", "\n".join(f"{a} → {b}" for a, b in report.intervals) or "none")
+        table.add_row("coverage gaps", str(report.gaps))
+        table.add_row("fragments / frames", f"{report.fragments} / {report.frames}")
+        table.add_row("frame numbers", f"{report.first_frame} … {report.last_frame}")
+        table.add_row("missing frames", ", ".join(f"{a}-{b}" for a, b in report.missing) or "none")
+        table.add_row("duplicated frames", str(len(report.duplicates)))
+        table.add_row("checksum failures", str(len(report.bad_checksums)))
+        Console().print(table)
+    sys.exit(1 if report.lost else 0)
+
+
+@main.command("demo")
+@click.option("--data", default="./data/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--cameras", default=4, show_default=True, type=click.IntRange(1, 64))
+def demo(data: str, cameras: int) -> None:
+    """Simulated cameras and a recorder on loopback, with URLs to watch, export and audit."""
+    from pathlib import Path
+
+    from gapless.demo import run_demo
+
+    _setup_logging(False)
+    run_demo(Path(data), cameras)
+
+
+if __name__ == "__main__":
+    main()

@@ -55,21 +55,39 @@ def build_init_segment(sps: bytes, pps: bytes, info: SpsInfo) -> bytes:
     """`ftyp+moov` for one H.264 track with an empty sample table (fragments carry the samples)."""
     ftyp = box(b"ftyp", b"iso5", struct.pack(">I", 512), b"iso5iso6avc1mp41")
     mvhd = full_box(
-        b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, TIMESCALE, 0),
-        struct.pack(">IH", 0x00010000, 0x0100), bytes(10), _MATRIX, bytes(24), struct.pack(">I", 2),
+        b"mvhd",
+        0,
+        0,
+        struct.pack(">IIII", 0, 0, TIMESCALE, 0),
+        struct.pack(">IH", 0x00010000, 0x0100),
+        bytes(10),
+        _MATRIX,
+        bytes(24),
+        struct.pack(">I", 2),
     )
     tkhd = full_box(
-        b"tkhd", 0, 3, struct.pack(">IIIII", 0, 0, TRACK_ID, 0, 0), bytes(8),
-        struct.pack(">hhhH", 0, 0, 0, 0), _MATRIX, struct.pack(">II", info.width << 16, info.height << 16),
+        b"tkhd",
+        0,
+        3,
+        struct.pack(">IIIII", 0, 0, TRACK_ID, 0, 0),
+        bytes(8),
+        struct.pack(">hhhH", 0, 0, 0, 0),
+        _MATRIX,
+        struct.pack(">II", info.width << 16, info.height << 16),
     )
     mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, TIMESCALE, 0, 0x55C4, 0))
     hdlr = full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"Gapless video\x00")
     vmhd = full_box(b"vmhd", 0, 1, bytes(8))
     dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
     avc1 = box(
-        b"avc1", bytes(6), struct.pack(">H", 1), bytes(16),
+        b"avc1",
+        bytes(6),
+        struct.pack(">H", 1),
+        bytes(16),
         struct.pack(">HHIIIH", info.width, info.height, 0x00480000, 0x00480000, 0, 1),
-        bytes(32), struct.pack(">Hh", 0x18, -1), box(b"avcC", avcc_record(sps, pps, info)),
+        bytes(32),
+        struct.pack(">Hh", 0x18, -1),
+        box(b"avcC", avcc_record(sps, pps, info)),
     )
     stbl = box(
         b"stbl",
@@ -101,8 +119,11 @@ def build_fragment(sequence: int, samples: list[Sample]) -> bytes:
         raise ValueError("a fragment needs at least one sample")
     entries = b"".join(
         struct.pack(
-            ">IIIi", s.duration, len(s.data),
-            _SAMPLE_FLAGS_SYNC if s.keyframe else _SAMPLE_FLAGS_NON_SYNC, s.cts_offset,
+            ">IIIi",
+            s.duration,
+            len(s.data),
+            _SAMPLE_FLAGS_SYNC if s.keyframe else _SAMPLE_FLAGS_NON_SYNC,
+            s.cts_offset,
         )
         for s in samples
     )
@@ -163,9 +184,7 @@ def parse_fragment(data: bytes) -> list[Sample]:
             for _ in range(count):
                 duration, size, sflags, cts = struct.unpack_from(">IIIi", data, pos)
                 pos += 16
-                samples.append(
-                    Sample(data[offset : offset + size], dts, duration, cts, not sflags & 0x00010000)
-                )
+                samples.append(Sample(data[offset : offset + size], dts, duration, cts, not sflags & 0x00010000))
                 offset += size
                 dts += duration
     return samples

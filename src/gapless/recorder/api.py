@@ -63,17 +63,23 @@ def build_api(recorder) -> web.Application:
             end = feed.pop("last_fragment_end_us")
             feed["last_fragment_time"] = iso(end) if end else None
             cameras[cam] = feed
-        return web.json_response({
-            "recorder": recorder.config.recorder.id, "cameras": cameras,
-            "storage": {"disk_free_bytes": usage.free, "queue_depth": recorder.queue.qsize(),
-                        "last_error": recorder.writer_error},
-        })
+        return web.json_response(
+            {
+                "recorder": recorder.config.recorder.id,
+                "cameras": cameras,
+                "storage": {
+                    "disk_free_bytes": usage.free,
+                    "queue_depth": recorder.queue.qsize(),
+                    "last_error": recorder.writer_error,
+                },
+            }
+        )
 
     @routes.get("/api/v1/cameras")
     async def cameras(_request: web.Request) -> web.Response:
-        return web.json_response({"cameras": [
-            {"id": c.id, "state": recorder.cameras[c.id].feed.state} for c in recorder.config.cameras
-        ]})
+        return web.json_response(
+            {"cameras": [{"id": c.id, "state": recorder.cameras[c.id].feed.state} for c in recorder.config.cameras]}
+        )
 
     @routes.get("/api/v1/cameras/{camera}/coverage")
     async def coverage(request: web.Request) -> web.Response:
@@ -106,8 +112,11 @@ def build_api(recorder) -> web.Application:
         if row is None:
             raise error(web.HTTPNotFound, f"no fragment {raw}")
         data = await asyncio.to_thread(recorder.store.read_payload, row)
-        return web.Response(body=data, content_type="video/iso.segment",
-                            headers={"X-Gapless-SHA256": row.sha256, "X-Gapless-Init": row.init})
+        return web.Response(
+            body=data,
+            content_type="video/iso.segment",
+            headers={"X-Gapless-SHA256": row.sha256, "X-Gapless-Init": row.init},
+        )
 
     @routes.get("/api/v1/inits/{init_id}")
     async def init(request: web.Request) -> web.Response:
@@ -140,8 +149,9 @@ def build_api(recorder) -> web.Application:
 
     @routes.get("/metrics")
     async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(recorder.metrics_registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(recorder.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     app = web.Application(middlewares=[auth])
     app.add_routes(routes)

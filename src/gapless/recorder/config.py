@@ -13,8 +13,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 class ConfigError(Exception):
@@ -128,7 +137,6 @@ def load_recorder_config(path: Path) -> RecorderConfig:
         raise ConfigError(_format(exc, str(path))) from None
     token = os.environ.get("GAPLESS_API_TOKEN") or config.recorder.api_token
     if not token or len(token) < 16:
-        raise ConfigError(f"{path}: recorder.api_token: required, at least 16 characters "
-                          "(or set GAPLESS_API_TOKEN)")
+        raise ConfigError(f"{path}: recorder.api_token: required, at least 16 characters (or set GAPLESS_API_TOKEN)")
     config.recorder.api_token = token
     return config

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 
 from gapless.media.fmp4 import Sample, build_fragment, build_init_segment, us_to_ticks
 from gapless.media.h264 import (
-    NAL_IDR, NAL_PPS, NAL_SPS, BitstreamError, check_nal, nal_type, parse_sps, split_annexb, to_avcc,
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    BitstreamError,
+    check_nal,
+    nal_type,
+    parse_sps,
+    split_annexb,
+    to_avcc,
 )
 from gapless.storage.store import Fragment, InitSegment
 
@@ -137,15 +145,27 @@ class Fragmenter:
         for i, (packet, nals, keyframe) in enumerate(self.gop):
             nxt = self.gop[i + 1][0].dts_us if i + 1 < len(self.gop) else next_dts_us
             dts = us_to_ticks(packet.dts_us + offset)
-            samples.append(Sample(
-                to_avcc([n for n in nals if nal_type(n) not in (NAL_SPS, NAL_PPS, 9)]),
-                dts, max(1, us_to_ticks(nxt + offset) - dts),
-                us_to_ticks(packet.pts_us + offset) - dts, keyframe,
-            ))
+            samples.append(
+                Sample(
+                    to_avcc([n for n in nals if nal_type(n) not in (NAL_SPS, NAL_PPS, 9)]),
+                    dts,
+                    max(1, us_to_ticks(nxt + offset) - dts),
+                    us_to_ticks(packet.pts_us + offset) - dts,
+                    keyframe,
+                )
+            )
         self.seq += 1
         fragment = Fragment(
-            self.camera, self.run, self.seq, self.gop[0][0].dts_us + offset, next_dts_us + offset,
-            len(self.gop), self.init, build_fragment(self.seq, samples), self.origin, self.gop[0][0].arrival_us,
+            self.camera,
+            self.run,
+            self.seq,
+            self.gop[0][0].dts_us + offset,
+            next_dts_us + offset,
+            len(self.gop),
+            self.init,
+            build_fragment(self.seq, samples),
+            self.origin,
+            self.gop[0][0].arrival_us,
         )
         self.gop = []
         return fragment

@@ -94,8 +94,11 @@ class CameraIngest(threading.Thread):
                     prft = int.from_bytes(raw[:8], "little", signed=True) if len(raw) >= 8 else None
                     dts = packet.dts if packet.dts is not None else packet.pts
                     try:
-                        done = frag.push(Packet(bytes(packet), int(packet.pts * tb_us), int(dts * tb_us), prft,
-                                                time.time_ns() // 1000))
+                        done = frag.push(
+                            Packet(
+                                bytes(packet), int(packet.pts * tb_us), int(dts * tb_us), prft, time.time_ns() // 1000
+                            )
+                        )
                     except BitstreamError as exc:
                         if frag.seq == 0 and time.monotonic() - opened > KEYFRAME_TIMEOUT_S:
                             raise CameraFailure(f"stream is not valid H.264 ({exc})") from None

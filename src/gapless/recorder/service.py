@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import signal
@@ -28,14 +29,16 @@ class Recorder:
     def __init__(self, config: RecorderConfig) -> None:
         self.config = config
         section = config.recorder
-        self.store = FragmentStore(section.storage, section.id, section.chunk.max_bytes,
-                                   int(section.chunk.max_duration * 1_000_000))
+        self.store = FragmentStore(
+            section.storage, section.id, section.chunk.max_bytes, int(section.chunk.max_duration * 1_000_000)
+        )
         self.queue: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()
         self.writer_error: str | None = None
         self.cameras = {
             c.id: CameraIngest(section.id, c.id, c.url, self.queue, self.stop_event)
-            for c in config.cameras if c.enabled
+            for c in config.cameras
+            if c.enabled
         }
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(self)
@@ -43,8 +46,9 @@ class Recorder:
 
     # prometheus collector
     def collect(self):
-        state = GaugeMetricFamily("gapless_camera_state", "1 for the camera's current feed state",
-                                  labels=["camera", "state"])
+        state = GaugeMetricFamily(
+            "gapless_camera_state", "1 for the camera's current feed state", labels=["camera", "state"]
+        )
         frags = CounterMetricFamily("gapless_fragments_written", "fragments stored", labels=["camera"])
         frames = CounterMetricFamily("gapless_frames_written", "frames stored", labels=["camera"])
         reconnects = CounterMetricFamily("gapless_ingest_reconnects", "RTSP reconnects", labels=["camera"])
@@ -137,8 +141,9 @@ async def run_recorder(config: RecorderConfig) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.recorder.host, config.recorder.port)
     await site.start()
-    log.info("recorder %s: %d cameras, API on http://%s", config.recorder.id, len(recorder.cameras),
-             config.recorder.listen)
+    log.info(
+        "recorder %s: %d cameras, API on http://%s", config.recorder.id, len(recorder.cameras), config.recorder.listen
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,10 +151,8 @@ async def run_recorder(config: RecorderConfig) -> None:
     try:
         while not stop.is_set():
             await asyncio.to_thread(recorder.apply_retention)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
-            except TimeoutError:
-                pass
     finally:
         await runner.cleanup()
         await asyncio.to_thread(recorder.stop)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 def parse_time_us(value: str) -> int:
     try:
-        return int(round(float(value) * 1_000_000))
+        return round(float(value) * 1_000_000)
     except ValueError:
         pass
     try:

@@ -10,6 +10,7 @@ and their numbers are missing from every archive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -47,8 +48,13 @@ class Session:
 
     def describe(self) -> dict:
         return {
-            "id": self.id, "camera": self.camera.id, "user_agent": self.user_agent, "peer": self.peer,
-            "frames_sent": self.frames_sent, "first_frame": self.first_frame, "last_frame": self.last_frame,
+            "id": self.id,
+            "camera": self.camera.id,
+            "user_agent": self.user_agent,
+            "peer": self.peer,
+            "frames_sent": self.frames_sent,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
         }
 
 
@@ -81,10 +87,8 @@ class SimCamera:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for session in list(self.sessions.values()):
             self.drop(session.id)
 
@@ -171,8 +175,13 @@ class SimCamera:
 
     def describe(self) -> dict:
         return {
-            "id": self.id, "kind": self.kind, "online": self.online, "frame": self.frame_no,
-            "fps": self.fps, "gop": self.loop.profile.gop, "start_us": self.start_us,
+            "id": self.id,
+            "kind": self.kind,
+            "online": self.online,
+            "frame": self.frame_no,
+            "fps": self.fps,
+            "gop": self.loop.profile.gop,
+            "start_us": self.start_us,
             "stalled": time.monotonic() < self.stalled_until,
             "sessions": [s.describe() for s in self.sessions.values()],
         }

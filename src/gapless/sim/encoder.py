@@ -44,8 +44,17 @@ def _picture(profile: Profile, index: int) -> np.ndarray:
     h, w = profile.height, profile.width
     img = np.zeros((h, w, 3), dtype=np.uint8)
     bars = np.array(
-        [[235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16], [235, 16, 235], [235, 16, 16],
-         [16, 16, 235], [16, 16, 16]], dtype=np.uint8,
+        [
+            [235, 235, 235],
+            [235, 235, 16],
+            [16, 235, 235],
+            [16, 235, 16],
+            [235, 16, 235],
+            [235, 16, 16],
+            [16, 16, 235],
+            [16, 16, 16],
+        ],
+        dtype=np.uint8,
     )
     img[:] = bars[(np.arange(w) * 8 // w)][None, :, :]
     size = max(16, h // 6)

@@ -50,6 +50,14 @@ def ntp_timestamp(unix_us: int) -> tuple[int, int]:
 def sender_report(ssrc: int, unix_us: int, rtp_timestamp: int, packets: int, octets: int) -> bytes:
     ntp_sec, ntp_frac = ntp_timestamp(unix_us)
     return struct.pack(
-        ">BBHIIIIII", 0x80, 200, 6, ssrc, ntp_sec & 0xFFFFFFFF, ntp_frac, rtp_timestamp & 0xFFFFFFFF,
-        packets & 0xFFFFFFFF, octets & 0xFFFFFFFF,
+        ">BBHIIIIII",
+        0x80,
+        200,
+        6,
+        ssrc,
+        ntp_sec & 0xFFFFFFFF,
+        ntp_frac,
+        rtp_timestamp & 0xFFFFFFFF,
+        packets & 0xFFFFFFFF,
+        octets & 0xFFFFFFFF,
     )

@@ -43,7 +43,7 @@ class RtspConnection:
                     continue
                 head = first + await self.reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("utf-8", "replace").split("\r\n")
-                method, url, _version = (lines[0].split(" ") + ["", ""])[:3]
+                method, url, _version = ([*lines[0].split(" "), "", ""])[:3]
                 headers = {}
                 for line in lines[1:]:
                     if ":" in line:
@@ -129,8 +129,14 @@ class RtspConnection:
     def sdp(self, camera: SimCamera) -> str:
         profile = camera.loop.profile
         lines = [
-            "v=0", f"o=- {camera.ssrc} 1 IN IP4 127.0.0.1", f"s=Gapless simulated camera {camera.id}",
-            "c=IN IP4 0.0.0.0", "t=0 0", "a=control:*", "a=range:npt=now-", f"m=video 0 RTP/AVP {camera.payload_type}",
+            "v=0",
+            f"o=- {camera.ssrc} 1 IN IP4 127.0.0.1",
+            f"s=Gapless simulated camera {camera.id}",
+            "c=IN IP4 0.0.0.0",
+            "t=0 0",
+            "a=control:*",
+            "a=range:npt=now-",
+            f"m=video 0 RTP/AVP {camera.payload_type}",
         ]
         if camera.kind == "mpeg4":
             lines += [
@@ -162,7 +168,7 @@ class RtspConnection:
             if not ports:
                 self.reply(cseq, "461 Unsupported Transport")
                 return
-            client_rtp, client_rtcp = (int(x) for x in (ports.split("-") + [ports])[:2])
+            client_rtp, client_rtcp = (int(x) for x in ([*ports.split("-"), ports])[:2])
             loop = asyncio.get_running_loop()
             rtp_t, _ = await loop.create_datagram_endpoint(_UdpSender, local_addr=(self.server.host, 0))
             rtcp_t, _ = await loop.create_datagram_endpoint(_UdpSender, local_addr=(self.server.host, 0))

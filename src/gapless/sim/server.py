@@ -53,11 +53,20 @@ async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> No
     profile = settings.profile
     log.info(
         "camera-sim: %d cameras %dx%d@%d GOP %d %d kb/s on rtsp://%s:%d/<camera>, control http://%s:%d",
-        len(cameras), profile.width, profile.height, profile.fps, profile.gop, profile.bitrate // 1000,
-        settings.host, rtsp.port, settings.host, settings.control_port,
+        len(cameras),
+        profile.width,
+        profile.height,
+        profile.fps,
+        profile.gop,
+        profile.bitrate // 1000,
+        settings.host,
+        rtsp.port,
+        settings.host,
+        settings.control_port,
     )
-    print(f"ready rtsp://{settings.host}:{rtsp.port}/ control http://{settings.host}:{settings.control_port}/",
-          flush=True)
+    print(
+        f"ready rtsp://{settings.host}:{rtsp.port}/ control http://{settings.host}:{settings.control_port}/", flush=True
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -94,9 +94,17 @@ class FragmentRow:
 
     def public(self) -> dict:
         return {
-            "id": self.id, "camera": self.camera, "run": self.run, "seq": self.seq, "start_us": self.start_us,
-            "end_us": self.end_us, "frames": self.frames, "bytes": self.bytes, "sha256": self.sha256,
-            "init": self.init, "origin": self.origin,
+            "id": self.id,
+            "camera": self.camera,
+            "run": self.run,
+            "seq": self.seq,
+            "start_us": self.start_us,
+            "end_us": self.end_us,
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "init": self.init,
+            "origin": self.origin,
         }
 
 
@@ -137,8 +145,9 @@ class StorageError(RuntimeError):
 class FragmentStore:
     """Owns one recorder's storage directory. Writes come from one thread; reads from any."""
 
-    def __init__(self, root: Path, origin: str, chunk_max_bytes: int = 64 << 20,
-                 chunk_max_us: int = 600_000_000) -> None:
+    def __init__(
+        self, root: Path, origin: str, chunk_max_bytes: int = 64 << 20, chunk_max_us: int = 600_000_000
+    ) -> None:
         self.root = Path(root)
         self.origin = origin
         self.chunk_max_bytes = chunk_max_bytes
@@ -206,15 +215,33 @@ class FragmentStore:
             if kind == b"I":
                 db.execute(
                     "INSERT OR IGNORE INTO inits VALUES (?,?,?,?,?)",
-                    (header["init"], header["codec"], header["width"], header["height"],
-                     data[payload_at : payload_at + plen]),
+                    (
+                        header["init"],
+                        header["codec"],
+                        header["width"],
+                        header["height"],
+                        data[payload_at : payload_at + plen],
+                    ),
                 )
             else:
                 db.execute(
                     f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}, arrival_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (header["camera"], header["run"], header["seq"], header["start_us"], header["end_us"],
-                     header["frames"], plen, chunk_id, payload_at, plen, header["sha256"], header["init"],
-                     header["origin"], header.get("arrival_us")),
+                    (
+                        header["camera"],
+                        header["run"],
+                        header["seq"],
+                        header["start_us"],
+                        header["end_us"],
+                        header["frames"],
+                        plen,
+                        chunk_id,
+                        payload_at,
+                        plen,
+                        header["sha256"],
+                        header["init"],
+                        header["origin"],
+                        header.get("arrival_us"),
+                    ),
                 )
                 report["recovered"] += 1
             end = payload_at + plen
@@ -238,15 +265,27 @@ class FragmentStore:
             chunk_id, fh, inits_in_chunk = self._chunk_for(frag)
             if frag.init.id not in inits_in_chunk:
                 init = frag.init
-                header = {"init": init.id, "codec": init.codec, "width": init.width, "height": init.height,
-                          "sha256": hashlib.sha256(init.data).hexdigest()}
+                header = {
+                    "init": init.id,
+                    "codec": init.codec,
+                    "width": init.width,
+                    "height": init.height,
+                    "sha256": hashlib.sha256(init.data).hexdigest(),
+                }
                 fh.write(encode_record(b"I", header, init.data))
                 inits_in_chunk.add(init.id)
                 new_inits[init.id] = init
             header = {
-                "camera": frag.camera, "run": frag.run, "seq": frag.seq, "start_us": frag.start_us,
-                "end_us": frag.end_us, "frames": frag.frames, "init": frag.init.id, "origin": frag.origin,
-                "arrival_us": frag.arrival_us, "sha256": hashlib.sha256(frag.payload).hexdigest(),
+                "camera": frag.camera,
+                "run": frag.run,
+                "seq": frag.seq,
+                "start_us": frag.start_us,
+                "end_us": frag.end_us,
+                "frames": frag.frames,
+                "init": frag.init.id,
+                "origin": frag.origin,
+                "arrival_us": frag.arrival_us,
+                "sha256": hashlib.sha256(frag.payload).hexdigest(),
             }
             record = encode_record(b"F", header, frag.payload)
             offset = fh.tell()
@@ -260,19 +299,35 @@ class FragmentStore:
         ids: list[int] = []
         db.execute("BEGIN")
         for init in new_inits.values():
-            db.execute("INSERT OR IGNORE INTO inits VALUES (?,?,?,?,?)",
-                       (init.id, init.codec, init.width, init.height, init.data))
+            db.execute(
+                "INSERT OR IGNORE INTO inits VALUES (?,?,?,?,?)",
+                (init.id, init.codec, init.width, init.height, init.data),
+            )
         for frag, chunk_id, payload_at, header in planned:
             cur = db.execute(
                 f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}, arrival_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (frag.camera, frag.run, frag.seq, frag.start_us, frag.end_us, frag.frames, len(frag.payload),
-                 chunk_id, payload_at, len(frag.payload), header["sha256"], frag.init.id, frag.origin,
-                 frag.arrival_us),
+                (
+                    frag.camera,
+                    frag.run,
+                    frag.seq,
+                    frag.start_us,
+                    frag.end_us,
+                    frag.frames,
+                    len(frag.payload),
+                    chunk_id,
+                    payload_at,
+                    len(frag.payload),
+                    header["sha256"],
+                    frag.init.id,
+                    frag.origin,
+                    frag.arrival_us,
+                ),
             )
             ids.append(cur.lastrowid)
             db.execute(
                 "UPDATE chunks SET bytes=?, start_us=COALESCE(start_us, ?), end_us=MAX(COALESCE(end_us, 0), ?)"
-                " WHERE id=?", (touched[chunk_id].tell(), frag.start_us, frag.end_us, chunk_id),
+                " WHERE id=?",
+                (touched[chunk_id].tell(), frag.start_us, frag.end_us, chunk_id),
             )
         db.execute("COMMIT")
         return ids
@@ -287,8 +342,10 @@ class FragmentStore:
         db = self.db()
         (next_id,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()
         rel = f"cameras/{frag.camera}/{next_id:010d}.glc"
-        db.execute("INSERT INTO chunks (id, camera, path, created_us) VALUES (?,?,?,?)",
-                   (next_id, frag.camera, rel, time.time_ns() // 1000))
+        db.execute(
+            "INSERT INTO chunks (id, camera, path, created_us) VALUES (?,?,?,?)",
+            (next_id, frag.camera, rel, time.time_ns() // 1000),
+        )
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "ab")  # noqa: SIM115 - kept open while the chunk is being written
@@ -333,10 +390,15 @@ class FragmentStore:
 
     # ---- reading ---------------------------------------------------------------------------
     def fragments(self, camera: str, start_us: int, end_us: int) -> list[FragmentRow]:
-        rows = self.db().execute(
-            f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? AND end_us > ? AND start_us < ?"
-            " ORDER BY start_us, id", (camera, start_us, end_us),
-        ).fetchall()
+        rows = (
+            self.db()
+            .execute(
+                f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? AND end_us > ? AND start_us < ?"
+                " ORDER BY start_us, id",
+                (camera, start_us, end_us),
+            )
+            .fetchall()
+        )
         return [FragmentRow(*r) for r in rows]
 
     def fragment(self, fragment_id: int) -> FragmentRow | None:
@@ -357,9 +419,11 @@ class FragmentStore:
         return InitSegment(*row) if row else None
 
     def last_fragment(self, camera: str) -> FragmentRow | None:
-        row = self.db().execute(
-            f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? ORDER BY end_us DESC LIMIT 1", (camera,)
-        ).fetchone()
+        row = (
+            self.db()
+            .execute(f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? ORDER BY end_us DESC LIMIT 1", (camera,))
+            .fetchone()
+        )
         return FragmentRow(*row) if row else None
 
     def deleted_until(self, camera: str) -> int | None:

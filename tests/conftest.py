@@ -1,0 +1,174 @@
+"""Real processes on loopback: `gapless camera-sim` and `gapless recorder`, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+TOKEN = "test-token-0123456789abcdef"
+GAPLESS = [sys.executable, "-m", "gapless.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    """Poll until predicate() is truthy; fail the test (never hang) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError, KeyError) as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc})")
+
+
+class Proc:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        fh = self.log.open("ab")
+        self.popen = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ})
+        fh.close()
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+
+
+class Sim:
+    def __init__(self, tmp: Path, cameras: int = 1, special: tuple[str, ...] = (), gop: int = 25) -> None:
+        self.rtsp_port, self.control_port = free_port(), free_port()
+        self.gop = gop
+        args = [
+            *GAPLESS,
+            "camera-sim",
+            "--cameras",
+            str(cameras),
+            "--port",
+            str(self.rtsp_port),
+            "--control-port",
+            str(self.control_port),
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--gop",
+            str(gop),
+            "--bitrate",
+            "800",
+        ]
+        for kind in special:
+            args += ["--special", kind]
+        self.proc = Proc(args, tmp / "sim.log").start()
+        self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.control_port}", timeout=10)
+        wait_for(lambda: self.control.get("/cameras").status_code == 200, 120, "camera-sim to start")
+
+    def url(self, camera: str) -> str:
+        return f"rtsp://127.0.0.1:{self.rtsp_port}/{camera}"
+
+    def camera(self, camera: str) -> dict:
+        return self.control.get(f"/cameras/{camera}").json()
+
+    def close(self) -> None:
+        self.control.close()
+        self.proc.stop()
+
+
+class Recorder:
+    def __init__(self, tmp: Path, name: str, cameras: list[dict], **section) -> None:
+        self.port = free_port()
+        self.storage = tmp / name
+        self.config_path = tmp / f"{name}.yaml"
+        config = {
+            "recorder": {
+                "id": name,
+                "listen": f"127.0.0.1:{self.port}",
+                "storage": str(self.storage),
+                "api_token": TOKEN,
+                **section,
+            },
+            "cameras": cameras,
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log = tmp / f"{name}.log"
+        self.proc: Proc | None = None
+        self.api = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Recorder:
+        self.proc = Proc([*GAPLESS, "recorder", "--config", str(self.config_path)], self.log).start()
+        wait_for(lambda: self.api.get("/api/v1/health").status_code == 200, 60, "recorder API")
+        return self
+
+    def health(self) -> dict:
+        return self.api.get("/api/v1/health").json()
+
+    def wait_fragments(self, camera: str, count: int, timeout: float = 90) -> None:
+        base = self.health()["cameras"][camera]["fragments"]
+        wait_for(
+            lambda: self.health()["cameras"][camera]["fragments"] >= base + count,
+            timeout,
+            f"{count} new fragments of {camera}",
+        )
+
+    def close(self) -> None:
+        self.api.close()
+        if self.proc:
+            self.proc.stop()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    simulator = Sim(tmp_path, cameras=1, special=("mpeg4",))
+    yield simulator
+    simulator.close()
+
+
+@pytest.fixture
+def make_recorder(tmp_path):
+    made: list[Recorder] = []
+
+    def make(name: str, cameras: list[dict], **section) -> Recorder:
+        rec = Recorder(tmp_path, name, cameras, **section)
+        made.append(rec)
+        return rec
+
+    yield make
+    for rec in made:
+        rec.close()
