@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint clean
 
 $(BIN)/gapless: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,11 @@ demo: $(BIN)/gapless
 	$(BIN)/gapless demo
 
 lint: $(BIN)/gapless
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 test: lint
 	$(BIN)/python -m pytest
-
-bench: $(BIN)/gapless
-	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) data
