@@ -10,9 +10,11 @@ import subprocess
 import time
 
 import av
+import httpx
 from conftest import GAPLESS, TOKEN, wait_for
 
 from gapless.media.h264 import find_stamp, split_avcc
+from gapless.recorder.timeparse import parse_time_us
 
 
 def window(rec, camera: str) -> tuple[float, float]:
@@ -145,8 +147,6 @@ def test_bad_input_is_refused_and_other_cameras_keep_recording(sim, make_recorde
     assert health["cameras"]["gone"]["state"] == "reconnecting"
     assert health["cameras"]["lobby"]["state"] == "recording"
 
-    import httpx
-
     assert httpx.get(f"{rec.url}/api/v1/health").status_code == 401
     assert httpx.get(f"{rec.url}/api/v1/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
     now = time.time()
@@ -177,3 +177,31 @@ def test_third_party_client_reads_the_simulator_over_udp_and_tcp(sim):
             assert got >= 30, f"{transport}: only {got} packets"
         finally:
             container.close()
+
+
+def test_live_and_playback_playlists_play_through_signed_urls(sim, make_recorder):
+    rec = make_recorder("rec-a", [{"id": "lobby", "url": sim.url("cam0")}]).start()
+    rec.wait_fragments("lobby", 4)
+    live = httpx.get(f"{rec.url}/api/v1/cameras/lobby/live.m3u8", params={"token": TOKEN})
+    assert live.status_code == 200, live.text
+    lines = live.text.splitlines()
+    nominal_us = sim.gop * 40_000  # 25 fps
+    sequence = int(next(x for x in lines if x.startswith("#EXT-X-MEDIA-SEQUENCE:")).split(":")[1])
+    first_pdt = next(x for x in lines if x.startswith("#EXT-X-PROGRAM-DATE-TIME:")).split(":", 1)[1]
+    assert sequence == round(parse_time_us(first_pdt) / nominal_us)
+    init_uri = next(x for x in lines if x.startswith("#EXT-X-MAP:")).split('"')[1]
+    segments = [x for x in lines if x.startswith("/api/v1/fragments/")]
+    assert len(segments) >= 3
+    # Players that cannot send headers: the signed URLs alone open the media, no token needed.
+    media = b"".join(httpx.get(rec.url + uri).raise_for_status().content for uri in [init_uri, *segments])
+    container = av.open(io.BytesIO(media))
+    numbers = [find_stamp(split_avcc(bytes(p))).frame for p in container.demux(container.streams.video[0]) if p.size]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert httpx.get(rec.url + segments[0].replace("sig=", "sig=x")).status_code == 401
+    assert httpx.get(rec.url + segments[0].split("?")[0]).status_code == 401
+    assert httpx.get(f"{rec.url}/api/v1/health", params={"token": TOKEN}).status_code == 401  # not a media URL
+
+    start, end = window(rec, "lobby")
+    vod = rec.api.get("/api/v1/cameras/lobby/playback.m3u8", params={"start": start, "end": end})
+    assert vod.status_code == 200 and vod.text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert sum(1 for x in vod.text.splitlines() if x.startswith("/api/v1/fragments/")) >= 4

@@ -60,6 +60,7 @@ def run_demo(data: Path, cameras: int) -> None:
             f"""
 Gapless demo is running ({cameras} simulated cameras, one recorder). Ctrl-C stops it.
   health:   curl -H 'Authorization: Bearer {token}' {base}/api/v1/health
+  live:     ffplay '{base}/api/v1/cameras/camera0/live.m3u8?token={token}'
   camera:   ffplay rtsp://127.0.0.1:{RTSP_PORT}/cam0
   export:   curl -o camera0.mp4 '{base}/api/v1/cameras/camera0/export.mp4?start={start}&end={start + 60}&token={token}'
             (after a minute of recording; open camera0.mp4 with any player)

@@ -10,9 +10,19 @@ import shutil
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, signature_valid
 from gapless.recorder.timeparse import iso, parse_time_us
 
-MAX_RANGE_US = {"coverage": 31 * 86_400_000_000, "fragments": 86_400_000_000, "export": 6 * 3_600_000_000}
+MAX_RANGE_US = {
+    "coverage": 31 * 86_400_000_000,
+    "fragments": 86_400_000_000,
+    "playback": 86_400_000_000,
+    "export": 6 * 3_600_000_000,
+}
+#: Paths a player opens itself: they also accept ?token= or a signed URL (?exp=&sig=).
+_MEDIA_PATH = re.compile(
+    r"^/api/v1/(fragments/[0-9]+|inits/[0-9a-f]+|cameras/[^/]+/(live\.m3u8|playback\.m3u8|export\.mp4))$"
+)
 _FRAGMENT_ID = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -26,7 +36,12 @@ def build_api(recorder) -> web.Application:
     @web.middleware
     async def auth(request: web.Request, handler):
         header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        media = bool(_MEDIA_PATH.match(request.path))
+        if media and "sig" in request.query:
+            if signature_valid(token, request.path, request.query.get("exp", ""), request.query["sig"]):
+                return await handler(request)
+            raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
+        given = header[7:] if header.startswith("Bearer ") else (request.query.get("token", "") if media else "")
         if not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise error(web.HTTPUnauthorized, "missing or wrong API token")
         return await handler(request)
@@ -51,6 +66,13 @@ def build_api(recorder) -> web.Application:
             hours = MAX_RANGE_US[kind] / 3_600_000_000
             raise error(web.HTTPBadRequest, f"range too long for {kind}: at most {hours:g} h")
         return start, end
+
+    def nothing_recorded(cam: str, start: int, end: int) -> str:
+        message = f"no recording of {cam} between {iso(start)} and {iso(end)}"
+        deleted = recorder.store.deleted_until(cam)
+        if deleted and deleted > start:
+            message += f"; footage before {iso(deleted)} was deleted by retention"
+        return message
 
     routes = web.RouteTableDef()
 
@@ -131,11 +153,7 @@ def build_api(recorder) -> web.Application:
         start, end = time_range(request, "export")
         rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
         if not rows:
-            deleted = await asyncio.to_thread(recorder.store.deleted_until, cam)
-            message = f"no recording of {cam} between {iso(start)} and {iso(end)}"
-            if deleted and deleted > start:
-                message += f"; footage before {iso(deleted)} was deleted by retention"
-            raise error(web.HTTPNotFound, message)
+            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, start, end))
         if len({r.init for r in rows}) > 1:
             raise error(web.HTTPConflict, "the range spans a codec change; export each part separately")
         segment = await asyncio.to_thread(recorder.store.init, rows[0].init)
@@ -146,6 +164,25 @@ def build_api(recorder) -> web.Application:
             await response.write(await asyncio.to_thread(recorder.store.read_payload, row))
         await response.write_eof()
         return response
+
+    @routes.get("/api/v1/cameras/{camera}/live.m3u8")
+    async def live(request: web.Request) -> web.Response:
+        cam = camera_id(request)
+        rows = await asyncio.to_thread(recorder.store.recent_fragments, cam, 3 * LIVE_SEGMENTS)
+        if not rows:
+            raise error(web.HTTPNotFound, f"nothing recorded yet for {cam}")
+        text = playlist(rows[-LIVE_SEGMENTS:], token, live=True, nominal_us=nominal_duration_us(rows))
+        return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
+    async def playback(request: web.Request) -> web.Response:
+        cam = camera_id(request)
+        start, end = time_range(request, "playback")
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        if not rows:
+            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, start, end))
+        text = playlist(rows, token, live=False, nominal_us=nominal_duration_us(rows))
+        return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/metrics")
     async def metrics(_request: web.Request) -> web.Response:

@@ -418,13 +418,15 @@ class FragmentStore:
         row = self.db().execute("SELECT id, codec, width, height, data FROM inits WHERE id=?", (init_id,)).fetchone()
         return InitSegment(*row) if row else None
 
-    def last_fragment(self, camera: str) -> FragmentRow | None:
-        row = (
+    def recent_fragments(self, camera: str, count: int) -> list[FragmentRow]:
+        rows = (
             self.db()
-            .execute(f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? ORDER BY end_us DESC LIMIT 1", (camera,))
-            .fetchone()
+            .execute(
+                f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? ORDER BY start_us DESC LIMIT ?", (camera, count)
+            )
+            .fetchall()
         )
-        return FragmentRow(*row) if row else None
+        return [FragmentRow(*r) for r in reversed(rows)]
 
     def deleted_until(self, camera: str) -> int | None:
         row = self.db().execute("SELECT value FROM meta WHERE key=?", (f"deleted_until:{camera}",)).fetchone()
