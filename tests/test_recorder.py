@@ -205,3 +205,25 @@ def test_live_and_playback_playlists_play_through_signed_urls(sim, make_recorder
     vod = rec.api.get("/api/v1/cameras/lobby/playback.m3u8", params={"start": start, "end": end})
     assert vod.status_code == 200 and vod.text.rstrip().endswith("#EXT-X-ENDLIST")
     assert sum(1 for x in vod.text.splitlines() if x.startswith("/api/v1/fragments/")) >= 4
+
+
+def test_reindex_rebuilds_the_same_index_from_chunk_files(sim, make_recorder):
+    rec = make_recorder("rec-a", [{"id": "lobby", "url": sim.url("cam0")}], chunk={"max_duration": "3s"}).start()
+    rec.wait_fragments("lobby", 5)
+    start, end = window(rec, "lobby")
+    before = rec.api.get("/api/v1/cameras/lobby/fragments", params={"start": start, "end": end}).json()["fragments"]
+    rec.proc.stop()
+    result = subprocess.run(
+        [*GAPLESS, "recorder", "--config", str(rec.config_path), "--reindex"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(rec.storage.glob("index.sqlite3.before-reindex-*"))
+    rec.start()
+    after = rec.api.get("/api/v1/cameras/lobby/fragments", params={"start": start, "end": end}).json()["fragments"]
+    key = ("run", "seq", "start_us", "end_us", "frames", "bytes", "sha256", "init", "origin")
+    assert [tuple(f[k] for k in key) for f in after[: len(before)]] == [tuple(f[k] for k in key) for f in before]
+    code, report = audit(rec, "lobby", start, end)
+    assert code == 0 and report["frames"] == sum(f["frames"] for f in before), report

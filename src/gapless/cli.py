@@ -66,8 +66,9 @@ def camera_sim(
 
 @main.command("recorder")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML file")
+@click.option("--reindex", is_flag=True, help="rebuild the index from the chunk files, then exit")
 @click.option("-v", "--verbose", is_flag=True)
-def recorder(config_path: str, verbose: bool) -> None:
+def recorder(config_path: str, reindex: bool, verbose: bool) -> None:
     """Record cameras, keep the archive, serve the API."""
     from pathlib import Path
 
@@ -80,6 +81,12 @@ def recorder(config_path: str, verbose: bool) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    if reindex:
+        from gapless.storage.store import FragmentStore
+
+        report = FragmentStore(config.recorder.storage, config.recorder.id).reindex()
+        click.echo(f"reindexed {config.recorder.storage}: {report}")
+        return
     asyncio.run(run_recorder(config))
 
 

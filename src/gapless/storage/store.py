@@ -206,6 +206,41 @@ class FragmentStore:
         self._refresh_chunk_bounds()
         return report
 
+    def reindex(self) -> dict:
+        """Rebuild the index from the chunk files alone (the old index is kept beside it)."""
+        self.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(f"{self.db_path}{suffix}")
+            if old.exists():
+                old.rename(f"{self.db_path}.before-reindex-{stamp}{suffix}")
+        db = self.db()
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('open_id', ?)", (uuid.uuid4().hex,))
+        report = {"chunks": 0, "recovered": 0, "truncated_bytes": 0}
+        for file in sorted((self.root / "cameras").glob("*/*.glc")):
+            chunk_id = int(file.stem)
+            camera = file.parent.name
+            db.execute(
+                "INSERT INTO chunks (id, camera, path, state, created_us) VALUES (?,?,?,'closed',?)",
+                (chunk_id, camera, str(file.relative_to(self.root)), int(file.stat().st_mtime * 1e6)),
+            )
+            data = file.read_bytes()
+            good_end = self._index_records(camera, chunk_id, data, 0, report)
+            if good_end < len(data):
+                report["truncated_bytes"] += len(data) - good_end
+                with open(file, "r+b") as fh:
+                    fh.truncate(good_end)
+                    os.fsync(fh.fileno())
+            db.execute("UPDATE chunks SET bytes=? WHERE id=?", (good_end, chunk_id))
+            report["chunks"] += 1
+        self._refresh_chunk_bounds()
+        return report
+
     def _index_records(self, camera: str, chunk_id: int, data: bytes, start: int, report: dict) -> int:
         """Index the valid records of data[start:], return where valid data ends."""
         db = self.db()
