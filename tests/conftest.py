@@ -155,7 +155,7 @@ class Recorder:
 
 @pytest.fixture
 def sim(tmp_path):
-    simulator = Sim(tmp_path, cameras=1, special=("mpeg4",))
+    simulator = Sim(tmp_path, cameras=1, special=("mpeg4", "garbage"))
     yield simulator
     simulator.close()
 

@@ -137,6 +137,7 @@ def test_bad_input_is_refused_and_other_cameras_keep_recording(sim, make_recorde
         [
             {"id": "lobby", "url": sim.url("cam0")},
             {"id": "old", "url": sim.url("mpeg4")},
+            {"id": "junk", "url": sim.url("garbage")},
             {"id": "gone", "url": "rtsp://127.0.0.1:9/nothing"},
         ],
     ).start()
@@ -145,6 +146,8 @@ def test_bad_input_is_refused_and_other_cameras_keep_recording(sim, make_recorde
     assert health["cameras"]["old"]["state"] == "failed"
     assert "unsupported codec mpeg4" in health["cameras"]["old"]["reason"]
     assert health["cameras"]["gone"]["state"] == "reconnecting"
+    junk = wait_for(lambda: (c := rec.health()["cameras"]["junk"])["state"] == "failed" and c, 60, "garbage refused")
+    assert "not valid H.264" in junk["reason"] and junk["fragments"] == 0
     assert health["cameras"]["lobby"]["state"] == "recording"
 
     assert httpx.get(f"{rec.url}/api/v1/health").status_code == 401

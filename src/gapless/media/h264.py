@@ -273,4 +273,9 @@ def parse_sps(nal: bytes) -> SpsInfo:
         sub_w, sub_h = 1, 2 - frame_mbs_only
     width = width_mbs * 16 - sub_w * (crop[0] + crop[1])
     height = (2 - frame_mbs_only) * height_map_units * 16 - sub_h * (crop[2] + crop[3])
+    if profile not in _PROFILES or not (16 <= width <= 16384 and 16 <= height <= 16384) or level > 62:
+        raise BitstreamError(f"implausible SPS (profile {profile}, level {level}, {width}x{height})")
     return SpsInfo(profile, constraints, level, width, height)
+
+
+_PROFILES = frozenset({66, 77, 88, 100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})

@@ -80,16 +80,17 @@ class Fragmenter:
             self._learn(split_annexb(extradata))
 
     def _learn(self, nals: list[bytes]) -> None:
-        for nal in nals:
-            if nal_type(nal) == NAL_SPS:
-                self.sps = nal
-            elif nal_type(nal) == NAL_PPS:
-                self.pps = nal
-        if self.sps and self.pps:
-            info = parse_sps(self.sps)
-            data = build_init_segment(self.sps, self.pps, info)
-            if self.init is None or self.init.data != data:
-                self.init = InitSegment.make(info.codec_string, info.width, info.height, data)
+        """Take in-band parameter sets; an SPS that does not parse is refused before it is used."""
+        sps = next((n for n in nals if nal_type(n) == NAL_SPS), self.sps)
+        pps = next((n for n in nals if nal_type(n) == NAL_PPS), self.pps)
+        if not (sps and pps) or (sps, pps) == (self.sps, self.pps):
+            self.sps, self.pps = sps, pps
+            return
+        info = parse_sps(sps)  # raises BitstreamError
+        self.sps, self.pps = sps, pps
+        data = build_init_segment(sps, pps, info)
+        if self.init is None or self.init.data != data:
+            self.init = InitSegment.make(info.codec_string, info.width, info.height, data)
 
     def push(self, packet: Packet) -> list[Fragment]:
         """Feed one access unit; returns fragments completed by it."""
@@ -97,12 +98,14 @@ class Fragmenter:
             nals = split_annexb(packet.data)
             for nal in nals:
                 check_nal(nal)
+            keyframe = any(nal_type(n) == NAL_IDR for n in nals)
+            if keyframe:
+                self._learn(nals)
         except BitstreamError:
             self.invalid_packets += 1
             raise
-        keyframe = any(nal_type(n) == NAL_IDR for n in nals)
-        if keyframe:
-            self._learn(nals)
+        if keyframe and self.init is None:
+            raise BitstreamError("keyframe before any SPS/PPS")
         self.clock.observe(packet.pts_us, packet.prft_us)
         self.pending.append((packet, nals, keyframe))
         if self.clock.offset is None:

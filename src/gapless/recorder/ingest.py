@@ -17,6 +17,8 @@ from gapless.recorder.fragmenter import Fragmenter, Packet
 log = logging.getLogger("gapless.ingest")
 
 KEYFRAME_TIMEOUT_S = 10.0
+#: A camera whose access units are malformed this often is sending something that is not H.264.
+MALFORMED_LIMIT = (20, 0.05)  # at least this many, and at least this share of all packets
 BACKOFF_MAX_S = 30.0
 
 
@@ -60,6 +62,9 @@ class CameraIngest(threading.Thread):
             except (av.FFmpegError, OSError, BitstreamError) as exc:
                 self.feed.state, self.feed.reason = "reconnecting", f"{type(exc).__name__}: {exc}"
                 log.warning("camera %s: %s (reconnecting in %.0f s)", self.camera_id, exc, backoff)
+            except Exception as exc:  # a bug must not silently end this camera's recording
+                self.feed.state, self.feed.reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
+                log.exception("camera %s: internal error (retrying in %.0f s)", self.camera_id, backoff)
             if self.stop_event.is_set():
                 break
             self.feed.reconnects += 1
@@ -82,7 +87,9 @@ class CameraIngest(threading.Thread):
             frag.set_parameter_sets(bytes(stream.codec_context.extradata or b""))
             tb_us = float(stream.time_base * 1_000_000)
             opened = time.monotonic()
-            self.feed.state, self.feed.reason = "connecting", ""
+            packets = malformed = 0
+            if self.feed.state != "failed":  # a failed camera stays failed until it delivers a fragment
+                self.feed.state, self.feed.reason = "connecting", ""
             try:
                 for packet in container.demux(stream):
                     if self.stop_event.is_set():
@@ -93,6 +100,7 @@ class CameraIngest(threading.Thread):
                     raw = bytes(side) if side else b""
                     prft = int.from_bytes(raw[:8], "little", signed=True) if len(raw) >= 8 else None
                     dts = packet.dts if packet.dts is not None else packet.pts
+                    packets += 1
                     try:
                         done = frag.push(
                             Packet(
@@ -100,8 +108,12 @@ class CameraIngest(threading.Thread):
                             )
                         )
                     except BitstreamError as exc:
-                        if frag.seq == 0 and time.monotonic() - opened > KEYFRAME_TIMEOUT_S:
-                            raise CameraFailure(f"stream is not valid H.264 ({exc})") from None
+                        malformed += 1
+                        if malformed >= MALFORMED_LIMIT[0] and malformed > MALFORMED_LIMIT[1] * packets:
+                            raise CameraFailure(
+                                f"stream is not valid H.264: {malformed} of {packets} access units malformed"
+                                f" (last: {exc})"
+                            ) from None
                         continue
                     if frag.seq == 0 and not done and time.monotonic() - opened > KEYFRAME_TIMEOUT_S + 5:
                         raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
