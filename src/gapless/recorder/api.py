@@ -74,6 +74,15 @@ def build_api(recorder) -> web.Application:
             message += f"; footage before {iso(deleted)} was deleted by retention"
         return message
 
+    async def recorded(request: web.Request, kind: str) -> tuple[str, list]:
+        """The camera and its fragments in the request's range; 404 saying why when there are none."""
+        cam = camera_id(request)
+        start, end = time_range(request, kind)
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        if not rows:
+            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, start, end))
+        return cam, rows
+
     routes = web.RouteTableDef()
 
     @routes.get("/api/v1/health")
@@ -149,11 +158,7 @@ def build_api(recorder) -> web.Application:
 
     @routes.get("/api/v1/cameras/{camera}/export.mp4")
     async def export(request: web.Request) -> web.StreamResponse:
-        cam = camera_id(request)
-        start, end = time_range(request, "export")
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
-        if not rows:
-            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, start, end))
+        _cam, rows = await recorded(request, "export")
         if len({r.init for r in rows}) > 1:
             raise error(web.HTTPConflict, "the range spans a codec change; export each part separately")
         segment = await asyncio.to_thread(recorder.store.init, rows[0].init)
@@ -176,11 +181,7 @@ def build_api(recorder) -> web.Application:
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     async def playback(request: web.Request) -> web.Response:
-        cam = camera_id(request)
-        start, end = time_range(request, "playback")
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
-        if not rows:
-            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, start, end))
+        _cam, rows = await recorded(request, "playback")
         text = playlist(rows, token, live=False, nominal_us=nominal_duration_us(rows))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
