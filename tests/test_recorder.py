@@ -110,7 +110,9 @@ def test_retention_by_bytes_deletes_oldest_first(sim, make_recorder):
     ).start()
     rec.wait_fragments("lobby", 2)
     first_recorded = window(rec, "lobby")[0]
-    wait_for(lambda: "retention: deleted chunk" in rec.log.read_text(), 90, "retention to delete a chunk")
+    wait_for(
+        lambda: "retention (camera bytes): deleted chunk" in rec.log.read_text(), 90, "retention to delete a chunk"
+    )
     now = time.time()
     rows = rec.api.get("/api/v1/cameras/lobby/fragments", params={"start": now - 3600, "end": now + 60})
     kept = rows.json()["fragments"]

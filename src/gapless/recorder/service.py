@@ -103,14 +103,16 @@ class Recorder:
         self.store.close()
 
     def apply_retention(self) -> int:
-        """Delete whole oldest chunks beyond each camera's age and byte limits. Returns chunks deleted."""
+        """Delete whole oldest chunks: per camera by age (camera's limit, else the recorder's) and by the
+        camera's byte limit; then, across all cameras, oldest first while the recorder's byte limit is
+        exceeded. The chunk being written is never deleted. Returns the number of chunks deleted."""
         section = self.config.recorder
         deleted = 0
         now_us = time.time_ns() // 1000
         db = self.store.db()
         for camera in self.config.cameras:
             max_age = camera.retention.max_age or section.retention.max_age
-            max_bytes = camera.retention.max_bytes or section.retention.max_bytes
+            max_bytes = camera.retention.max_bytes
             rows = db.execute(
                 "SELECT id, bytes, end_us, state FROM chunks WHERE camera=? ORDER BY id", (camera.id,)
             ).fetchall()
@@ -120,11 +122,25 @@ class Recorder:
                 too_big = max_bytes is not None and total > max_bytes
                 if not (too_old or too_big) or state == "open":
                     break
-                self.store.delete_chunk(chunk_id)
+                self._delete(chunk_id, camera.id, size, "age" if too_old else "camera bytes")
                 total -= size
                 deleted += 1
-                log.info("retention: deleted chunk %d of %s (%d bytes)", chunk_id, camera.id, size)
+        if section.retention.max_bytes is not None:
+            rows = db.execute("SELECT id, camera, bytes, state FROM chunks ORDER BY end_us, id").fetchall()
+            total = sum(r[2] for r in rows)
+            for chunk_id, camera_id, size, state in rows:
+                if total <= section.retention.max_bytes:
+                    break
+                if state == "open":
+                    continue
+                self._delete(chunk_id, camera_id, size, "recorder bytes")
+                total -= size
+                deleted += 1
         return deleted
+
+    def _delete(self, chunk_id: int, camera_id: str, size: int, why: str) -> None:
+        self.store.delete_chunk(chunk_id)
+        log.info("retention (%s): deleted chunk %d of %s (%d bytes)", why, chunk_id, camera_id, size)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -329,8 +329,9 @@ class FragmentStore:
             planned.append((frag, chunk_id, payload_at, header))
             touched[chunk_id] = fh
         for fh in touched.values():
-            fh.flush()
-            os.fsync(fh.fileno())
+            if not fh.closed:  # a chunk rolled during this batch was fsynced when it was closed
+                fh.flush()
+                os.fsync(fh.fileno())
         ids: list[int] = []
         db.execute("BEGIN")
         for init in new_inits.values():
@@ -362,7 +363,7 @@ class FragmentStore:
             db.execute(
                 "UPDATE chunks SET bytes=?, start_us=COALESCE(start_us, ?), end_us=MAX(COALESCE(end_us, 0), ?)"
                 " WHERE id=?",
-                (touched[chunk_id].tell(), frag.start_us, frag.end_us, chunk_id),
+                (payload_at + len(frag.payload), frag.start_us, frag.end_us, chunk_id),
             )
         db.execute("COMMIT")
         return ids
@@ -396,6 +397,8 @@ class FragmentStore:
         current = self._open_chunks.pop(camera, None)
         if current is not None:
             chunk_id, fh, _inits, _first = current
+            fh.flush()
+            os.fsync(fh.fileno())
             fh.close()
             self.db().execute("UPDATE chunks SET state='closed' WHERE id=?", (chunk_id,))
 

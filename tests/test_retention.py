@@ -1,0 +1,71 @@
+"""Retention on a real store with synthetic fragments: age and recorder-wide bytes, oldest first."""
+
+import time
+
+from gapless.recorder.config import RecorderConfig
+from gapless.recorder.service import Recorder
+from gapless.storage.store import Fragment, InitSegment
+
+INIT = InitSegment.make("avc1.64001f", 640, 360, b"\x00" * 64)
+
+
+def fragments(camera: str, start_us: int, count: int, size: int) -> list[Fragment]:
+    return [
+        Fragment(
+            camera,
+            "run",
+            i,
+            start_us + i * 1_000_000,
+            start_us + (i + 1) * 1_000_000,
+            25,
+            INIT,
+            bytes([i % 256]) * size,
+            "rec-a",
+            start_us,
+        )
+        for i in range(count)
+    ]
+
+
+def recorder(tmp_path, retention: dict, cameras: list[dict]) -> Recorder:
+    config = RecorderConfig.model_validate(
+        {
+            "recorder": {
+                "id": "rec-a",
+                "storage": str(tmp_path),
+                "api_token": "x" * 16,
+                "retention": retention,
+                "chunk": {"max_duration": "2s"},
+            },
+            "cameras": [{"url": "rtsp://127.0.0.1:1/x", **c} for c in cameras],
+        }
+    )
+    return Recorder(config)
+
+
+def test_recorder_byte_limit_deletes_the_oldest_chunks_across_cameras(tmp_path):
+    rec = recorder(tmp_path, {"max_bytes": "150KB"}, [{"id": "a"}, {"id": "b"}])
+    now = time.time_ns() // 1000
+    rec.store.write(fragments("a", now - 100_000_000, 10, 10_000))  # older
+    rec.store.write(fragments("b", now - 50_000_000, 10, 10_000))  # newer
+    rec.store.close()
+    assert rec.apply_retention() > 0
+    left = rec.store.db().execute("SELECT camera, SUM(bytes) FROM chunks GROUP BY camera").fetchall()
+    assert sum(size for _, size in left) <= 150_000
+    # Only the older camera lost footage, and only its oldest: what is left of it is its newest.
+    assert rec.store.deleted_until("b") is None and len(rec.store.fragments("b", 0, now)) == 10
+    kept_a = rec.store.fragments("a", 0, now)
+    assert 0 < len(kept_a) < 10 and kept_a[-1].end_us == now - 90_000_000
+    assert rec.store.deleted_until("a") == kept_a[0].start_us
+
+
+def test_age_limit_keeps_recent_chunks(tmp_path):
+    rec = recorder(tmp_path, {"max_age": "1h"}, [{"id": "a"}, {"id": "b", "retention": {"max_age": "30s"}}])
+    now = time.time_ns() // 1000
+    rec.store.write(fragments("a", now - 7200_000_000, 4, 1000) + fragments("a", now - 10_000_000, 4, 1000))
+    rec.store.write(fragments("b", now - 60_000_000, 4, 1000) + fragments("b", now - 10_000_000, 4, 1000))
+    rec.store.close()
+    rec.apply_retention()
+    for camera in ("a", "b"):
+        kept = rec.store.fragments(camera, 0, now + 1)
+        assert kept and all(f.start_us >= now - 10_000_000 for f in kept), camera
