@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import av
 
 from gapless import __version__
-from gapless.media.h264 import BitstreamError
+from gapless.media.fmp4 import parse_fragment
+from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.fragmenter import Fragmenter, Packet
 
 log = logging.getLogger("gapless.ingest")
@@ -24,6 +25,25 @@ BACKOFF_MAX_S = 30.0
 
 class CameraFailure(Exception):
     """The camera answered but what it sends cannot be recorded."""
+
+
+def _check_decodes(fragment) -> None:
+    """Decode the first keyframe of a run (one frame per connect, cheap): random bytes can pass every
+    NAL header check, but they do not decode. Gapless otherwise never decodes video."""
+    sample = parse_fragment(fragment.payload)[0]
+    avcc = fragment.init.data[fragment.init.data.index(b"avcC") + 4 :]
+    sps_len = int.from_bytes(avcc[6:8], "big")
+    sps = avcc[8 : 8 + sps_len]
+    pps_len = int.from_bytes(avcc[9 + sps_len : 11 + sps_len], "big")
+    pps = avcc[11 + sps_len : 11 + sps_len + pps_len]
+    ctx = av.CodecContext.create("h264", "r")
+    ctx.options = {"err_detect": "explode"}
+    try:
+        frames = ctx.decode(av.Packet(to_annexb([sps, pps, *split_avcc(sample.data)]))) + ctx.decode(None)
+    except av.FFmpegError as exc:
+        raise CameraFailure(f"stream is not valid H.264: its first keyframe does not decode ({exc})") from None
+    if not frames:
+        raise CameraFailure("stream is not valid H.264: its first keyframe does not decode")
 
 
 @dataclass
@@ -88,6 +108,7 @@ class CameraIngest(threading.Thread):
             tb_us = float(stream.time_base * 1_000_000)
             opened = time.monotonic()
             packets = malformed = 0
+            checked = False
             if self.feed.state != "failed":  # a failed camera stays failed until it delivers a fragment
                 self.feed.state, self.feed.reason = "connecting", ""
             try:
@@ -117,9 +138,19 @@ class CameraIngest(threading.Thread):
                         continue
                     if frag.seq == 0 and not done and time.monotonic() - opened > KEYFRAME_TIMEOUT_S + 5:
                         raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
+                    if done and not checked:
+                        _check_decodes(done[0])
+                        checked = True
                     self._deliver(done, frag)
             finally:
-                self._deliver(frag.flush(), frag)
+                rest = frag.flush()  # the GOP in progress when the run ended is kept too
+                if rest and not checked:
+                    try:
+                        _check_decodes(rest[0])
+                    except CameraFailure as exc:
+                        log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
+                        rest = []
+                self._deliver(rest, frag)
         finally:
             container.close()
         if not self.stop_event.is_set():
