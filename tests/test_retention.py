@@ -27,7 +27,7 @@ def fragments(camera: str, start_us: int, count: int, size: int) -> list[Fragmen
     ]
 
 
-def recorder(tmp_path, retention: dict, cameras: list[dict]) -> Recorder:
+def recorder(tmp_path, retention: dict, cameras: list[dict], chunk_duration: str = "2s") -> Recorder:
     config = RecorderConfig.model_validate(
         {
             "recorder": {
@@ -35,7 +35,7 @@ def recorder(tmp_path, retention: dict, cameras: list[dict]) -> Recorder:
                 "storage": str(tmp_path),
                 "api_token": "x" * 16,
                 "retention": retention,
-                "chunk": {"max_duration": "2s"},
+                "chunk": {"max_duration": chunk_duration},
             },
             "cameras": [{"url": "rtsp://127.0.0.1:1/x", **c} for c in cameras],
         }
@@ -69,3 +69,31 @@ def test_age_limit_keeps_recent_chunks(tmp_path):
     for camera in ("a", "b"):
         kept = rec.store.fragments(camera, 0, now + 1)
         assert kept and all(f.start_us >= now - 10_000_000 for f in kept), camera
+
+
+def test_failed_write_leaves_no_torn_record_and_retry_stores_everything(tmp_path, monkeypatch):
+    """Disk full in the middle of a batch (fsync fails): the batch is cut back, the retry stores it,
+    and the chunk files still read end to end (what --reindex relies on)."""
+    import errno
+    import os
+
+    rec = recorder(tmp_path, {}, [{"id": "a"}], chunk_duration="1h")  # both batches in one chunk
+    now = time.time_ns() // 1000
+    rec.store.write(fragments("a", now - 20_000_000, 3, 5000))
+    second = fragments("a", now - 17_000_000, 3, 5000)
+
+    def disk_full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    try:
+        rec.store.write(second)
+        raise AssertionError("the write should have failed")
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    monkeypatch.undo()
+    rec.store.write(second)
+    rec.store.close()
+    assert len(rec.store.fragments("a", 0, now)) == 6
+    report = rec.store.reindex()
+    assert report["recovered"] == 6 and report["truncated_bytes"] == 0

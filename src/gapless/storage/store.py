@@ -12,6 +12,7 @@ record are scanned: complete, checksummed records are indexed, a torn tail is cu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -291,13 +292,38 @@ class FragmentStore:
 
     # ---- writing (one thread) -------------------------------------------------------------
     def write(self, fragments: list[Fragment]) -> list[int]:
-        """Append fragments to their cameras' chunks, fsync, then index them in one transaction."""
+        """Append fragments to their cameras' chunks, fsync, then index them in one transaction.
+
+        On a write error (disk full) every touched chunk is cut back to its size before the batch and
+        closed, so a retry never leaves a torn record in the middle of a chunk."""
+        sizes_before: dict[int, tuple[str, int]] = {}
+        try:
+            return self._write(fragments, sizes_before)
+        except OSError:
+            self._undo(sizes_before)
+            raise
+
+    def _undo(self, sizes_before: dict[int, tuple[str, int]]) -> None:
+        for camera in [c for c, (cid, *_rest) in self._open_chunks.items() if cid in sizes_before]:
+            _chunk_id, fh, _inits, _first = self._open_chunks.pop(camera)
+            with contextlib.suppress(OSError):
+                fh.close()
+        for chunk_id, (camera, size) in sizes_before.items():
+            path = self.root / f"cameras/{camera}/{chunk_id:010d}.glc"
+            with contextlib.suppress(OSError), open(path, "r+b") as fh:
+                fh.truncate(size)
+                os.fsync(fh.fileno())
+            with contextlib.suppress(sqlite3.Error):
+                self.db().execute("UPDATE chunks SET state='closed' WHERE id=?", (chunk_id,))
+
+    def _write(self, fragments: list[Fragment], sizes_before: dict[int, tuple[str, int]]) -> list[int]:
         db = self.db()
         planned: list[tuple[Fragment, int, int, int]] = []
         new_inits: dict[str, InitSegment] = {}
         touched: dict[int, object] = {}
         for frag in fragments:
             chunk_id, fh, inits_in_chunk = self._chunk_for(frag)
+            sizes_before.setdefault(chunk_id, (frag.camera, fh.tell()))
             if frag.init.id not in inits_in_chunk:
                 init = frag.init
                 header = {
