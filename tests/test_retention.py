@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from gapless.recorder.config import RecorderConfig
 from gapless.recorder.service import Recorder
 from gapless.storage.store import Fragment, InitSegment
@@ -86,11 +88,9 @@ def test_failed_write_leaves_no_torn_record_and_retry_stores_everything(tmp_path
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    try:
+    with pytest.raises(OSError) as failed:
         rec.store.write(second)
-        raise AssertionError("the write should have failed")
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
+    assert failed.value.errno == errno.ENOSPC
     monkeypatch.undo()
     rec.store.write(second)
     rec.store.close()

@@ -27,15 +27,10 @@ class CameraFailure(Exception):
     """The camera answered but what it sends cannot be recorded."""
 
 
-def _check_decodes(fragment) -> None:
+def _check_decodes(fragment, sps: bytes, pps: bytes) -> None:
     """Decode the first keyframe of a run (one frame per connect, cheap): random bytes can pass every
     NAL header check, but they do not decode. Gapless otherwise never decodes video."""
     sample = parse_fragment(fragment.payload)[0]
-    avcc = fragment.init.data[fragment.init.data.index(b"avcC") + 4 :]
-    sps_len = int.from_bytes(avcc[6:8], "big")
-    sps = avcc[8 : 8 + sps_len]
-    pps_len = int.from_bytes(avcc[9 + sps_len : 11 + sps_len], "big")
-    pps = avcc[11 + sps_len : 11 + sps_len + pps_len]
     ctx = av.CodecContext.create("h264", "r")
     ctx.options = {"err_detect": "explode"}
     try:
@@ -139,14 +134,14 @@ class CameraIngest(threading.Thread):
                     if frag.seq == 0 and not done and time.monotonic() - opened > KEYFRAME_TIMEOUT_S + 5:
                         raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
                     if done and not checked:
-                        _check_decodes(done[0])
+                        _check_decodes(done[0], frag.sps, frag.pps)
                         checked = True
                     self._deliver(done, frag)
             finally:
                 rest = frag.flush()  # the GOP in progress when the run ended is kept too
                 if rest and not checked:
                     try:
-                        _check_decodes(rest[0])
+                        _check_decodes(rest[0], frag.sps, frag.pps)
                     except CameraFailure as exc:
                         log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
                         rest = []
