@@ -106,7 +106,7 @@ class Sim:
 
 
 class Recorder:
-    def __init__(self, tmp: Path, name: str, cameras: list[dict], **section) -> None:
+    def __init__(self, tmp: Path, name: str, cameras: list[dict], extra: dict | None = None, **section) -> None:
         self.port = free_port()
         self.storage = tmp / name
         self.config_path = tmp / f"{name}.yaml"
@@ -119,6 +119,7 @@ class Recorder:
                 **section,
             },
             "cameras": cameras,
+            **(extra or {}),
         }
         self.config_path.write_text(yaml.safe_dump(config))
         self.log = tmp / f"{name}.log"
@@ -135,6 +136,9 @@ class Recorder:
         self.proc = Proc([*GAPLESS, "recorder", "--config", str(self.config_path)], self.log).start()
         wait_for(lambda: self.api.get("/api/v1/health").status_code == 200, 60, "recorder API")
         return self
+
+    def jobs(self) -> list[dict]:
+        return self.api.get("/api/v1/backfill").json()["jobs"]
 
     def health(self) -> dict:
         return self.api.get("/api/v1/health").json()
@@ -164,8 +168,8 @@ def sim(tmp_path):
 def make_recorder(tmp_path):
     made: list[Recorder] = []
 
-    def make(name: str, cameras: list[dict], **section) -> Recorder:
-        rec = Recorder(tmp_path, name, cameras, **section)
+    def make(name: str, cameras: list[dict], extra: dict | None = None, **section) -> Recorder:
+        rec = Recorder(tmp_path, name, cameras, extra, **section)
         made.append(rec)
         return rec
 

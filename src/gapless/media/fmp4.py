@@ -51,6 +51,21 @@ def avcc_record(sps: bytes, pps: bytes, info: SpsInfo) -> bytes:
     )
 
 
+def init_parameter_sets(init: bytes) -> tuple[bytes, bytes]:
+    """The SPS and PPS in an init segment's `avcC` (as written by :func:`build_init_segment`)."""
+    at = init.find(b"avcC")
+    if at < 4:
+        raise ValueError("init segment has no avcC box")
+    record = init[at + 4 : at - 4 + struct.unpack_from(">I", init, at - 4)[0]]
+    if len(record) < 8 or record[5] & 0x1F != 1:
+        raise ValueError("avcC must hold exactly one SPS")
+    sps_len = struct.unpack_from(">H", record, 6)[0]
+    sps = record[8 : 8 + sps_len]
+    pps_at = 8 + sps_len + 1
+    pps_len = struct.unpack_from(">H", record, pps_at)[0]
+    return sps, record[pps_at + 2 : pps_at + 2 + pps_len]
+
+
 def build_init_segment(sps: bytes, pps: bytes, info: SpsInfo) -> bytes:
     """`ftyp+moov` for one H.264 track with an empty sample table (fragments carry the samples)."""
     ftyp = box(b"ftyp", b"iso5", struct.pack(">I", 512), b"iso5iso6avc1mp41")

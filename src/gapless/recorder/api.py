@@ -9,9 +9,13 @@ import shutil
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 
+from gapless.backfill.jobs import STATES
 from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, signature_valid
 from gapless.recorder.timeparse import iso, parse_time_us
+from gapless.storage.coverage import merged
+from gapless.storage.store import StorageError
 
 MAX_RANGE_US = {
     "coverage": 31 * 86_400_000_000,
@@ -24,6 +28,16 @@ _MEDIA_PATH = re.compile(
     r"^/api/v1/(fragments/[0-9]+|inits/[0-9a-f]+|cameras/[^/]+/(live\.m3u8|playback\.m3u8|export\.mp4))$"
 )
 _FRAGMENT_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+class BackfillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    camera: str
+    source: str = Field(description="a configured partner's id, or a recorder URL (then source_token too)")
+    start: str
+    end: str
+    source_camera: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    source_token: str | None = Field(default=None, min_length=16)
 
 
 def error(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -98,6 +112,10 @@ def build_api(recorder) -> web.Application:
             {
                 "recorder": recorder.config.recorder.id,
                 "cameras": cameras,
+                "backfill": {
+                    "jobs": await asyncio.to_thread(recorder.jobs.counts),
+                    "last_scan_error": recorder.gap_scanner.last_error,
+                },
                 "storage": {
                     "disk_free_bytes": usage.free,
                     "queue_depth": recorder.queue.qsize(),
@@ -117,13 +135,7 @@ def build_api(recorder) -> web.Application:
         cam = camera_id(request)
         start, end = time_range(request, "coverage")
         rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
-        intervals: list[list[int]] = []
-        for row in rows:
-            threshold = 1.5 * (row.end_us - row.start_us) / max(1, row.frames)
-            if intervals and row.start_us - intervals[-1][1] <= threshold:
-                intervals[-1][1] = max(intervals[-1][1], row.end_us)
-            else:
-                intervals.append([row.start_us, row.end_us])
+        intervals = merged(rows)
         clipped = [[iso(max(a, start)), iso(min(b, end))] for a, b in intervals]
         return web.json_response({"camera": cam, "intervals": clipped})
 
@@ -142,7 +154,11 @@ def build_api(recorder) -> web.Application:
         row = await asyncio.to_thread(recorder.store.fragment, int(raw))
         if row is None:
             raise error(web.HTTPNotFound, f"no fragment {raw}")
-        data = await asyncio.to_thread(recorder.store.read_payload, row)
+        try:
+            data = await asyncio.to_thread(recorder.store.read_payload, row)
+        except StorageError as exc:
+            body = {"error": str(exc), "corrupt": True}
+            return web.json_response(body, status=500)
         return web.Response(
             body=data,
             content_type="video/iso.segment",
@@ -184,6 +200,51 @@ def build_api(recorder) -> web.Application:
         _cam, rows = await recorded(request, "playback")
         text = playlist(rows, token, live=False, nominal_us=nominal_duration_us(rows))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.post("/api/v1/backfill")
+    async def backfill_create(request: web.Request) -> web.Response:
+        try:
+            body = BackfillRequest.model_validate(await request.json())
+        except ValueError as exc:  # bad JSON or a field that does not validate
+            raise error(web.HTTPBadRequest, f"invalid backfill request: {exc}") from None
+        if body.camera not in recorder.cameras:
+            raise error(web.HTTPNotFound, f"no camera {body.camera!r} on this recorder")
+        try:
+            start, end = parse_time_us(body.start), parse_time_us(body.end)
+        except ValueError as exc:
+            raise error(web.HTTPBadRequest, str(exc)) from None
+        if end <= start:
+            raise error(web.HTTPBadRequest, "end must be after start")
+        if end - start > MAX_RANGE_US["coverage"]:
+            raise error(web.HTTPBadRequest, "range too long for backfill: at most 31 days")
+        source = recorder.resolve_source(body.camera, body.source, body.source_token, body.source_camera)
+        if source is None:
+            raise error(
+                web.HTTPBadRequest,
+                f"source {body.source!r} is not a configured partner; give its URL and source_token",
+            )
+        source_id, url, job_token, their_camera = source
+        job = await asyncio.to_thread(
+            recorder.jobs.create, body.camera, source_id, url, job_token, their_camera, start, end, False
+        )
+        recorder.backfill.wake.set()
+        return web.json_response(job.public(), status=201)
+
+    @routes.get("/api/v1/backfill")
+    async def backfill_list(request: web.Request) -> web.Response:
+        state = request.query.get("state")
+        if state is not None and state not in STATES:
+            raise error(web.HTTPBadRequest, f"state must be one of {', '.join(STATES)}")
+        jobs = await asyncio.to_thread(recorder.jobs.list, 200, state)
+        return web.json_response({"jobs": [j.public() for j in jobs]})
+
+    @routes.get("/api/v1/backfill/{job_id}")
+    async def backfill_get(request: web.Request) -> web.Response:
+        raw = request.match_info["job_id"]
+        job = await asyncio.to_thread(recorder.jobs.get, int(raw)) if _FRAGMENT_ID.match(raw) else None
+        if job is None:
+            raise error(web.HTTPNotFound, f"no backfill job {raw}")
+        return web.json_response(job.public())
 
     @routes.get("/metrics")
     async def metrics(_request: web.Request) -> web.Response:

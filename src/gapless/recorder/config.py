@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -52,6 +52,10 @@ Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(gt=0)]
 
 
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_CAMERA_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,7 +71,7 @@ class ChunkSettings(Strict):
 
 
 class RecorderSection(Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    id: str = Field(pattern=_ID)
     listen: str = "127.0.0.1:7101"
     storage: Path
     api_token: str | None = Field(default=None, min_length=16, repr=False)
@@ -91,15 +95,37 @@ class RecorderSection(Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class Partner(Strict):
+    """A recorder that records the same camera (its camera id may differ): a backfill source."""
+
+    id: str = Field(pattern=_ID)
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    token: str | None = Field(default=None, min_length=16, repr=False)
+    camera: str | None = Field(default=None, pattern=_CAMERA_ID)
+
+
 class CameraConfig(Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    id: str = Field(pattern=_CAMERA_ID)
     url: str = Field(pattern=r"^rtsps?://")
     retention: Retention = Retention()
     enabled: bool = True
+    #: Replaces the recorder-wide partners for this camera; an entry may name only a partner's id
+    #: (and its camera id there) and take url and token from the recorder-wide list.
+    partners: list[Partner] | None = None
+
+
+class BackfillSettings(Strict):
+    concurrency: int = Field(default=4, ge=1, le=64)
+    max_rate: Bytes | None = None  # bytes per second over all jobs; none = unlimited
+    order: Literal["newest", "oldest"] = "newest"
+    scan_interval: Seconds = 60.0
+    lookback: Seconds = 600.0
 
 
 class RecorderConfig(Strict):
     recorder: RecorderSection
+    partners: list[Partner] = []
+    backfill: BackfillSettings = BackfillSettings()
     cameras: list[CameraConfig] = []
 
     @field_validator("cameras")
@@ -111,6 +137,38 @@ class RecorderConfig(Strict):
                 raise ValueError(f"camera id {camera.id!r} appears twice")
             seen.add(camera.id)
         return cameras
+
+    @model_validator(mode="after")
+    def _partners_complete(self) -> RecorderConfig:
+        known = {p.id: p for p in self.partners}
+        for index, partner in enumerate(self.partners):
+            if not (partner.url and partner.token):
+                raise ValueError(f"partners.{index}: url and token are required")
+        for cam_index, camera in enumerate(self.cameras):
+            for index, partner in enumerate(camera.partners or []):
+                if not (partner.url and partner.token) and partner.id not in known:
+                    raise ValueError(
+                        f"cameras.{cam_index}.partners.{index}: {partner.id!r} is not in the recorder-wide"
+                        " partners, so it needs url and token"
+                    )
+        return self
+
+    def partners_of(self, camera: CameraConfig) -> list[Partner]:
+        """The partners that record this camera, complete (url, token, their camera id)."""
+        known = {p.id: p for p in self.partners}
+        chosen = self.partners if camera.partners is None else camera.partners
+        resolved = []
+        for partner in chosen:
+            base = known.get(partner.id)
+            resolved.append(
+                Partner(
+                    id=partner.id,
+                    url=partner.url or base.url,
+                    token=partner.token or base.token,
+                    camera=partner.camera or camera.id,
+                )
+            )
+        return resolved
 
 
 def _format(error: ValidationError, source: str) -> str:

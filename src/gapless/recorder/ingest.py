@@ -50,9 +50,18 @@ class FeedState:
     frames: int = 0
     last_fragment_end_us: int | None = None
     timing_rejected: int = 0
+    # For backfill, which must never store time that the live run records (camera time, µs):
+    session_pending: bool = False  # connected, first fragment not delivered yet
+    run_start_us: int | None = None  # first fragment of the current run
+    previous_run_end_us: int | None = None  # last fragment end before the current run
+
+    _INTERNAL = ("session_pending", "run_start_us", "previous_run_end_us")
 
     def public(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in self._INTERNAL}
+
+    def live_guard(self) -> tuple[bool, int | None]:
+        return self.session_pending, self.run_start_us
 
 
 class CameraIngest(threading.Thread):
@@ -90,6 +99,16 @@ class CameraIngest(threading.Thread):
 
     def _session(self) -> None:
         options = {"rtsp_transport": "tcp", "user_agent": f"gapless-recorder/{__version__} ({self.recorder_id})"}
+        self.feed.previous_run_end_us = self.feed.last_fragment_end_us
+        self.feed.run_start_us = None
+        self.feed.session_pending = True
+        try:
+            self._record(options)
+        finally:
+            self.feed.session_pending = False
+            self.feed.run_start_us = None
+
+    def _record(self, options: dict) -> None:
         container = av.open(self.url, options=options, timeout=(10.0, 5.0))
         try:
             stream = container.streams.video[0] if container.streams.video else None
@@ -154,6 +173,9 @@ class CameraIngest(threading.Thread):
     def _deliver(self, fragments, frag: Fragmenter) -> None:
         self.feed.timing_rejected = frag.clock.rejected
         for fragment in fragments:
+            if self.feed.run_start_us is None:
+                self.feed.run_start_us = fragment.start_us
+                self.feed.session_pending = False
             self.out.put(fragment)
             self.feed.state, self.feed.reason = "recording", ""
             self.feed.fragments += 1

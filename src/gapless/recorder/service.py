@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gapless.backfill.client import PartnerError
+from gapless.backfill.jobs import Job, JobStore
+from gapless.backfill.scanner import FeedView, GapScanner
+from gapless.backfill.worker import BackfillWorker, Source
 from gapless.recorder.api import build_api
 from gapless.recorder.config import RecorderConfig
 from gapless.recorder.ingest import CameraIngest
@@ -22,6 +30,22 @@ from gapless.storage.store import FragmentStore
 log = logging.getLogger("gapless.recorder")
 
 RETENTION_INTERVAL_S = 10.0
+
+
+@dataclass
+class _WriterTask:
+    task: Callable
+    future: concurrent.futures.Future
+
+    def run(self, store: FragmentStore) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.task(store))
+        except Exception as exc:  # handed to whoever waits on the future
+            self.future.set_exception(exc)
+
+
 _STATES = ("starting", "connecting", "recording", "reconnecting", "failed")
 
 
@@ -40,9 +64,50 @@ class Recorder:
             for c in config.cameras
             if c.enabled
         }
+        self.jobs = JobStore(self.store.db)
+        self.backfill = BackfillWorker(
+            self.store,
+            self.jobs,
+            self.submit,
+            {cam: ingest.feed.live_guard for cam, ingest in self.cameras.items()},
+            self.source_of,
+            config.backfill.concurrency,
+            config.backfill.max_rate,
+            config.backfill.order == "newest",
+        )
+        feeds = {
+            cam: FeedView(lambda i=ingest: i.feed.run_start_us, lambda i=ingest: i.feed.previous_run_end_us)
+            for cam, ingest in self.cameras.items()
+        }
+        self.gap_scanner = GapScanner(config, self.store, self.jobs, feeds, self.backfill.wake)
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(self)
         self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
+
+    def source_of(self, job: Job) -> Source:
+        """Where a job's source is now: configured partners first (their url and token may have
+        changed since the job was queued), else what the job was created with."""
+        for camera in self.config.cameras:
+            for partner in self.config.partners_of(camera):
+                if partner.id == job.source:
+                    return Source(partner.id, partner.url, partner.token)
+        if not job.source_token:
+            raise PartnerError(f"source {job.source!r} is no longer a configured partner")
+        return Source(job.source, job.source_url, job.source_token)
+
+    def resolve_source(
+        self, camera_id: str, source: str, token: str | None, their_camera: str | None
+    ) -> tuple[str, str, str, str] | None:
+        """(source id, url, token to keep with the job, camera id there) for an API backfill request:
+        a configured partner (by id or URL; its token stays in the config) or a URL with a token."""
+        camera = next(c for c in self.config.cameras if c.id == camera_id)
+        known = self.config.partners_of(camera) + self.config.partners
+        for partner in known:
+            if source in (partner.id, partner.url, (partner.url or "").rstrip("/")):
+                return partner.id, partner.url, "", their_camera or partner.camera or camera_id
+        if source.startswith(("http://", "https://")) and token:
+            return urlsplit(source).netloc, source, token, their_camera or camera_id
+        return None
 
     # prometheus collector
     def collect(self):
@@ -60,7 +125,17 @@ class Recorder:
             reconnects.add_metric([cam], ingest.feed.reconnects)
         depth = GaugeMetricFamily("gapless_write_queue_depth", "fragments waiting to be stored")
         depth.add_metric([], self.queue.qsize())
-        yield from (state, frags, frames, reconnects, depth)
+        jobs = GaugeMetricFamily("gapless_backfill_jobs", "backfill jobs by state", labels=["state"])
+        for name, count in self.jobs.counts().items():
+            jobs.add_metric([name], count)
+        worker = self.backfill
+        fetched = CounterMetricFamily("gapless_backfill_bytes_fetched", "bytes fetched from partners")
+        fetched.add_metric([], worker.bytes_fetched)
+        stored = CounterMetricFamily("gapless_backfill_frames_stored", "frames stored by backfill")
+        stored.add_metric([], worker.frames_stored)
+        refused = CounterMetricFamily("gapless_backfill_fragments_refused", "partner fragments failing checksum")
+        refused.add_metric([], worker.fragments_refused)
+        yield from (state, frags, frames, reconnects, depth, jobs, fetched, stored, refused)
 
     def start(self) -> None:
         report = self.store.recover()
@@ -68,6 +143,13 @@ class Recorder:
         self._writer.start()
         for ingest in self.cameras.values():
             ingest.start()
+
+    def submit(self, task) -> concurrent.futures.Future:
+        """Run task(store) in the storage writer thread, in order with live fragments; the future
+        carries its result or exception."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.queue.put(_WriterTask(task, future))
+        return future
 
     def _write_loop(self) -> None:
         """Store fragments in batches; on error keep them and retry: nothing is dropped."""
@@ -77,8 +159,12 @@ class Recorder:
                 item = self.queue.get()
                 if item is None:
                     break
+                if isinstance(item, _WriterTask):
+                    item.run(self.store)
+                    continue
                 batch.append(item)
             stop_after = False
+            task = None
             while len(batch) < 64:
                 try:
                     item = self.queue.get_nowait()
@@ -86,6 +172,9 @@ class Recorder:
                     break
                 if item is None:
                     stop_after = True
+                    break
+                if isinstance(item, _WriterTask):
+                    task = item  # runs after this batch, keeping queue order
                     break
                 batch.append(item)
             try:
@@ -96,6 +185,11 @@ class Recorder:
                 self.writer_error = f"{exc.strerror or exc} (keeping {len(batch)} fragments, retrying)"
                 log.error("storage write failed: %s", self.writer_error)
                 time.sleep(1.0)
+            if task is not None:
+                if batch:
+                    self.queue.put(task)  # behind what arrived meanwhile; the batch is retried first
+                else:
+                    task.run(self.store)
             if stop_after:
                 if batch:
                     self.store.write(batch)
@@ -164,11 +258,17 @@ async def run_recorder(config: RecorderConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    background = [
+        asyncio.create_task(recorder.backfill.run(stop), name="backfill"),
+        asyncio.create_task(recorder.gap_scanner.run(stop), name="gap-scanner"),
+    ]
     try:
         while not stop.is_set():
             await asyncio.to_thread(recorder.apply_retention)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
     finally:
+        stop.set()
+        await asyncio.gather(*background, return_exceptions=True)
         await runner.cleanup()
         await asyncio.to_thread(recorder.stop)

@@ -1,0 +1,155 @@
+"""Gap detection: find time our archive lacks and a partner holds, and queue backfill jobs for it.
+
+Runs at startup (from just before our last fragment, so the whole downtime is covered), when a feed
+starts a new run after an interruption (from the end of the previous run), and periodically over
+`backfill.lookback`. Never earlier than our own retention would keep, and never at or past the
+start of our current live run (that time is ours to record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from gapless.backfill.client import PartnerClient, PartnerError
+from gapless.backfill.jobs import JobStore, now_us
+from gapless.recorder.config import RecorderConfig
+from gapless.recorder.timeparse import iso
+from gapless.storage.coverage import holes, intersect, merged
+from gapless.storage.store import FragmentStore
+
+log = logging.getLogger("gapless.backfill")
+
+MARGIN_US = 60_000_000
+STARTUP_WAIT_S = 20.0
+#: Pieces shorter than this come from rounding at interval edges, not from missing frames.
+MIN_GAP_US = 10_000
+FAR_FUTURE_US = 1 << 62
+
+
+@dataclass
+class FeedView:
+    """What the scanner needs of a camera's ingest: where its current run starts, where the one before
+    ended (both camera time, None when unknown)."""
+
+    run_start_us: Callable[[], int | None]
+    previous_run_end_us: Callable[[], int | None]
+
+
+class GapScanner:
+    def __init__(
+        self,
+        config: RecorderConfig,
+        store: FragmentStore,
+        jobs: JobStore,
+        feeds: dict[str, FeedView],
+        wake: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.jobs = jobs
+        self.feeds = feeds
+        self.wake = wake
+        self.cameras = {c.id: c for c in config.cameras if c.enabled and config.partners_of(c)}
+        self._seen_runs: dict[str, int | None] = {}
+        self.scans = 0
+        self.last_error: str | None = None
+
+    def startup_floors(self) -> dict[str, int]:
+        """Per camera, where the startup scan begins: a little before our newest fragment."""
+        floors = {}
+        for cam in self.cameras:
+            recent = self.store.recent_fragments(cam, 1)
+            floors[cam] = recent[-1].end_us - MARGIN_US if recent else now_us() - self._lookback_us()
+        return floors
+
+    def _lookback_us(self) -> int:
+        return int(self.config.backfill.lookback * 1e6)
+
+    def _retention_floor(self, cam: str) -> int:
+        camera = self.cameras[cam]
+        max_age = camera.retention.max_age or self.config.recorder.retention.max_age
+        floor = now_us() - int(max_age * 1e6) if max_age else 0
+        return max(floor, self.store.deleted_until(cam) or 0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.cameras:
+            return
+        floors = await asyncio.to_thread(self.startup_floors)
+        # Wait a little for each live run to start, so one job spans the whole downtime.
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        while floors and not stop.is_set():
+            for cam in list(floors):
+                run_start = self.feeds[cam].run_start_us()
+                if run_start is not None or time.monotonic() > deadline:
+                    self._seen_runs[cam] = run_start
+                    await self.scan(cam, floors.pop(cam))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        next_periodic = time.monotonic() + self.config.backfill.scan_interval
+        while not stop.is_set():
+            for cam, feed in self.feeds.items():
+                if cam not in self.cameras:
+                    continue
+                run_start = feed.run_start_us()
+                if run_start is not None and run_start != self._seen_runs.get(cam):
+                    self._seen_runs[cam] = run_start
+                    previous_end = feed.previous_run_end_us()
+                    await self.scan(cam, (previous_end or run_start) - MARGIN_US)
+            if time.monotonic() >= next_periodic:
+                next_periodic = time.monotonic() + self.config.backfill.scan_interval
+                for cam in self.cameras:
+                    await self.scan(cam, now_us() - self._lookback_us())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def scan(self, cam: str, lo: int) -> int:
+        """Queue jobs for what partners hold of [lo, our live run) that we lack. Returns jobs created."""
+        lo = max(lo, self._retention_floor(cam))
+        run_start = self.feeds[cam].run_start_us()
+        hi = run_start if run_start is not None else FAR_FUTURE_US
+        if hi <= lo:
+            return 0
+        own = merged(await asyncio.to_thread(self.store.fragments, cam, lo, hi))
+        missing = holes(own, lo, hi)
+        if not missing:
+            return 0
+        created = 0
+        self.scans += 1
+        for partner in self.config.partners_of(self.cameras[cam]):
+            query_hi = min(hi, now_us() + MARGIN_US)
+            try:
+                async with PartnerClient(partner.url, partner.token, timeout=10.0) as client:
+                    theirs = await client.coverage(partner.camera, max(lo, missing[0][0]), query_hi)
+            except (httpx.HTTPError, PartnerError) as exc:
+                self.last_error = f"{partner.id}: {type(exc).__name__}: {exc}"
+                log.warning("gap scan of %s: partner %s unreachable: %s", cam, partner.id, exc)
+                continue
+            for start, end in intersect(missing, theirs):
+                if end - start < MIN_GAP_US:
+                    continue
+                open_jobs = await asyncio.to_thread(self.jobs.open_jobs, cam, partner.id)
+                if any(j.cursor_us <= start and end <= j.end_us for j in open_jobs):
+                    continue
+                job = await asyncio.to_thread(
+                    self.jobs.create, cam, partner.id, partner.url, "", partner.camera, start, end, True
+                )
+                created += 1
+                log.info(
+                    "gap in %s from %s to %s (%.1f s): %s has it; backfill job %d queued",
+                    cam,
+                    iso(start),
+                    iso(end),
+                    (end - start) / 1e6,
+                    partner.id,
+                    job.id,
+                )
+        if created:
+            self.wake.set()
+        return created

@@ -1,0 +1,319 @@
+"""The backfill worker inside the target recorder: runs the durable jobs against partner recorders.
+
+Per job: list the source's fragments from the job's cursor, skip those our archive already holds,
+fetch the rest (rate-limited, checksum and length verified), and hand them to the storage writer
+thread, which trims them to exactly the frames we lack (trim.py) and stores them with
+`origin=<source>`. The cursor moves only after the writer has made a batch durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from gapless.backfill.client import CorruptFragment, PartnerClient, PartnerError
+from gapless.backfill.jobs import Job, JobStore, now_us
+from gapless.backfill.trim import missing_runs
+from gapless.media.fmp4 import init_parameter_sets
+from gapless.media.h264 import parse_sps
+from gapless.recorder.timeparse import iso
+from gapless.storage.coverage import merged
+from gapless.storage.store import Fragment, FragmentStore, InitSegment
+
+log = logging.getLogger("gapless.backfill")
+
+BATCH_FRAGMENTS = 16
+BATCH_BYTES = 16 << 20
+RETRY_MAX_S = 60.0
+LIVE_START_WAIT_S = 30.0
+#: Our own live run, as the storage writer must see it: (a session is connected but has not delivered
+#: its first fragment yet, camera time of the current session's first fragment or None).
+LiveGuard = Callable[[], tuple[bool, int | None]]
+
+
+class LiveStarting(Exception):
+    """Our own feed of the camera just reconnected; where its first fragment starts is not known yet."""
+
+
+@dataclass
+class Source:
+    id: str
+    url: str
+    token: str
+
+
+@dataclass
+class WriteBatch:
+    """Partner fragments to store for one camera; trimmed and written in the storage writer thread."""
+
+    camera: str
+    origin: str
+    items: list[tuple[dict, bytes]]
+    inits: dict[str, InitSegment]
+    guard: LiveGuard
+    stored_fragments: int = 0
+    stored_frames: int = 0
+    arrival_us: int = field(default_factory=now_us)
+
+    def __call__(self, store: FragmentStore) -> WriteBatch:
+        pending, live_from = self.guard()
+        if pending:
+            raise LiveStarting(f"own feed of {self.camera} is starting")
+        lo = min(meta["start_us"] for meta, _ in self.items) - 10_000_000
+        hi = max(meta["end_us"] for meta, _ in self.items) + 10_000_000
+        covered = [(r.start_us, r.end_us) for r in store.fragments(self.camera, lo, hi)]
+        if live_from is not None:
+            covered.append((live_from, 1 << 62))
+        fragments = []
+        for meta, payload in self.items:
+            for run in missing_runs(payload, meta["start_us"], meta["end_us"], meta["seq"], covered):
+                fragments.append(
+                    Fragment(
+                        self.camera,
+                        meta["run"],
+                        meta["seq"],
+                        run.start_us,
+                        run.end_us,
+                        run.frames,
+                        self.inits[meta["init"]],
+                        run.payload,
+                        self.origin,
+                        self.arrival_us,
+                    )
+                )
+                covered.append((run.start_us, run.end_us))
+        if fragments:
+            store.write(fragments)
+        self.stored_fragments = len(fragments)
+        self.stored_frames = sum(f.frames for f in fragments)
+        return self
+
+
+class RateLimiter:
+    """A token bucket over bytes, shared by all jobs; None means unlimited."""
+
+    def __init__(self, bytes_per_s: int | None) -> None:
+        self.rate = bytes_per_s
+        self.allowance = float(bytes_per_s or 0)
+        self.last = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self, amount: int) -> None:
+        if not self.rate:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            self.allowance = min(float(self.rate), self.allowance + (now - self.last) * self.rate)
+            self.last = now
+            self.allowance -= amount
+            if self.allowance < 0:
+                await asyncio.sleep(-self.allowance / self.rate)
+
+
+class BackfillWorker:
+    def __init__(
+        self,
+        store: FragmentStore,
+        jobs: JobStore,
+        submit: Callable[[WriteBatch], concurrent.futures.Future],
+        guards: dict[str, LiveGuard],
+        sources: Callable[[Job], Source],
+        concurrency: int,
+        max_rate: int | None,
+        newest_first: bool,
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.submit = submit
+        self.guards = guards
+        self.sources = sources
+        self.concurrency = concurrency
+        self.newest_first = newest_first
+        self.limiter = RateLimiter(max_rate)
+        self.active: dict[int, asyncio.Task] = {}
+        self.wake = asyncio.Event()
+        self.bytes_fetched = 0
+        self.fragments_stored = 0
+        self.frames_stored = 0
+        self.fragments_refused = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self.active)
+                if free > 0:
+                    for job in (await asyncio.to_thread(self.jobs.runnable, self.newest_first, set(self.active)))[
+                        :free
+                    ]:
+                        task = asyncio.create_task(self._run_job(job), name=f"backfill-{job.id}")
+                        self.active[job.id] = task
+                        task.add_done_callback(lambda _t, job_id=job.id: self.active.pop(job_id, None))
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
+        finally:
+            for task in list(self.active.values()):
+                task.cancel()
+            await asyncio.gather(*self.active.values(), return_exceptions=True)
+
+    async def _run_job(self, job: Job) -> None:
+        started = time.monotonic()
+        job.state = "running"
+        await asyncio.to_thread(self.jobs.update, job.id, state="running")
+        log.info(
+            "backfill job %d: %s from %s, %s → %s", job.id, job.camera, job.source, iso(job.cursor_us), iso(job.end_us)
+        )
+        try:
+            await self._transfer(job, started)
+        except (httpx.HTTPError, PartnerError, LiveStarting, OSError) as exc:
+            job.attempts += 1
+            delay = min(RETRY_MAX_S, 2.0 ** min(job.attempts, 6))
+            message = f"{type(exc).__name__}: {exc}".strip()
+            log.warning(
+                "backfill job %d (%s from %s): %s; retrying in %.0f s", job.id, job.camera, job.source, message, delay
+            )
+            await asyncio.to_thread(self._save_retry, job, message, delay, time.monotonic() - started)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.to_thread(self.jobs.update, job.id, state="waiting"))
+            raise
+        except Exception as exc:  # a bug must leave the job visible, not lose it
+            log.exception("backfill job %d: internal error", job.id)
+            await asyncio.to_thread(self._save_retry, job, f"internal error: {exc!r}", RETRY_MAX_S, 0.0)
+
+    def _save_retry(self, job: Job, message: str, delay: float, elapsed: float) -> None:
+        self.jobs.add_error(job, message)
+        self.jobs.update(
+            job.id,
+            state="waiting",
+            attempts=job.attempts,
+            next_try_us=now_us() + int(delay * 1e6),
+            active_s=job.active_s + elapsed,
+        )
+
+    async def _transfer(self, job: Job, started: float) -> None:
+        source = self.sources(job)
+        async with PartnerClient(source.url, source.token) as partner:
+            listing = [
+                m
+                for m in await partner.fragments(job.source_camera, job.cursor_us, job.end_us)
+                if m["end_us"] > job.cursor_us
+            ]
+            left = sum(m["bytes"] for m in listing)
+            job.fragments_total = job.fragments_done + len(listing)
+            job.bytes_total = job.bytes_done + left
+            await asyncio.to_thread(self._save, job, started)
+            batch: list[tuple[dict, bytes]] = []
+            inits: dict[str, InitSegment] = {}
+            for meta in listing:
+                if await asyncio.to_thread(self._held, job.camera, meta):
+                    if not batch:
+                        self._advance(job, meta)
+                        continue
+                    batch.append((meta, b""))
+                else:
+                    await self.limiter.take(meta["bytes"])
+                    try:
+                        data = await partner.fragment_bytes(meta)
+                    except CorruptFragment as exc:
+                        job.refused += 1
+                        self.fragments_refused += 1
+                        log.error("backfill job %d: refused %s", job.id, exc)
+                        await asyncio.to_thread(self.jobs.add_error, job, f"refused: {exc}")
+                        batch.append((meta, b""))
+                        continue
+                    self.bytes_fetched += len(data)
+                    if meta["init"] not in inits:
+                        inits[meta["init"]] = await self._init(partner, meta["init"])
+                    batch.append((meta, data))
+                if len(batch) >= BATCH_FRAGMENTS or sum(len(d) for _, d in batch) >= BATCH_BYTES:
+                    await self._flush(job, batch, inits, started)
+                    batch = []
+            if batch:
+                await self._flush(job, batch, inits, started)
+        job.state = "partial" if job.refused else "done"
+        job.finished_us = now_us()
+        await asyncio.to_thread(self._save, job, started, final=True)
+        log.info(
+            "backfill job %d %s: %s from %s, %d of %d fragments handled, %d frames stored, %d refused",
+            job.id,
+            job.state,
+            job.camera,
+            job.source,
+            job.fragments_done,
+            job.fragments_total,
+            job.stored_frames,
+            job.refused,
+        )
+
+    def _held(self, camera: str, meta: dict) -> bool:
+        """Whether our archive already spans the whole fragment (then it is not even fetched)."""
+        slack = (meta["end_us"] - meta["start_us"]) // max(1, meta["frames"]) // 2
+        for start, end in merged(self.store.fragments(camera, meta["start_us"], meta["end_us"])):
+            if start <= meta["start_us"] + slack and end >= meta["end_us"] - slack:
+                return True
+        return False
+
+    async def _init(self, partner: PartnerClient, init_id: str) -> InitSegment:
+        own = await asyncio.to_thread(self.store.init, init_id)
+        if own is not None:
+            return own
+        data = await partner.init_segment(init_id)
+        try:
+            info = parse_sps(init_parameter_sets(data)[0])
+        except (ValueError, IndexError) as exc:
+            raise PartnerError(f"init segment {init_id} is not usable: {exc}") from None
+        segment = InitSegment.make(info.codec_string, info.width, info.height, data)
+        if segment.id != init_id:
+            raise PartnerError(f"init segment {init_id} does not match its id")
+        return segment
+
+    async def _flush(self, job: Job, batch: list[tuple[dict, bytes]], inits: dict, started: float) -> None:
+        items = [(meta, data) for meta, data in batch if data]
+        if items:
+            write = WriteBatch(job.camera, job.source, items, inits, self.guards[job.camera])
+            deadline = time.monotonic() + LIVE_START_WAIT_S
+            while True:
+                try:
+                    await asyncio.wrap_future(self.submit(write))
+                    break
+                except LiveStarting:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(1.0)
+            job.stored_fragments += write.stored_fragments
+            job.stored_frames += write.stored_frames
+            self.fragments_stored += write.stored_fragments
+            self.frames_stored += write.stored_frames
+        for meta, _data in batch:
+            self._advance(job, meta)
+        await asyncio.to_thread(self._save, job, started)
+
+    @staticmethod
+    def _advance(job: Job, meta: dict) -> None:
+        job.fragments_done += 1
+        job.bytes_done += meta["bytes"]
+        job.cursor_us = max(job.cursor_us, meta["end_us"])
+
+    def _save(self, job: Job, started: float, final: bool = False) -> None:
+        fields = {
+            "cursor_us": job.cursor_us,
+            "fragments_total": job.fragments_total,
+            "fragments_done": job.fragments_done,
+            "bytes_total": job.bytes_total,
+            "bytes_done": job.bytes_done,
+            "stored_fragments": job.stored_fragments,
+            "stored_frames": job.stored_frames,
+            "refused": job.refused,
+            "active_s": job.active_s + (time.monotonic() - started),
+        }
+        if final:
+            fields.update(state=job.state, finished_us=job.finished_us, active_s=fields["active_s"])
+            job.active_s = fields["active_s"]
+        self.jobs.update(job.id, **fields)
