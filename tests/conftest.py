@@ -56,8 +56,15 @@ class Proc:
             self.popen.send_signal(sig)
             self.popen.wait(timeout=30)
 
+    def pause(self) -> None:
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.popen.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             self.popen.terminate()
             try:
                 self.popen.wait(timeout=30)

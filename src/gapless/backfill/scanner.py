@@ -21,7 +21,7 @@ from gapless.backfill.client import PartnerClient, PartnerError
 from gapless.backfill.jobs import JobStore, now_us
 from gapless.recorder.config import RecorderConfig
 from gapless.recorder.timeparse import iso
-from gapless.storage.coverage import holes, intersect, merged
+from gapless.storage.coverage import FRAME_GAP_FRAMES, holes, intersect, merged
 from gapless.storage.store import FragmentStore
 
 log = logging.getLogger("gapless.backfill")
@@ -116,7 +116,7 @@ class GapScanner:
         hi = run_start if run_start is not None else FAR_FUTURE_US
         if hi <= lo:
             return 0
-        own = merged(await asyncio.to_thread(self.store.fragments, cam, lo, hi))
+        own = merged(await asyncio.to_thread(self.store.fragments, cam, lo, hi), FRAME_GAP_FRAMES)
         missing = holes(own, lo, hi)
         if not missing:
             return 0

@@ -24,7 +24,7 @@ from gapless.backfill.trim import missing_runs
 from gapless.media.fmp4 import init_parameter_sets
 from gapless.media.h264 import parse_sps
 from gapless.recorder.timeparse import iso
-from gapless.storage.coverage import merged
+from gapless.storage.coverage import FRAME_GAP_FRAMES, merged
 from gapless.storage.store import Fragment, FragmentStore, InitSegment
 
 log = logging.getLogger("gapless.backfill")
@@ -255,7 +255,7 @@ class BackfillWorker:
     def _held(self, camera: str, meta: dict) -> bool:
         """Whether our archive already spans the whole fragment (then it is not even fetched)."""
         slack = (meta["end_us"] - meta["start_us"]) // max(1, meta["frames"]) // 2
-        for start, end in merged(self.store.fragments(camera, meta["start_us"], meta["end_us"])):
+        for start, end in merged(self.store.fragments(camera, meta["start_us"], meta["end_us"]), FRAME_GAP_FRAMES):
             if start <= meta["start_us"] + slack and end >= meta["end_us"] - slack:
                 return True
         return False

@@ -9,6 +9,7 @@ offset by more than `tolerance_us` is rejected and counted, not followed.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass, field
 
@@ -72,6 +73,7 @@ class Fragmenter:
     pps: bytes = b""
     pending: list[tuple[Packet, list[bytes], bool]] = field(default_factory=list)
     gop: list[tuple[Packet, list[bytes], bool]] = field(default_factory=list)
+    frame_us: int = 0  # typical frame interval of this run (median step of the last GOP)
     discarded_before_keyframe: int = 0
     invalid_packets: int = 0
 
@@ -123,7 +125,7 @@ class Fragmenter:
             return []
         out: list[Fragment] = []
         if self.gop and (keyframe or packet.dts_us - self.gop[0][0].dts_us >= self.max_fragment_us):
-            out.append(self._emit(packet.dts_us))
+            out.extend(self._emit(packet.dts_us))
         self.gop.append(item)
         return out
 
@@ -135,18 +137,38 @@ class Fragmenter:
             self.pending.clear()
         if not self.gop:
             return []
-        if len(self.gop) > 1:
-            end = 2 * self.gop[-1][0].dts_us - self.gop[-2][0].dts_us
-        else:
-            end = self.gop[-1][0].dts_us + 40_000
-        return [self._emit(end)]
+        last = self.gop[-1][0].dts_us
+        step = self.frame_us or (last - self.gop[-2][0].dts_us if len(self.gop) > 1 else 0)
+        end = last + (step if step > 0 else 40_000)
+        return self._emit(end)
 
-    def _emit(self, next_dts_us: int) -> Fragment:
+    def _emit(self, next_dts_us: int) -> list[Fragment]:
+        """The GOP as fragments: one, or one per stretch when frames are missing inside it.
+
+        A missing frame (a step of more than 1.5 frame intervals) ends a fragment, so the hole shows
+        in the index like any other gap and backfill can fill it with exactly that frame."""
         assert self.init is not None and self.clock.offset is not None
+        times = [item[0].dts_us for item in self.gop] + [next_dts_us]
+        steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+        if len(steps) >= 2:
+            self.frame_us = steps[len(steps) // 2]
+        limit = 1.5 * self.frame_us if self.frame_us else None
+        fragments = []
+        first = 0
+        for i in range(len(self.gop)):
+            hole = limit is not None and times[i + 1] - times[i] > limit
+            if hole or i == len(self.gop) - 1:
+                end = times[i] + self.frame_us if hole else next_dts_us
+                fragments.append(self._fragment(self.gop[first : i + 1], end))
+                first = i + 1
+        self.gop = []
+        return fragments
+
+    def _fragment(self, items: list[tuple[Packet, list[bytes], bool]], next_dts_us: int) -> Fragment:
         offset = self.clock.offset
         samples = []
-        for i, (packet, nals, keyframe) in enumerate(self.gop):
-            nxt = self.gop[i + 1][0].dts_us if i + 1 < len(self.gop) else next_dts_us
+        for i, (packet, nals, keyframe) in enumerate(items):
+            nxt = items[i + 1][0].dts_us if i + 1 < len(items) else next_dts_us
             dts = us_to_ticks(packet.dts_us + offset)
             samples.append(
                 Sample(
@@ -158,17 +180,15 @@ class Fragmenter:
                 )
             )
         self.seq += 1
-        fragment = Fragment(
+        return Fragment(
             self.camera,
             self.run,
             self.seq,
-            self.gop[0][0].dts_us + offset,
+            items[0][0].dts_us + offset,
             next_dts_us + offset,
-            len(self.gop),
+            len(items),
             self.init,
             build_fragment(self.seq, samples),
             self.origin,
-            self.gop[0][0].arrival_us,
+            items[0][0].arrival_us,
         )
-        self.gop = []
-        return fragment

@@ -144,6 +144,10 @@ class CameraIngest(threading.Thread):
                         )
                     except BitstreamError as exc:
                         malformed += 1
+                        if malformed <= 3 or malformed % 100 == 0:
+                            log.warning(
+                                "camera %s: dropped malformed access unit %d: %s", self.camera_id, malformed, exc
+                            )
                         if malformed >= MALFORMED_LIMIT[0] and malformed > MALFORMED_LIMIT[1] * packets:
                             raise CameraFailure(
                                 f"stream is not valid H.264: {malformed} of {packets} access units malformed"

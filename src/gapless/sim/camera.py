@@ -24,7 +24,11 @@ from gapless.sim.rtp import packetize_h264, packetize_mpeg4, rtp_header, sender_
 log = logging.getLogger("gapless.sim")
 
 KINDS = ("h264", "garbage", "mpeg4")
-MAX_CLIENT_BACKLOG = 16 * 1024 * 1024
+#: Like a real camera, a client that stops reading is dropped: its backlog beyond the socket buffer
+#: may hold this much for this long, then the session ends (its frames are lost to that client).
+SLOW_CLIENT_BACKLOG = 512 * 1024
+SLOW_CLIENT_SECONDS = 5.0
+SEND_BUFFER_BYTES = 128 * 1024
 
 
 @dataclass

@@ -7,10 +7,12 @@ import base64
 import contextlib
 import logging
 import secrets
+import socket
 import struct
+import time
 from urllib.parse import urlsplit
 
-from gapless.sim.camera import MAX_CLIENT_BACKLOG, Session, SimCamera
+from gapless.sim.camera import SEND_BUFFER_BYTES, SLOW_CLIENT_BACKLOG, SLOW_CLIENT_SECONDS, Session, SimCamera
 
 log = logging.getLogger("gapless.sim.rtsp")
 
@@ -195,10 +197,21 @@ class RtspConnection:
 
     def _tcp_sender(self, rtp_ch: int, rtcp_ch: int):
         writer = self.writer
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        backlogged_since: float | None = None
 
         def send(kind: int, data: bytes) -> bool:
-            if writer.is_closing() or writer.transport.get_write_buffer_size() > MAX_CLIENT_BACKLOG:
+            nonlocal backlogged_since
+            if writer.is_closing():
                 return False
+            if writer.transport.get_write_buffer_size() > SLOW_CLIENT_BACKLOG:
+                backlogged_since = backlogged_since or time.monotonic()
+                if time.monotonic() - backlogged_since > SLOW_CLIENT_SECONDS:
+                    return False
+            else:
+                backlogged_since = None
             writer.write(struct.pack(">cBH", b"$", rtp_ch if kind == 0 else rtcp_ch, len(data)) + data)
             return True
 

@@ -6,15 +6,19 @@ from collections.abc import Iterable
 
 from gapless.storage.store import FragmentRow
 
-#: Fragments further apart than this many frame intervals leave a gap between them.
-GAP_FRAMES = 1.5
+#: Coverage as the API reports it: fragments further apart than 1.5 frame intervals leave a gap.
+REPORT_GAP_FRAMES = 1.5
+#: Coverage as backfill sees it: a hole of one missing frame (one interval between a fragment's end
+#: and the next one's start) is a gap; half an interval is rounding.
+FRAME_GAP_FRAMES = 0.5
 
 
-def merged(rows: Iterable[FragmentRow]) -> list[tuple[int, int]]:
-    """Rows (ordered by start) joined into covered intervals; a hole under 1.5 frames is no gap."""
+def merged(rows: Iterable[FragmentRow], gap_frames: float = REPORT_GAP_FRAMES) -> list[tuple[int, int]]:
+    """Rows (ordered by start) joined into covered intervals; holes up to gap_frames intervals are
+    not gaps."""
     intervals: list[list[int]] = []
     for row in rows:
-        threshold = GAP_FRAMES * (row.end_us - row.start_us) / max(1, row.frames)
+        threshold = gap_frames * (row.end_us - row.start_us) / max(1, row.frames)
         if intervals and row.start_us - intervals[-1][1] <= threshold:
             intervals[-1][1] = max(intervals[-1][1], row.end_us)
         else:
