@@ -74,7 +74,9 @@ class Proc:
 
 
 class Sim:
-    def __init__(self, tmp: Path, cameras: int = 1, special: tuple[str, ...] = (), gop: int = 25) -> None:
+    def __init__(
+        self, tmp: Path, cameras: int = 1, special: tuple[str, ...] = (), gop: int = 25, substream: str | None = None
+    ) -> None:
         self.rtsp_port, self.control_port = free_port(), free_port()
         self.gop = gop
         args = [
@@ -97,6 +99,8 @@ class Sim:
         ]
         for kind in special:
             args += ["--special", kind]
+        if substream:
+            args += ["--substream", substream]
         self.proc = Proc(args, tmp / "sim.log").start()
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.control_port}", timeout=10)
         wait_for(lambda: self.control.get("/cameras").status_code == 200, 120, "camera-sim to start")

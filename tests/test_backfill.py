@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 
 import av
+import httpx
 import pytest
-from conftest import TOKEN, Sim, wait_for
+from conftest import GAPLESS, TOKEN, Sim, wait_for
 
 from gapless.audit.audit import audit
 
@@ -162,3 +166,132 @@ def test_backfill_after_five_outages_in_a_row(camera, make_recorder):
     report = settled(a, start, end)
     assert report.missing == [] and report.duplicates == [] and report.gaps == 0, report
     assert len(a.jobs()) >= 5
+
+
+def test_backfill_from_a_substream_plays_and_exports(tmp_path, make_recorder):
+    sim = Sim(tmp_path, cameras=1, substream="320x180@10")
+    try:
+        b = make_recorder("rec-b", [{"id": "lobby-sub", "url": sim.url("cam0-sub")}]).start()
+        partner = {"id": "rec-b", "url": b.url, "token": TOKEN, "camera": "lobby-sub"}
+        cams = [{"id": CAMERA, "url": sim.url("cam0"), "partners": [partner]}]
+        a = make_recorder("rec-a", cams, {"backfill": {"scan_interval": "5s"}}).start()
+        a.wait_fragments(CAMERA, 3)
+        start = time.time()
+        time.sleep(2)
+        a.proc.kill()
+        time.sleep(12)
+        a.start()
+        a.wait_fragments(CAMERA, 3)
+        end = time.time() - 1
+
+        def filled():
+            open_jobs = [j for j in a.jobs() if j["state"] not in ("done", "partial")]
+            return a.jobs() and not open_jobs and audit(a.url, TOKEN, CAMERA, str(start), str(end)).gaps == 0
+
+        wait_for(filled, 120, "the sub-stream backfill to close the gap")
+        report = audit(a.url, TOKEN, CAMERA, str(start), str(end))
+        assert set(report.streams) == {"cam0", "cam0-sub"}, report
+        main, sub = report.streams["cam0"], report.streams["cam0-sub"]
+        missing_main = sum(b - a + 1 for a, b in main.missing)
+        assert missing_main >= 25 * 10 and sub.missing == [] and sub.duplicates == []
+        assert sub.frames >= missing_main * 10 / 25 - 10  # the hole is filled at the sub-stream's rate
+        playlist = a.api.get(f"/api/v1/cameras/{CAMERA}/playback.m3u8", params={"start": start, "end": end}).text
+        assert playlist.count("#EXT-X-MAP") >= 3 and "#EXT-X-DISCONTINUITY" in playlist
+        response = a.api.get(f"/api/v1/cameras/{CAMERA}/export.mp4", params={"start": start, "end": end})
+        path = tmp_path / "mixed.mp4"
+        path.write_bytes(response.content)
+        sizes, last = set(), None
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                assert last is None or frame.pts > last
+                last = frame.pts
+                sizes.add((frame.width, frame.height))
+        assert sizes == {(640, 360), (320, 180)}
+    finally:
+        sim.close()
+
+
+def test_corrupt_fragment_on_the_source_is_refused_and_reported(camera, make_recorder):
+    a, b = pair(make_recorder, camera)
+    start = time.time()
+    time.sleep(1)
+    a.proc.kill()
+    time.sleep(8)
+    b.wait_fragments(CAMERA, 1)
+    rows = b.api.get(f"/api/v1/cameras/{CAMERA}/fragments", params={"start": start + 2, "end": start + 6}).json()
+    victim = rows["fragments"][1]
+    chunk = next(b.storage.glob("cameras/lobby/*.glc"))
+    data = bytearray(chunk.read_bytes())
+    at = data.find(b'"start_us":%d' % victim["start_us"])
+    assert at > 0
+    data[at + 4000] ^= 0xFF  # inside that fragment's payload, after its record header
+    chunk.write_bytes(bytes(data))
+    a.start()
+    a.wait_fragments(CAMERA, 3)
+    wait_for(lambda: any(j["state"] == "partial" for j in a.jobs()), 60, "the job to end as partial")
+    job = next(j for j in a.jobs() if j["state"] == "partial")
+    assert job["refused"] == 1 and any("checksum" in e for e in job["errors"]), job
+    stored = a.api.get(f"/api/v1/cameras/{CAMERA}/fragments", params={"start": start, "end": time.time()}).json()
+    assert all(f["sha256"] != victim["sha256"] for f in stored["fragments"])
+    assert "gapless_backfill_fragments_refused_total 1.0" in a.api.get("/metrics").text
+    report = audit(a.url, TOKEN, CAMERA, str(start + 2), str(start + 8))
+    assert len(report.missing) == 1, report  # exactly the refused fragment's frames, nothing else
+    assert report.missing[0][1] - report.missing[0][0] + 1 == victim["frames"]
+
+
+def test_manual_backfill_with_the_cli_and_audit_compare(camera, make_recorder):
+    cams = [{"id": CAMERA, "url": camera.url("cam0")}]
+    b = make_recorder("rec-b", cams).start()
+    a = make_recorder("rec-a", cams).start()  # no partners: nothing happens on its own
+    a.wait_fragments(CAMERA, 2)
+    start = time.time()
+    time.sleep(1)
+    a.proc.kill()
+    time.sleep(6)
+    a.start()
+    a.wait_fragments(CAMERA, 2)
+    end = time.time() - 1
+    window = ["--camera", CAMERA, "--start", f"{start:.3f}", "--end", f"{end:.3f}"]
+    env = {**os.environ, "GAPLESS_API_TOKEN": TOKEN}
+    compare = [*GAPLESS, "audit", "--recorder", a.url, "--compare", b.url, *window, "--json"]
+    before = subprocess.run(compare, capture_output=True, text=True, env=env, timeout=120)
+    assert before.returncode == 1, before.stderr
+    lacking = json.loads(before.stdout)
+    assert lacking["only_in_b"] and sum(b - a + 1 for a, b in lacking["frames_only_in_b"]["cam0"]) >= 5 * 25
+
+    backfill = [*GAPLESS, "backfill", "--target", a.url, "--source", b.url, *window]
+    done = subprocess.run(backfill, capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done" in done.stdout
+    after = subprocess.run(compare, capture_output=True, text=True, env=env, timeout=120)
+    assert after.returncode == 0, after.stdout
+    assert not audit(a.url, TOKEN, CAMERA, str(start), str(end)).lost
+    job = a.jobs()[0]
+    assert job["source"] == b.url.removeprefix("http://") and "source_token" not in job
+
+
+def test_backfill_api_refuses_bad_requests(camera, make_recorder):
+    a = make_recorder("rec-a", [{"id": CAMERA, "url": camera.url("cam0")}]).start()
+    good = {"camera": CAMERA, "source": "http://127.0.0.1:9", "start": "1", "end": "2", "source_token": TOKEN}
+    cases = [
+        ({**good, "camera": "nope"}, 404, "no camera"),
+        ({**good, "source": "rec-z", "source_token": None}, 400, "not a configured partner"),
+        ({**good, "start": "3"}, 400, "end must be after start"),
+        ({**good, "start": "yesterday"}, 400, "invalid time"),
+        ({**good, "extra": 1}, 400, "extra"),
+        ({**good, "source_token": "short"}, 400, "source_token"),
+    ]
+    for body, status, message in cases:
+        response = a.api.post("/api/v1/backfill", json=body)
+        assert response.status_code == status and message in response.text, (body, response.text)
+    assert a.api.post("/api/v1/backfill", content=b"{not json").status_code == 400
+    assert a.api.get("/api/v1/backfill/../../etc").status_code == 404
+    assert a.api.get("/api/v1/backfill", params={"state": "bogus"}).status_code == 400
+    assert httpx.post(f"{a.url}/api/v1/backfill", json=good).status_code == 401
+    created = a.api.post("/api/v1/backfill", json=good)  # a source that does not answer: waits, visible
+    assert created.status_code == 201
+    job_id = created.json()["id"]
+    wait_for(lambda: a.api.get(f"/api/v1/backfill/{job_id}").json()["attempts"] >= 2, 30, "two failed attempts")
+    job = a.api.get(f"/api/v1/backfill/{job_id}").json()
+    assert job["state"] in ("waiting", "running") and "ConnectError" in job["errors"][-1]
+    assert TOKEN not in a.log.read_text()

@@ -51,17 +51,31 @@ def main() -> None:
     type=click.Choice(["garbage", "mpeg4"]),
     help="add a faulty camera at /garbage (random payload) or /mpeg4 (unsupported codec)",
 )
+@click.option(
+    "--substream",
+    metavar="WxH@FPS",
+    help="also serve each camera's sub-stream at /camN-sub (own resolution and frame rate, same GOP seconds)",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def camera_sim(
-    cameras, host, port, control_port, width, height, fps, gop, bitrate, sr_interval, special, verbose
+    cameras, host, port, control_port, width, height, fps, gop, bitrate, sr_interval, special, substream, verbose
 ) -> None:
     """Simulated RTSP/H.264 cameras with per-frame SEI stamps and fault injection."""
+    import re
+
     from gapless.sim.encoder import Profile
     from gapless.sim.server import SimSettings, serve
 
     _setup_logging(verbose)
     profile = Profile(width, height, fps, gop, bitrate * 1000)
-    settings = SimSettings(cameras, host, port, control_port, profile, sr_interval, list(special))
+    sub_profile = None
+    if substream:
+        match = re.fullmatch(r"(\d+)x(\d+)@(\d+)", substream)
+        if not match or not all(0 < int(v) <= 7680 for v in match.groups()):
+            raise click.BadParameter("use WxH@FPS, e.g. 320x180@10", param_hint="--substream")
+        sub_w, sub_h, sub_fps = (int(v) for v in match.groups())
+        sub_profile = Profile(sub_w, sub_h, sub_fps, max(1, round(gop * sub_fps / fps)), max(50_000, bitrate * 250))
+    settings = SimSettings(cameras, host, port, control_port, profile, sr_interval, list(special), sub_profile)
     asyncio.run(serve(settings))
 
 
@@ -97,39 +111,90 @@ def recorder(config_path: str, reindex: bool, verbose: bool) -> None:
 @click.option("--camera", required=True)
 @click.option("--start", required=True, help="ISO 8601 with zone, or epoch seconds")
 @click.option("--end", required=True)
+@click.option("--compare", "compare_url", help="a second recorder: list what it holds that --recorder lacks")
+@click.option("--compare-token", envvar="GAPLESS_COMPARE_TOKEN", help="its API token (default: --token)")
+@click.option("--compare-camera", help="the camera's id on the second recorder (default: --camera)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def audit_cmd(recorder_url, token, camera, start, end, as_json) -> None:
+def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_token, compare_camera, as_json) -> None:
     """Report coverage gaps and missing/duplicated frames; exit 1 on any loss."""
     import dataclasses
     import json
 
     import httpx
-    from rich.console import Console
-    from rich.table import Table
 
-    from gapless.audit.audit import audit
+    from gapless.audit.audit import audit, compare
 
     try:
-        report = audit(recorder_url, token, camera, start, end)
+        if compare_url:
+            result = compare(
+                recorder_url, token, compare_url, compare_token or token, camera, start, end, compare_camera
+            )
+        else:
+            result = audit(recorder_url, token, camera, start, end)
     except (httpx.HTTPError, ValueError) as exc:
         detail = exc.response.text.strip() if isinstance(exc, httpx.HTTPStatusError) else str(exc)
         click.echo(f"error: {detail}", err=True)
         sys.exit(2)
     if as_json:
-        click.echo(json.dumps({**dataclasses.asdict(report), "gaps": report.gaps, "lost": report.lost}))
+        click.echo(json.dumps({**dataclasses.asdict(result), "lost": result.lost}))
+    elif compare_url:
+        _print_compare(result, recorder_url, compare_url)
     else:
-        table = Table(title=f"audit of {camera} on {recorder_url}")
-        table.add_column("what")
-        table.add_column("value")
-        table.add_row("covered intervals", "\n".join(f"{a} → {b}" for a, b in report.intervals) or "none")
-        table.add_row("coverage gaps", str(report.gaps))
-        table.add_row("fragments / frames", f"{report.fragments} / {report.frames}")
-        table.add_row("frame numbers", f"{report.first_frame} … {report.last_frame}")
-        table.add_row("missing frames", ", ".join(f"{a}-{b}" for a, b in report.missing) or "none")
-        table.add_row("duplicated frames", str(len(report.duplicates)))
-        table.add_row("checksum failures", str(len(report.bad_checksums)))
-        Console().print(table)
-    sys.exit(1 if report.lost else 0)
+        _print_audit(result, recorder_url)
+    sys.exit(1 if result.lost else 0)
+
+
+def _print_audit(report, recorder_url: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"audit of {report.camera} on {recorder_url}")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("covered intervals", "\n".join(f"{a} → {b}" for a, b in report.intervals) or "none")
+    table.add_row("coverage gaps", str(report.gaps))
+    table.add_row("fragments / frames", f"{report.fragments} / {report.frames}")
+    for stream, frames in report.streams.items():
+        missing = ", ".join(f"{a}-{b}" for a, b in frames.missing) or "none"
+        table.add_row(
+            f"stream {stream}",
+            f"frames {frames.first} … {frames.last}; missing {missing}; duplicated {len(frames.duplicates)}",
+        )
+    table.add_row("checksum failures", str(len(report.bad_checksums)))
+    Console().print(table)
+
+
+def _print_compare(report, recorder_url: str, compare_url: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gapless.recorder.timeparse import iso
+
+    table = Table(title=f"{report.camera}: what {compare_url} holds that {recorder_url} lacks")
+    table.add_column("what")
+    table.add_column("value")
+    spans = "\n".join(f"{iso(a)} → {iso(b)} ({(b - a) / 1e6:.3f} s)" for a, b in report.only_in_b)
+    table.add_row("time", spans or "nothing")
+    for stream, ranges in report.frames_only_in_b.items():
+        table.add_row(f"frames of {stream}", ", ".join(f"{a}-{b}" for a, b in ranges) or "nothing")
+    Console().print(table)
+
+
+@main.command("backfill")
+@click.option("--target", required=True, help="the recorder that lacks footage (API base URL)")
+@click.option("--source", required=True, help="a recorder that has it: a partner id of the target, or its URL")
+@click.option("--camera", required=True, help="camera id on the target")
+@click.option("--source-camera", help="camera id on the source (default: the same)")
+@click.option("--start", help="ISO 8601 with zone, or epoch seconds (default: one hour ago)")
+@click.option("--end", help="(default: now)")
+@click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="the target's API token")
+@click.option("--source-token", envvar="GAPLESS_SOURCE_TOKEN", help="the source's token (default: --token)")
+@click.option("--no-wait", is_flag=True, help="queue the job and exit")
+def backfill_cmd(target, source, camera, source_camera, start, end, token, source_token, no_wait) -> None:
+    """Queue a backfill job on the target and follow it with a progress bar."""
+    from gapless.backfill.cli import run_backfill
+
+    sys.exit(run_backfill(target, source, camera, source_camera, start, end, token, source_token, no_wait))
 
 
 @main.command("demo")

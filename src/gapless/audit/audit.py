@@ -2,13 +2,15 @@
 
 Reads the coverage and every fragment's bytes through the recorder's API (verifying each
 checksum), then reports coverage gaps and, for streams stamped with the Gapless SEI, missing and
-duplicated frame numbers.
+duplicated frame numbers per stamped stream. `compare` lists what a second recorder holds that the
+first lacks: time, and frame-exact for SEI streams.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,6 +18,18 @@ import httpx
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import find_stamp, split_avcc
 from gapless.recorder.timeparse import parse_time_us
+from gapless.storage.coverage import holes, intersect
+
+
+@dataclass
+class StreamFrames:
+    """The frame numbers of one SEI-stamped stream (a camera's main or sub-stream)."""
+
+    frames: int = 0
+    first: int | None = None
+    last: int | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges
+    duplicates: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -26,9 +40,10 @@ class AuditReport:
     frames: int = 0
     first_frame: int | None = None
     last_frame: int | None = None
-    missing: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges of frame numbers
+    missing: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges, over all streams
     duplicates: list[int] = field(default_factory=list)
     bad_checksums: list[int] = field(default_factory=list)
+    streams: dict[str, StreamFrames] = field(default_factory=dict)
 
     @property
     def gaps(self) -> int:
@@ -39,35 +54,105 @@ class AuditReport:
         return bool(self.gaps or self.missing or self.duplicates or self.bad_checksums or not self.intervals)
 
 
+@dataclass
+class CompareReport:
+    """What recorder B holds of a camera that recorder A lacks."""
+
+    camera: str
+    only_in_b: list[tuple[int, int]]  # camera-time intervals (µs)
+    frames_only_in_b: dict[str, list[tuple[int, int]]]  # per stamped stream, inclusive ranges
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.only_in_b or any(self.frames_only_in_b.values()))
+
+
+def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for number in sorted(set(numbers)):
+        if out and number == out[-1][1] + 1:
+            out[-1] = (out[-1][0], number)
+        else:
+            out.append((number, number))
+    return out
+
+
+def _client(url: str, token: str, timeout: float) -> httpx.Client:
+    return httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+
+def _read(client: httpx.Client, camera: str, params: dict) -> tuple[AuditReport, dict[str, list[int]]]:
+    cov = client.get(f"/api/v1/cameras/{camera}/coverage", params=params)
+    cov.raise_for_status()
+    report = AuditReport(camera, [tuple(i) for i in cov.json()["intervals"]])
+    listing = client.get(f"/api/v1/cameras/{camera}/fragments", params=params)
+    listing.raise_for_status()
+    numbers: dict[str, list[int]] = defaultdict(list)
+    for meta in listing.json()["fragments"]:
+        body = client.get(f"/api/v1/fragments/{meta['id']}")
+        report.fragments += 1
+        if body.status_code == 500 and "checksum" in body.text:  # the recorder's own copy is damaged
+            report.bad_checksums.append(meta["id"])
+            continue
+        body.raise_for_status()
+        if hashlib.sha256(body.content).hexdigest() != meta["sha256"]:
+            report.bad_checksums.append(meta["id"])
+            continue
+        for sample in parse_fragment(body.content):
+            report.frames += 1
+            stamp = find_stamp(split_avcc(sample.data))
+            if stamp is not None:
+                numbers[stamp.camera].append(stamp.frame)
+    return report, numbers
+
+
 def audit(recorder_url: str, token: str, camera: str, start: str, end: str, timeout: float = 30.0) -> AuditReport:
-    start_us, end_us = parse_time_us(start), parse_time_us(end)
-    params = {"start": f"{start_us / 1e6:.6f}", "end": f"{end_us / 1e6:.6f}"}
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=recorder_url.rstrip("/"), headers=headers, timeout=timeout) as client:
-        cov = client.get(f"/api/v1/cameras/{camera}/coverage", params=params)
-        cov.raise_for_status()
-        report = AuditReport(camera, [tuple(i) for i in cov.json()["intervals"]])
-        listing = client.get(f"/api/v1/cameras/{camera}/fragments", params=params)
-        listing.raise_for_status()
-        numbers: list[int] = []
-        for meta in listing.json()["fragments"]:
-            body = client.get(f"/api/v1/fragments/{meta['id']}")
-            body.raise_for_status()
-            report.fragments += 1
-            if hashlib.sha256(body.content).hexdigest() != meta["sha256"]:
-                report.bad_checksums.append(meta["id"])
-                continue
-            for sample in parse_fragment(body.content):
-                report.frames += 1
-                stamp = find_stamp(split_avcc(sample.data))
-                if stamp is not None:
-                    numbers.append(stamp.frame)
-    if numbers:
-        numbers.sort()
-        report.first_frame, report.last_frame = numbers[0], numbers[-1]
-        for prev, cur in itertools.pairwise(numbers):
+    params = _params(start, end)
+    with _client(recorder_url, token, timeout) as client:
+        report, numbers = _read(client, camera, params)
+    for stream, found in sorted(numbers.items()):
+        found.sort()
+        frames = StreamFrames(len(found), found[0], found[-1])
+        for prev, cur in itertools.pairwise(found):
             if cur == prev:
-                report.duplicates.append(cur)
+                frames.duplicates.append(cur)
             elif cur > prev + 1:
-                report.missing.append((prev + 1, cur - 1))
+                frames.missing.append((prev + 1, cur - 1))
+        report.streams[stream] = frames
+        report.missing += frames.missing
+        report.duplicates += frames.duplicates
+    if len(report.streams) == 1:
+        only = next(iter(report.streams.values()))
+        report.first_frame, report.last_frame = only.first, only.last
     return report
+
+
+def compare(
+    recorder_a: str,
+    token_a: str,
+    recorder_b: str,
+    token_b: str,
+    camera: str,
+    start: str,
+    end: str,
+    camera_b: str | None = None,
+    timeout: float = 30.0,
+) -> CompareReport:
+    params = _params(start, end)
+    with _client(recorder_a, token_a, timeout) as client_a, _client(recorder_b, token_b, timeout) as client_b:
+        report_a, numbers_a = _read(client_a, camera, params)
+        report_b, numbers_b = _read(client_b, camera_b or camera, params)
+    covered_a = [(parse_time_us(a), parse_time_us(b)) for a, b in report_a.intervals]
+    covered_b = [(parse_time_us(a), parse_time_us(b)) for a, b in report_b.intervals]
+    lo, hi = parse_time_us(start), parse_time_us(end)
+    only_in_b = intersect(holes(covered_a, lo, hi), covered_b)
+    frames_only_in_b = {
+        stream: _ranges(sorted(set(found) - set(numbers_a.get(stream, ()))))
+        for stream, found in sorted(numbers_b.items())
+    }
+    return CompareReport(camera, only_in_b, frames_only_in_b)
+
+
+def _params(start: str, end: str) -> dict:
+    start_us, end_us = parse_time_us(start), parse_time_us(end)
+    return {"start": f"{start_us / 1e6:.6f}", "end": f"{end_us / 1e6:.6f}"}

@@ -150,16 +150,19 @@ class JobStore:
         )
         return [Job(*r) for r in rows if r[0] not in exclude]
 
-    def open_jobs(self, camera: str, source: str) -> list[Job]:
+    def claims(self, camera: str, source: str) -> list[tuple[int, int]]:
+        """Time already taken care of with this source: what open jobs have yet to do, and the whole
+        range of partial jobs (what they refused would only be refused again)."""
         rows = (
             self._db()
             .execute(
-                f"SELECT {_COLUMNS} FROM backfill_jobs WHERE camera=? AND source=? AND state IN ('waiting', 'running')",
+                "SELECT state, start_us, cursor_us, end_us FROM backfill_jobs"
+                " WHERE camera=? AND source=? AND state IN ('waiting', 'running', 'partial')",
                 (camera, source),
             )
             .fetchall()
         )
-        return [Job(*r) for r in rows]
+        return [(start if state == "partial" else cursor, end) for state, start, cursor, end in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self._db().execute("SELECT state, COUNT(*) FROM backfill_jobs GROUP BY state").fetchall()

@@ -110,7 +110,16 @@ class GapScanner:
                 await asyncio.wait_for(stop.wait(), 1.0)
 
     async def scan(self, cam: str, lo: int) -> int:
-        """Queue jobs for what partners hold of [lo, our live run) that we lack. Returns jobs created."""
+        """Queue jobs for what partners hold of [lo, our live run) that we lack. Returns jobs created.
+        A failure is logged and shown in health; the next scan tries again."""
+        try:
+            return await self._scan(cam, lo)
+        except Exception as exc:  # the scanner must outlive any one bad scan
+            self.last_error = f"internal error scanning {cam}: {exc!r}"
+            log.exception("gap scan of %s failed", cam)
+            return 0
+
+    async def _scan(self, cam: str, lo: int) -> int:
         lo = max(lo, self._retention_floor(cam))
         run_start = self.feeds[cam].run_start_us()
         hi = run_start if run_start is not None else FAR_FUTURE_US
@@ -134,8 +143,8 @@ class GapScanner:
             for start, end in intersect(missing, theirs):
                 if end - start < MIN_GAP_US:
                     continue
-                open_jobs = await asyncio.to_thread(self.jobs.open_jobs, cam, partner.id)
-                if any(j.cursor_us <= start and end <= j.end_us for j in open_jobs):
+                claims = await asyncio.to_thread(self.jobs.claims, cam, partner.id)
+                if any(lo_c <= start and end <= hi_c for lo_c, hi_c in claims):
                     continue
                 job = await asyncio.to_thread(
                     self.jobs.create, cam, partner.id, partner.url, "", partner.camera, start, end, True

@@ -203,3 +203,19 @@ def parse_fragment(data: bytes) -> list[Sample]:
                 offset += size
                 dts += duration
     return samples
+
+
+def with_inband_parameter_sets(fragment: bytes, sequence: int, sps: bytes, pps: bytes) -> bytes | None:
+    """The fragment with SPS and PPS in front of every keyframe, so that a decoder set up from another
+    init segment switches to this one (resolution or profile change inside one export). Frames
+    before the fragment's first keyframe cannot be decoded after such a switch and are left out;
+    None when no frame is left."""
+    head = len(sps).to_bytes(4, "big") + sps + len(pps).to_bytes(4, "big") + pps
+    samples = parse_fragment(fragment)
+    first_key = next((i for i, s in enumerate(samples) if s.keyframe), None)
+    if first_key is None:
+        return None
+    switched = [
+        Sample(head + s.data, s.dts, s.duration, s.cts_offset, True) if s.keyframe else s for s in samples[first_key:]
+    ]
+    return build_fragment(sequence, switched)

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from gapless.backfill.jobs import STATES
+from gapless.media.fmp4 import init_parameter_sets, with_inband_parameter_sets
 from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, signature_valid
 from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import merged
@@ -175,14 +176,20 @@ def build_api(recorder) -> web.Application:
     @routes.get("/api/v1/cameras/{camera}/export.mp4")
     async def export(request: web.Request) -> web.StreamResponse:
         _cam, rows = await recorded(request, "export")
-        if len({r.init for r in rows}) > 1:
+        inits = {i: await asyncio.to_thread(recorder.store.init, i) for i in {r.init for r in rows}}
+        if len({segment.codec.split(".")[0] for segment in inits.values()}) > 1:
             raise error(web.HTTPConflict, "the range spans a codec change; export each part separately")
-        segment = await asyncio.to_thread(recorder.store.init, rows[0].init)
+        first = rows[0].init
         response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
         await response.prepare(request)
-        await response.write(segment.data)
+        await response.write(inits[first].data)
         for row in rows:
-            await response.write(await asyncio.to_thread(recorder.store.read_payload, row))
+            data = await asyncio.to_thread(recorder.store.read_payload, row)
+            if row.init != first:  # another profile (e.g. a partner's sub-stream): switch in-band
+                sps, pps = init_parameter_sets(inits[row.init].data)
+                data = with_inband_parameter_sets(data, row.seq, sps, pps)
+            if data:
+                await response.write(data)
         await response.write_eof()
         return response
 

@@ -26,11 +26,16 @@ class SimSettings:
     profile: Profile = field(default_factory=Profile)
     sr_interval: float = 1.0
     special: list[str] = field(default_factory=list)  # extra cameras of kind "garbage" / "mpeg4"
+    substream: Profile | None = None  # if set, every camera also serves /camN-sub with this profile
 
 
 def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
     loop = encode_loop(settings.profile)
     cameras = {f"cam{i}": SimCamera(f"cam{i}", loop, "h264", settings.sr_interval) for i in range(settings.cameras)}
+    if settings.substream is not None:
+        sub_loop = encode_loop(settings.substream)
+        for i in range(settings.cameras):
+            cameras[f"cam{i}-sub"] = SimCamera(f"cam{i}-sub", sub_loop, "h264", settings.sr_interval)
     for kind in settings.special:
         if kind == "mpeg4":
             other = encode_loop(Profile(320, 240, settings.profile.fps, settings.profile.gop, 300_000, "mpeg4"))
