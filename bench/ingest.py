@@ -13,7 +13,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from report import free_port, write_section  # bench/report.py (this script's directory is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -29,13 +29,6 @@ from gapless.audit.audit import audit
 
 TOKEN = "bench-token-0123456789abcdef"
 GAPLESS = [sys.executable, "-m", "gapless.cli"]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -182,8 +175,6 @@ def main() -> None:
     Console().print(table)
     sustained = max((r["cameras"] for r in results if r["lost"] == 0), default=0)
     md = [
-        "# Benchmarks",
-        "",
         "## Ingest (`bench/ingest.py`)",
         "",
         f"Simulated 1280x720, 2 Mb/s, 25 fps, GOP 2 s cameras; {args.seconds:.0f} s measured per row; "
@@ -197,7 +188,7 @@ def main() -> None:
         f"Largest camera count measured with zero lost frames: {sustained}.",
         "",
     ]
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(md))
+    write_section("ingest", md)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,8 @@ def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_toke
         click.echo(f"error: {detail}", err=True)
         sys.exit(2)
     if as_json:
-        click.echo(json.dumps({**dataclasses.asdict(result), "lost": result.lost}))
+        extra = {} if compare_url else {"gaps": result.gaps}
+        click.echo(json.dumps({**dataclasses.asdict(result), **extra, "lost": result.lost}))
     elif compare_url:
         _print_compare(result, recorder_url, compare_url)
     else:
