@@ -37,6 +37,17 @@ def pair(make_recorder, sim: Sim, **backfill):
     return a, b
 
 
+def outage(a, seconds: float, before: float = 2.0) -> tuple[float, float]:
+    """SIGKILL A after `before` s for `seconds`, restart it; returns a window spanning all of it."""
+    start = time.time()
+    time.sleep(before)
+    a.proc.kill()
+    time.sleep(seconds)
+    a.start()
+    a.wait_fragments(CAMERA, 3)
+    return start, time.time() - 1
+
+
 def settled(a, start: float, end: float):
     """The audit of A once no backfill job is open (bounded wait)."""
 
@@ -71,13 +82,7 @@ def assert_exported_decodes(a, start: float, end: float, tmp_path) -> int:
 
 def test_backfill_after_sigkill(camera, make_recorder, tmp_path):
     a, _b = pair(make_recorder, camera)
-    start = time.time()
-    time.sleep(2)
-    a.proc.kill()
-    time.sleep(20)
-    a.start()
-    a.wait_fragments(CAMERA, 3)
-    end = time.time() - 1
+    start, end = outage(a, 20)
     report = settled(a, start, end)
     assert report.missing == [] and report.duplicates == [] and report.gaps == 0, report
     assert report.frames > 25 * 20
@@ -94,6 +99,12 @@ def test_backfill_after_sigstop(camera, make_recorder, tmp_path):
     time.sleep(2)
     a.proc.pause()
     time.sleep(20)
+    # Socket buffers hold a while of video; stay stopped until the camera gives up on A, as it would.
+    wait_for(
+        lambda: not any("(rec-a)" in s["user_agent"] for s in camera.camera("cam0")["sessions"]),
+        120,
+        "the camera to drop the stopped recorder",
+    )
     a.proc.resume()
     a.wait_fragments(CAMERA, 3)
     end = time.time() - 1
@@ -176,13 +187,7 @@ def test_backfill_from_a_substream_plays_and_exports(tmp_path, make_recorder):
         cams = [{"id": CAMERA, "url": sim.url("cam0"), "partners": [partner]}]
         a = make_recorder("rec-a", cams, {"backfill": {"scan_interval": "5s"}}).start()
         a.wait_fragments(CAMERA, 3)
-        start = time.time()
-        time.sleep(2)
-        a.proc.kill()
-        time.sleep(12)
-        a.start()
-        a.wait_fragments(CAMERA, 3)
-        end = time.time() - 1
+        start, end = outage(a, 12)
 
         def filled():
             open_jobs = [j for j in a.jobs() if j["state"] not in ("done", "partial")]
@@ -244,13 +249,7 @@ def test_manual_backfill_with_the_cli_and_audit_compare(camera, make_recorder):
     b = make_recorder("rec-b", cams).start()
     a = make_recorder("rec-a", cams).start()  # no partners: nothing happens on its own
     a.wait_fragments(CAMERA, 2)
-    start = time.time()
-    time.sleep(1)
-    a.proc.kill()
-    time.sleep(6)
-    a.start()
-    a.wait_fragments(CAMERA, 2)
-    end = time.time() - 1
+    start, end = outage(a, 6, before=1.0)
     window = ["--camera", CAMERA, "--start", f"{start:.3f}", "--end", f"{end:.3f}"]
     env = {**os.environ, "GAPLESS_API_TOKEN": TOKEN}
     compare = [*GAPLESS, "audit", "--recorder", a.url, "--compare", b.url, *window, "--json"]

@@ -1,9 +1,14 @@
-"""Retention on a real store with synthetic fragments: age and recorder-wide bytes, oldest first."""
+"""Retention on a real store with synthetic fragments (age and recorder-wide bytes, oldest first),
+and a recorder whose disk fills up."""
 
+import os
+import subprocess
 import time
 
 import pytest
+from conftest import TOKEN, wait_for
 
+from gapless.audit.audit import audit
 from gapless.recorder.config import RecorderConfig
 from gapless.recorder.service import Recorder
 from gapless.storage.store import Fragment, InitSegment
@@ -97,3 +102,36 @@ def test_failed_write_leaves_no_torn_record_and_retry_stores_everything(tmp_path
     assert len(rec.store.fragments("a", 0, now)) == 6
     report = rec.store.reindex()
     assert report["recovered"] == 6 and report["truncated_bytes"] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_keeps_every_fragment_and_resumes(sim, make_recorder, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)], check=True)
+    rec = None
+    try:
+        ballast = disk / "ballast"
+        ballast.write_bytes(b"\0" * 4_700_000)
+        rec = make_recorder("rec-a", [{"id": "lobby", "url": sim.url("cam0")}], storage=str(disk / "rec-a")).start()
+        rec.wait_fragments("lobby", 2)
+        start = time.time()
+        full = wait_for(lambda: (h := rec.health())["storage"]["last_error"] and h, 120, "the disk to fill up")
+        assert "space" in full["storage"]["last_error"] or "full" in full["storage"]["last_error"]
+        time.sleep(5)  # fragments keep arriving and wait in memory
+        assert rec.health()["storage"]["queue_depth"] > 0
+        assert "gapless_write_queue_depth" in rec.api.get("/metrics").text
+        ballast.unlink()
+        wait_for(
+            lambda: (s := rec.health()["storage"])["last_error"] is None and s["queue_depth"] == 0,
+            60,
+            "the writer to catch up once space is back",
+        )
+        rec.wait_fragments("lobby", 2)
+        report = audit(rec.url, TOKEN, "lobby", str(start), str(time.time() - 1))
+        assert report.missing == [] and report.duplicates == [] and report.gaps == 0, report
+        assert report.frames >= 25 * 10
+    finally:
+        if rec is not None:
+            rec.close()  # before the unmount: its files live there
+        subprocess.run(["umount", str(disk)], check=False)

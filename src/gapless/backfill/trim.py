@@ -21,6 +21,7 @@ class KeptRun:
     end_us: int
     frames: int
     payload: bytes
+    whole: bool = False  # the partner's fragment unchanged (its verified checksum still holds)
 
 
 def _held(time_us: int, slack_us: int, covered: list[tuple[int, int]]) -> bool:
@@ -44,7 +45,7 @@ def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: 
     if current:
         runs.append(current)
     if len(runs) == 1 and len(runs[0]) == len(samples):
-        return [KeptRun(start_us, end_us, len(samples), payload)]
+        return [KeptRun(start_us, end_us, len(samples), payload, whole=True)]
     kept = []
     for run in runs:
         first, last = run[0], run[-1]

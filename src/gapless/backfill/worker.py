@@ -30,7 +30,7 @@ from gapless.storage.store import Fragment, FragmentStore, InitSegment
 log = logging.getLogger("gapless.backfill")
 
 BATCH_FRAGMENTS = 16
-BATCH_BYTES = 16 << 20
+FETCH_PARALLEL = 4
 RETRY_MAX_S = 60.0
 LIVE_START_WAIT_S = 30.0
 #: Our own live run, as the storage writer must see it: (a session is connected but has not delivered
@@ -86,6 +86,7 @@ class WriteBatch:
                         run.payload,
                         self.origin,
                         self.arrival_us,
+                        meta["sha256"] if run.whole else None,
                     )
                 )
                 covered.append((run.start_us, run.end_us))
@@ -198,45 +199,34 @@ class BackfillWorker:
         )
 
     async def _transfer(self, job: Job, started: float) -> None:
+        """Fetch the source's fragments a window at a time (FETCH_PARALLEL requests in flight) while
+        the storage writer stores the previous window; progress is saved after each stored window."""
         source = self.sources(job)
         async with PartnerClient(source.url, source.token) as partner:
-            listing = [
-                m
-                for m in await partner.fragments(job.source_camera, job.cursor_us, job.end_us)
-                if m["end_us"] > job.cursor_us
-            ]
-            left = sum(m["bytes"] for m in listing)
+            listing = await partner.fragments(job.source_camera, job.cursor_us, job.end_us)
+            listing = [m for m in listing if m["end_us"] > job.cursor_us]
             job.fragments_total = job.fragments_done + len(listing)
-            job.bytes_total = job.bytes_done + left
+            job.bytes_total = job.bytes_done + sum(m["bytes"] for m in listing)
             await asyncio.to_thread(self._save, job, started)
-            batch: list[tuple[dict, bytes]] = []
             inits: dict[str, InitSegment] = {}
-            for meta in listing:
-                if await asyncio.to_thread(self._held, job.camera, meta):
-                    if not batch:
-                        self._advance(job, meta)
-                        continue
-                    batch.append((meta, b""))
-                else:
-                    await self.limiter.take(meta["bytes"])
-                    try:
-                        data = await partner.fragment_bytes(meta)
-                    except CorruptFragment as exc:
-                        job.refused += 1
-                        self.fragments_refused += 1
-                        log.error("backfill job %d: refused %s", job.id, exc)
-                        await asyncio.to_thread(self.jobs.add_error, job, f"refused: {exc}")
-                        batch.append((meta, b""))
-                        continue
-                    self.bytes_fetched += len(data)
-                    if meta["init"] not in inits:
-                        inits[meta["init"]] = await self._init(partner, meta["init"])
-                    batch.append((meta, data))
-                if len(batch) >= BATCH_FRAGMENTS or sum(len(d) for _, d in batch) >= BATCH_BYTES:
-                    await self._flush(job, batch, inits, started)
-                    batch = []
-            if batch:
-                await self._flush(job, batch, inits, started)
+            slots = asyncio.Semaphore(FETCH_PARALLEL)
+            size = self._window_size(listing)
+            finishing: asyncio.Task | None = None
+            try:
+                for at in range(0, len(listing), size):
+                    window = listing[at : at + size]
+                    fetched = await asyncio.gather(*(self._fetch(job, partner, meta, inits, slots) for meta in window))
+                    items = [(meta, data) for meta, data in zip(window, fetched, strict=True) if data]
+                    write = WriteBatch(job.camera, job.source, items, inits, self.guards[job.camera]) if items else None
+                    if finishing is not None:
+                        await finishing  # one window is written while the next is fetched
+                    future = self.submit(write) if write else None
+                    finishing = asyncio.create_task(self._finish(job, future, write, window, started))
+                if finishing is not None:
+                    await finishing
+            finally:
+                if finishing is not None and not finishing.done():
+                    finishing.cancel()
         job.state = "partial" if job.refused else "done"
         job.finished_us = now_us()
         await asyncio.to_thread(self._save, job, started, final=True)
@@ -251,6 +241,65 @@ class BackfillWorker:
             job.stored_frames,
             job.refused,
         )
+
+    def _window_size(self, listing: list[dict]) -> int:
+        """Fragments per stored window: BATCH_FRAGMENTS, fewer under a rate limit so that progress
+        shows every couple of seconds."""
+        if not self.limiter.rate or not listing:
+            return BATCH_FRAGMENTS
+        average = sum(m["bytes"] for m in listing) / len(listing)
+        return max(1, min(BATCH_FRAGMENTS, int(2 * self.limiter.rate / average)))
+
+    async def _fetch(
+        self, job: Job, partner: PartnerClient, meta: dict, inits: dict, slots: asyncio.Semaphore
+    ) -> bytes:
+        """The fragment's verified bytes; b"" when we hold it already or it was refused."""
+        async with slots:
+            if await asyncio.to_thread(self._held, job.camera, meta):
+                return b""
+            await self.limiter.take(meta["bytes"])
+            try:
+                data = await partner.fragment_bytes(meta)
+            except CorruptFragment as exc:
+                job.refused += 1
+                self.fragments_refused += 1
+                log.error("backfill job %d: refused %s", job.id, exc)
+                await asyncio.to_thread(self.jobs.add_error, job, f"refused: {exc}")
+                return b""
+            self.bytes_fetched += len(data)
+            if meta["init"] not in inits:
+                inits[meta["init"]] = await self._init(partner, meta["init"])
+            return data
+
+    async def _finish(
+        self,
+        job: Job,
+        future: concurrent.futures.Future | None,
+        write: WriteBatch | None,
+        window: list[dict],
+        started: float,
+    ) -> None:
+        """Wait for a window's write (resubmitting while our own feed is starting), then move the cursor."""
+        if future is not None and write is not None:
+            deadline = time.monotonic() + LIVE_START_WAIT_S
+            while True:
+                try:
+                    await asyncio.wrap_future(future)
+                    break
+                except LiveStarting:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(1.0)
+                    future = self.submit(write)
+            job.stored_fragments += write.stored_fragments
+            job.stored_frames += write.stored_frames
+            self.fragments_stored += write.stored_fragments
+            self.frames_stored += write.stored_frames
+        for meta in window:
+            job.fragments_done += 1
+            job.bytes_done += meta["bytes"]
+            job.cursor_us = max(job.cursor_us, meta["end_us"])
+        await asyncio.to_thread(self._save, job, started)
 
     def _held(self, camera: str, meta: dict) -> bool:
         """Whether our archive already spans the whole fragment (then it is not even fetched)."""
@@ -273,33 +322,6 @@ class BackfillWorker:
         if segment.id != init_id:
             raise PartnerError(f"init segment {init_id} does not match its id")
         return segment
-
-    async def _flush(self, job: Job, batch: list[tuple[dict, bytes]], inits: dict, started: float) -> None:
-        items = [(meta, data) for meta, data in batch if data]
-        if items:
-            write = WriteBatch(job.camera, job.source, items, inits, self.guards[job.camera])
-            deadline = time.monotonic() + LIVE_START_WAIT_S
-            while True:
-                try:
-                    await asyncio.wrap_future(self.submit(write))
-                    break
-                except LiveStarting:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(1.0)
-            job.stored_fragments += write.stored_fragments
-            job.stored_frames += write.stored_frames
-            self.fragments_stored += write.stored_fragments
-            self.frames_stored += write.stored_frames
-        for meta, _data in batch:
-            self._advance(job, meta)
-        await asyncio.to_thread(self._save, job, started)
-
-    @staticmethod
-    def _advance(job: Job, meta: dict) -> None:
-        job.fragments_done += 1
-        job.bytes_done += meta["bytes"]
-        job.cursor_us = max(job.cursor_us, meta["end_us"])
 
     def _save(self, job: Job, started: float, final: bool = False) -> None:
         fields = {

@@ -119,7 +119,7 @@ def build_api(recorder) -> web.Application:
                 },
                 "storage": {
                     "disk_free_bytes": usage.free,
-                    "queue_depth": recorder.queue.qsize(),
+                    "queue_depth": recorder.pending_fragments(),
                     "last_error": recorder.writer_error,
                 },
             }

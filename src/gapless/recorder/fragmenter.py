@@ -22,7 +22,6 @@ from gapless.media.h264 import (
     check_nal,
     nal_type,
     parse_sps,
-    split_annexb,
     to_avcc,
 )
 from gapless.storage.store import Fragment, InitSegment
@@ -30,7 +29,7 @@ from gapless.storage.store import Fragment, InitSegment
 
 @dataclass(slots=True)
 class Packet:
-    data: bytes
+    nals: list[bytes]  # one access unit
     pts_us: int
     dts_us: int
     prft_us: int | None
@@ -77,9 +76,9 @@ class Fragmenter:
     discarded_before_keyframe: int = 0
     invalid_packets: int = 0
 
-    def set_parameter_sets(self, extradata: bytes) -> None:
-        if extradata:
-            self._learn(split_annexb(extradata))
+    def set_parameter_sets(self, nals: list[bytes]) -> None:
+        """Parameter sets announced out of band (SDP sprop-parameter-sets)."""
+        self._learn(nals)
 
     def _learn(self, nals: list[bytes]) -> None:
         """Take in-band parameter sets; an SPS that does not parse is refused before it is used."""
@@ -97,7 +96,7 @@ class Fragmenter:
     def push(self, packet: Packet) -> list[Fragment]:
         """Feed one access unit; returns fragments completed by it."""
         try:
-            nals = split_annexb(packet.data)
+            nals = packet.nals
             for nal in nals:
                 check_nal(nal)
             keyframe = any(nal_type(n) == NAL_IDR for n in nals)

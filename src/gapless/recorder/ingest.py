@@ -1,4 +1,4 @@
-"""Per-camera RTSP ingest (PyAV over TCP) with reconnect and backoff, forever."""
+"""Per-camera RTSP ingest (our own RTSP/RTP client, TCP-interleaved) with reconnect and backoff, forever."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gapless import __version__
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.fragmenter import Fragmenter, Packet
+from gapless.recorder.rtsp import RtspClient, RtspError, UnsupportedStream
 
 log = logging.getLogger("gapless.ingest")
 
@@ -50,6 +51,7 @@ class FeedState:
     frames: int = 0
     last_fragment_end_us: int | None = None
     timing_rejected: int = 0
+    lost_packets: int = 0
     # For backfill, which must never store time that the live run records (camera time, µs):
     session_pending: bool = False  # connected, first fragment not delivered yet
     run_start_us: int | None = None  # first fragment of the current run
@@ -83,7 +85,7 @@ class CameraIngest(threading.Thread):
             except CameraFailure as exc:
                 self.feed.state, self.feed.reason = "failed", str(exc)
                 log.error("camera %s failed: %s (retrying in %.0f s)", self.camera_id, exc, backoff)
-            except (av.FFmpegError, OSError, BitstreamError) as exc:
+            except (RtspError, OSError, BitstreamError) as exc:
                 self.feed.state, self.feed.reason = "reconnecting", f"{type(exc).__name__}: {exc}"
                 log.warning("camera %s: %s (reconnecting in %.0f s)", self.camera_id, exc, backoff)
             except Exception as exc:  # a bug must not silently end this camera's recording
@@ -98,59 +100,51 @@ class CameraIngest(threading.Thread):
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _session(self) -> None:
-        options = {"rtsp_transport": "tcp", "user_agent": f"gapless-recorder/{__version__} ({self.recorder_id})"}
         self.feed.previous_run_end_us = self.feed.last_fragment_end_us
         self.feed.run_start_us = None
         self.feed.session_pending = True
         try:
-            self._record(options)
+            self._record()
         finally:
             self.feed.session_pending = False
             self.feed.run_start_us = None
 
-    def _record(self, options: dict) -> None:
-        container = av.open(self.url, options=options, timeout=(10.0, 5.0))
+    def _record(self) -> None:
+        client = RtspClient(self.url, f"gapless-recorder/{__version__} ({self.recorder_id})")
         try:
-            stream = container.streams.video[0] if container.streams.video else None
-            if stream is None:
-                raise CameraFailure("the stream has no video track")
-            codec = stream.codec_context.name
-            if codec != "h264":
-                raise CameraFailure(f"unsupported codec {codec}; Gapless records H.264")
+            try:
+                info = client.open()
+            except UnsupportedStream as exc:
+                raise CameraFailure(str(exc)) from None
             frag = Fragmenter(self.camera_id, self.recorder_id)
-            frag.set_parameter_sets(bytes(stream.codec_context.extradata or b""))
-            tb_us = float(stream.time_base * 1_000_000)
+            if info.sps and info.pps:
+                frag.set_parameter_sets([info.sps, info.pps])
             opened = time.monotonic()
-            packets = malformed = 0
+            units = malformed = 0
+            last_dts = None
             checked = False
             if self.feed.state != "failed":  # a failed camera stays failed until it delivers a fragment
                 self.feed.state, self.feed.reason = "connecting", ""
             try:
-                for packet in container.demux(stream):
+                for unit in client.access_units():
                     if self.stop_event.is_set():
                         break
-                    if packet.pts is None or packet.size == 0:
-                        continue
-                    side = packet.get_sidedata("prft")
-                    raw = bytes(side) if side else b""
-                    prft = int.from_bytes(raw[:8], "little", signed=True) if len(raw) >= 8 else None
-                    dts = packet.dts if packet.dts is not None else packet.pts
-                    packets += 1
+                    units += 1
+                    pts_us = unit.rtp_ticks * 1_000_000 // info.clock_rate
+                    # RTP carries presentation time; decode order is arrival order (B-frames: one µs apart).
+                    dts_us = pts_us if last_dts is None or pts_us > last_dts else last_dts + 1
+                    last_dts = dts_us
                     try:
-                        done = frag.push(
-                            Packet(
-                                bytes(packet), int(packet.pts * tb_us), int(dts * tb_us), prft, time.time_ns() // 1000
-                            )
-                        )
+                        done = frag.push(Packet(unit.nals, pts_us, dts_us, unit.camera_us, unit.arrival_us))
                     except BitstreamError as exc:
                         malformed += 1
                         if malformed <= 3 or malformed % 100 == 0:
                             log.warning(
                                 "camera %s: dropped malformed access unit %d: %s", self.camera_id, malformed, exc
                             )
-                        if malformed >= MALFORMED_LIMIT[0] and malformed > MALFORMED_LIMIT[1] * packets:
+                        if malformed >= MALFORMED_LIMIT[0] and malformed > MALFORMED_LIMIT[1] * units:
                             raise CameraFailure(
-                                f"stream is not valid H.264: {malformed} of {packets} access units malformed"
+                                f"stream is not valid H.264: {malformed} of {units} access units malformed"
                                 f" (last: {exc})"
                             ) from None
                         continue
@@ -160,6 +154,13 @@ class CameraIngest(threading.Thread):
                         _check_decodes(done[0], frag.sps, frag.pps)
                         checked = True
                     self._deliver(done, frag)
+                    if client.lost_packets != self.feed.lost_packets:
+                        log.warning(
+                            "camera %s: %d RTP packets lost (their frames are missing and left as holes)",
+                            self.camera_id,
+                            client.lost_packets - self.feed.lost_packets,
+                        )
+                        self.feed.lost_packets = client.lost_packets
             finally:
                 rest = frag.flush()  # the GOP in progress when the run ended is kept too
                 if rest and not checked:
@@ -170,9 +171,7 @@ class CameraIngest(threading.Thread):
                         rest = []
                 self._deliver(rest, frag)
         finally:
-            container.close()
-        if not self.stop_event.is_set():
-            raise OSError("stream ended")
+            client.close()
 
     def _deliver(self, fragments, frag: Fragmenter) -> None:
         self.feed.timing_rejected = frag.clock.rejected

@@ -59,6 +59,7 @@ class Recorder:
         self.queue: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()
         self.writer_error: str | None = None
+        self.held = 0  # fragments taken off the queue by the writer and not yet stored
         self.cameras = {
             c.id: CameraIngest(section.id, c.id, c.url, self.queue, self.stop_event)
             for c in config.cameras
@@ -124,7 +125,7 @@ class Recorder:
             frames.add_metric([cam], ingest.feed.frames)
             reconnects.add_metric([cam], ingest.feed.reconnects)
         depth = GaugeMetricFamily("gapless_write_queue_depth", "fragments waiting to be stored")
-        depth.add_metric([], self.queue.qsize())
+        depth.add_metric([], self.pending_fragments())
         jobs = GaugeMetricFamily("gapless_backfill_jobs", "backfill jobs by state", labels=["state"])
         for name, count in self.jobs.counts().items():
             jobs.add_metric([name], count)
@@ -143,6 +144,10 @@ class Recorder:
         self._writer.start()
         for ingest in self.cameras.values():
             ingest.start()
+
+    def pending_fragments(self) -> int:
+        """Received fragments not stored yet: queued, or in the writer's hands (retrying, disk full)."""
+        return self.queue.qsize() + self.held
 
     def submit(self, task) -> concurrent.futures.Future:
         """Run task(store) in the storage writer thread, in order with live fragments; the future
@@ -177,9 +182,11 @@ class Recorder:
                     task = item  # runs after this batch, keeping queue order
                     break
                 batch.append(item)
+            self.held = len(batch)
             try:
                 self.store.write(batch)
                 batch = []
+                self.held = 0
                 self.writer_error = None
             except OSError as exc:
                 self.writer_error = f"{exc.strerror or exc} (keeping {len(batch)} fragments, retrying)"
@@ -192,7 +199,10 @@ class Recorder:
                     task.run(self.store)
             if stop_after:
                 if batch:
-                    self.store.write(batch)
+                    try:
+                        self.store.write(batch)
+                    except OSError as exc:
+                        log.error("at shutdown, %d fragments could not be stored: %s", len(batch), exc)
                 break
         self.store.close()
 

@@ -74,6 +74,8 @@ class Fragment:
     payload: bytes
     origin: str
     arrival_us: int
+    #: The payload's SHA-256 when the caller has just verified it (backfill); computed otherwise.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +141,8 @@ def scan_records(data: bytes, start: int = 0):
         pos = payload_at + plen
 
 
-class StorageError(RuntimeError):
-    pass
+class StorageError(OSError):
+    """Stored data that fails its checksum, or an index write that failed (disk full)."""
 
 
 class FragmentStore:
@@ -299,8 +301,14 @@ class FragmentStore:
         sizes_before: dict[int, tuple[str, int]] = {}
         try:
             return self._write(fragments, sizes_before)
-        except OSError:
+        except (OSError, sqlite3.Error) as exc:
+            db = self.db()
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             self._undo(sizes_before)
+            if isinstance(exc, sqlite3.Error):  # e.g. "database or disk is full": callers see one kind
+                raise StorageError(f"index: {exc}") from exc
             raise
 
     def _undo(self, sizes_before: dict[int, tuple[str, int]]) -> None:
@@ -346,7 +354,7 @@ class FragmentStore:
                 "init": frag.init.id,
                 "origin": frag.origin,
                 "arrival_us": frag.arrival_us,
-                "sha256": hashlib.sha256(frag.payload).hexdigest(),
+                "sha256": frag.sha256 or hashlib.sha256(frag.payload).hexdigest(),
             }
             record = encode_record(b"F", header, frag.payload)
             offset = fh.tell()
