@@ -24,6 +24,7 @@ test: lint
 bench: $(BIN)/gapless
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/backfill.py
 
 clean:
 	rm -rf $(VENV) data
