@@ -269,6 +269,9 @@ def test_manual_backfill_with_the_cli_and_audit_compare(camera, make_recorder):
     lacking = json.loads(before.stdout)
     assert lacking["only_in_b"] and sum(b - a + 1 for a, b in lacking["frames_only_in_b"]["cam0"]) >= 5 * 25
 
+    edge = audit(a.url, TOKEN, CAMERA, str(start), str(start + 3))  # ends inside A's downtime
+    assert edge.tail_is_hole and edge.uncovered_tail_s > 1 and edge.gaps == 1 and edge.lost, edge
+
     backfill = [*GAPLESS, "backfill", "--target", a.url, "--source", b.url, *window]
     done = subprocess.run(backfill, capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr

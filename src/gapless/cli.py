@@ -154,6 +154,13 @@ def _print_audit(report, recorder_url: str) -> None:
     table.add_column("value")
     table.add_row("covered intervals", "\n".join(f"{a} → {b}" for a, b in report.intervals) or "none")
     table.add_row("coverage gaps", str(report.gaps))
+    for edge, seconds, hole in (
+        ("start", report.uncovered_head_s, report.head_is_hole),
+        ("end", report.uncovered_tail_s, report.tail_is_hole),
+    ):
+        if seconds:
+            why = "a hole: footage exists beyond it" if hole else "nothing recorded beyond it"
+            table.add_row(f"not covered at the {edge}", f"{seconds:.3f} s ({why})")
     table.add_row("fragments / frames", f"{report.fragments} / {report.frames}")
     for stream, frames in report.streams.items():
         missing = ", ".join(f"{a}-{b}" for a, b in frames.missing) or "none"

@@ -20,6 +20,11 @@ from gapless.media.h264 import find_stamp, split_avcc
 from gapless.recorder.timeparse import parse_time_us
 from gapless.storage.coverage import holes, intersect
 
+#: An edge of the audited window counts as uncovered beyond this (a fragment ends on a frame time).
+EDGE_SLACK_US = 100_000
+#: How far past an uncovered edge the audit looks for footage that would make the edge a hole.
+EDGE_LOOK_US = 3_600_000_000
+
 
 @dataclass
 class StreamFrames:
@@ -44,10 +49,18 @@ class AuditReport:
     duplicates: list[int] = field(default_factory=list)
     bad_checksums: list[int] = field(default_factory=list)
     streams: dict[str, StreamFrames] = field(default_factory=dict)
+    #: Seconds of the window before the first / after the last covered interval, and whether the
+    #: recorder holds footage beyond that edge (then the uncovered edge is a hole, i.e. loss; else
+    #: the window simply reaches past what was recorded, e.g. into the GOP being recorded now).
+    uncovered_head_s: float = 0.0
+    uncovered_tail_s: float = 0.0
+    head_is_hole: bool = False
+    tail_is_hole: bool = False
 
     @property
     def gaps(self) -> int:
-        return max(0, len(self.intervals) - 1)
+        """Holes between covered intervals, plus uncovered edges that recorded footage encloses."""
+        return max(0, len(self.intervals) - 1) + int(self.head_is_hole) + int(self.tail_is_hole)
 
     @property
     def lost(self) -> bool:
@@ -106,10 +119,31 @@ def _read(client: httpx.Client, camera: str, params: dict) -> tuple[AuditReport,
     return report, numbers
 
 
+def _recorded_between(client: httpx.Client, camera: str, start_us: int, end_us: int) -> bool:
+    listing = client.get(
+        f"/api/v1/cameras/{camera}/fragments", params={"start": f"{start_us / 1e6:.6f}", "end": f"{end_us / 1e6:.6f}"}
+    )
+    listing.raise_for_status()
+    return bool(listing.json()["fragments"])
+
+
+def _edges(client: httpx.Client, report: AuditReport, start_us: int, end_us: int) -> None:
+    if not report.intervals:
+        return
+    first, last = parse_time_us(report.intervals[0][0]), parse_time_us(report.intervals[-1][1])
+    if first - start_us > EDGE_SLACK_US:
+        report.uncovered_head_s = (first - start_us) / 1e6
+        report.head_is_hole = _recorded_between(client, report.camera, start_us - EDGE_LOOK_US, start_us)
+    if end_us - last > EDGE_SLACK_US:
+        report.uncovered_tail_s = (end_us - last) / 1e6
+        report.tail_is_hole = _recorded_between(client, report.camera, end_us, end_us + EDGE_LOOK_US)
+
+
 def audit(recorder_url: str, token: str, camera: str, start: str, end: str, timeout: float = 30.0) -> AuditReport:
     params = _params(start, end)
     with _client(recorder_url, token, timeout) as client:
         report, numbers = _read(client, camera, params)
+        _edges(client, report, parse_time_us(start), parse_time_us(end))
     for stream, found in sorted(numbers.items()):
         found.sort()
         frames = StreamFrames(len(found), found[0], found[-1])
