@@ -209,7 +209,7 @@ def backfill_cmd(target, source, camera, source_camera, start, end, token, sourc
 @click.option("--data", default="./data/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--cameras", default=4, show_default=True, type=click.IntRange(1, 64))
 def demo(data: str, cameras: int) -> None:
-    """Simulated cameras and a recorder on loopback, with URLs to watch, export and audit."""
+    """Simulated cameras and two partner recorders on loopback, with URLs to watch, export, audit and backfill."""
     from pathlib import Path
 
     from gapless.demo import run_demo

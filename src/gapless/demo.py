@@ -1,4 +1,7 @@
-"""`gapless demo`: simulated cameras and one recorder on loopback, URLs printed.
+"""`gapless demo`: simulated cameras and two partner recorders on loopback, URLs printed.
+
+Both recorders record every camera; rec-a names rec-b as its partner, so whatever rec-a misses
+(block its feed with the printed fault command) is backfilled from rec-b.
 
 Runs the real processes (`gapless camera-sim`, `gapless recorder`) as children and stops them,
 by PID, on Ctrl-C.
@@ -16,25 +19,37 @@ from pathlib import Path
 import httpx
 import yaml
 
-RTSP_PORT, CONTROL_PORT, RECORDER_PORT = 8554, 8555, 7101
+RTSP_PORT, CONTROL_PORT = 8554, 8555
+RECORDER_PORTS = {"rec-a": 7101, "rec-b": 7102}
+
+
+def _recorder_config(data: Path, name: str, cameras: int, token: str, partners: list[dict]) -> Path:
+    config = {
+        "recorder": {
+            "id": name,
+            "listen": f"127.0.0.1:{RECORDER_PORTS[name]}",
+            "storage": str(data / name),
+            "api_token": token,
+            "retention": {"max_age": "1d", "max_bytes": "2GB"},
+        },
+        "partners": partners,
+        "backfill": {"scan_interval": "15s"},
+        "cameras": [{"id": f"camera{i}", "url": f"rtsp://127.0.0.1:{RTSP_PORT}/cam{i}"} for i in range(cameras)],
+    }
+    path = data / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
 
 
 def run_demo(data: Path, cameras: int) -> None:
     data.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    config = {
-        "recorder": {
-            "id": "rec-a",
-            "listen": f"127.0.0.1:{RECORDER_PORT}",
-            "storage": str(data / "rec-a"),
-            "api_token": token,
-            "retention": {"max_age": "1d", "max_bytes": "2GB"},
-        },
-        "cameras": [{"id": f"camera{i}", "url": f"rtsp://127.0.0.1:{RTSP_PORT}/cam{i}"} for i in range(cameras)],
-    }
-    config_path = data / "rec-a.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    config_path.chmod(0o600)
+    partner = {"id": "rec-b", "url": f"http://127.0.0.1:{RECORDER_PORTS['rec-b']}", "token": token}
+    configs = [
+        _recorder_config(data, "rec-a", cameras, token, [partner]),
+        _recorder_config(data, "rec-b", cameras, token, []),
+    ]
     gapless = [sys.executable, "-m", "gapless.cli"]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup below on SIGTERM too
     sim = subprocess.Popen(
@@ -49,16 +64,18 @@ def run_demo(data: Path, cameras: int) -> None:
             str(CONTROL_PORT),
         ]
     )
-    recorder = None
+    recorders: list[subprocess.Popen] = []
     try:
         _wait(f"http://127.0.0.1:{CONTROL_PORT}/cameras", {}, "camera-sim")
-        recorder = subprocess.Popen([*gapless, "recorder", "--config", str(config_path)])
-        base = f"http://127.0.0.1:{RECORDER_PORT}"
-        _wait(f"{base}/api/v1/health", {"Authorization": f"Bearer {token}"}, "recorder")
+        recorders = [subprocess.Popen([*gapless, "recorder", "--config", str(path)]) for path in configs]
+        base, partner_base = (f"http://127.0.0.1:{port}" for port in RECORDER_PORTS.values())
+        for url in (base, partner_base):
+            _wait(f"{url}/api/v1/health", {"Authorization": f"Bearer {token}"}, "recorder")
         start = int(time.time())
         print(
             f"""
-Gapless demo is running ({cameras} simulated cameras, one recorder). Ctrl-C stops it.
+Gapless demo is running ({cameras} simulated cameras; recorders rec-a on {base} and its partner
+rec-b on {partner_base} both record them all). Ctrl-C stops it.
   health:   curl -H 'Authorization: Bearer {token}' {base}/api/v1/health
   live:     ffplay '{base}/api/v1/cameras/camera0/live.m3u8?token={token}'
   camera:   ffplay rtsp://127.0.0.1:{RTSP_PORT}/cam0
@@ -66,15 +83,20 @@ Gapless demo is running ({cameras} simulated cameras, one recorder). Ctrl-C stop
             (after a minute of recording; open camera0.mp4 with any player)
   audit:    gapless audit --recorder {base} --token {token} --camera camera0 --start {start} --end {start + 60}
   faults:   curl -X POST http://127.0.0.1:{CONTROL_PORT}/cameras/cam0/stop   (and /start, /drop, /stall?seconds=5)
+  backfill: take camera0's feed from rec-a only, for 20 s; rec-a then copies what it missed from rec-b:
+            curl -X POST 'http://127.0.0.1:{CONTROL_PORT}/cameras/cam0/block?client=(rec-a)&seconds=20'
+            curl -H 'Authorization: Bearer {token}' {base}/api/v1/backfill
+            gapless audit --recorder {base} --compare {partner_base} --token {token} --camera camera0 \\
+              --start {start} --end {start + 120}     (after two minutes: nothing that rec-b has is missing)
 """,
             flush=True,
         )
-        while sim.poll() is None and recorder.poll() is None:
+        while sim.poll() is None and all(proc.poll() is None for proc in recorders):
             time.sleep(1)
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        for proc in (recorder, sim):
+        for proc in (*recorders, sim):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
