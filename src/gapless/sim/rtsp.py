@@ -248,7 +248,9 @@ class RtspServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await RtspConnection(self, reader, writer).serve()
+        # Connections still open at shutdown are cancelled; Python 3.11 would log each as an error.
+        with contextlib.suppress(asyncio.CancelledError):
+            await RtspConnection(self, reader, writer).serve()
 
     async def close(self) -> None:
         if self._server:
