@@ -154,8 +154,8 @@ def build_fragment(sequence: int, samples: list[Sample]) -> bytes:
         return box(b"moof", full_box(b"mfhd", 0, 0, struct.pack(">I", sequence & 0xFFFFFFFF)), traf)
 
     moof_size = len(moof_with(0))
-    mdat_body = b"".join(s.data for s in samples)
-    return moof_with(moof_size + 8) + struct.pack(">I", 8 + len(mdat_body)) + b"mdat" + mdat_body
+    mdat_size = 8 + sum(len(s.data) for s in samples)
+    return b"".join([moof_with(moof_size + 8), struct.pack(">I", mdat_size), b"mdat", *(s.data for s in samples)])
 
 
 def iter_boxes(data: bytes, start: int = 0, end: int | None = None):

@@ -62,7 +62,10 @@ def split_avcc(data: bytes) -> list[bytes]:
 
 
 def to_avcc(nals: list[bytes]) -> bytes:
-    return b"".join(struct.pack(">I", len(nal)) + nal for nal in nals)
+    parts = []
+    for nal in nals:
+        parts += (len(nal).to_bytes(4, "big"), nal)
+    return b"".join(parts)
 
 
 def to_annexb(nals: list[bytes]) -> bytes:

@@ -12,8 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from gapless.backfill.jobs import STATES
+from gapless.http import error
 from gapless.media.fmp4 import init_parameter_sets, with_inband_parameter_sets
-from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, signature_valid
+from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, recorder_uris, signature_valid
 from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import merged
 from gapless.storage.store import StorageError
@@ -41,12 +42,10 @@ class BackfillRequest(BaseModel):
     source_token: str | None = Field(default=None, min_length=16)
 
 
-def error(status: type[web.HTTPException], message: str) -> web.HTTPException:
-    return status(text=web.json_response({"error": message}).text, content_type="application/json")
-
-
 def build_api(recorder) -> web.Application:
     token = recorder.config.recorder.api_token
+    fragment_uri, init_uri = recorder_uris(token)
+    uris = {"fragment_uri": fragment_uri, "init_uri": init_uri}
 
     @web.middleware
     async def auth(request: web.Request, handler):
@@ -199,13 +198,13 @@ def build_api(recorder) -> web.Application:
         rows = await asyncio.to_thread(recorder.store.recent_fragments, cam, 3 * LIVE_SEGMENTS)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {cam}")
-        text = playlist(rows[-LIVE_SEGMENTS:], token, live=True, nominal_us=nominal_duration_us(rows))
+        text = playlist(rows[-LIVE_SEGMENTS:], live=True, nominal_us=nominal_duration_us(rows), **uris)
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     async def playback(request: web.Request) -> web.Response:
         _cam, rows = await recorded(request, "playback")
-        text = playlist(rows, token, live=False, nominal_us=nominal_duration_us(rows))
+        text = playlist(rows, live=False, nominal_us=nominal_duration_us(rows), **uris)
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.post("/api/v1/backfill")

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -48,7 +57,15 @@ def _bytes(value: object) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
+def listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen must be host:port, not {value!r}")
+    return value
+
+
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+Listen = Annotated[str, AfterValidator(listen_address)]
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(gt=0)]
 
 
@@ -72,19 +89,11 @@ class ChunkSettings(Strict):
 
 class RecorderSection(Strict):
     id: str = Field(pattern=_ID)
-    listen: str = "127.0.0.1:7101"
+    listen: Listen = "127.0.0.1:7101"
     storage: Path
     api_token: str | None = Field(default=None, min_length=16, repr=False)
     retention: Retention = Retention()
     chunk: ChunkSettings = ChunkSettings()
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen must be host:port, not {value!r}")
-        return value
 
     @property
     def host(self) -> str:

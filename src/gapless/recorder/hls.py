@@ -13,6 +13,7 @@ import hmac
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 from gapless.recorder.timeparse import iso
 from gapless.storage.store import FragmentRow
@@ -42,7 +43,23 @@ def nominal_duration_us(rows: list[FragmentRow]) -> int:
     return max(1000, round(statistics.median(durations), -3))
 
 
-def playlist(rows: list[FragmentRow], token: str, *, live: bool, nominal_us: int) -> str:
+def recorder_uris(token: str) -> tuple[Callable[[FragmentRow], str], Callable[[str], str]]:
+    """Segment and init URIs of a recorder's own playlists: signed, so players need no header."""
+    return (
+        lambda row: signed(token, f"/api/v1/fragments/{row.id}"),
+        lambda init: signed(token, f"/api/v1/inits/{init}"),
+    )
+
+
+def playlist(
+    rows: list[FragmentRow],
+    *,
+    live: bool,
+    nominal_us: int,
+    fragment_uri: Callable[[FragmentRow], str],
+    init_uri: Callable[[str], str],
+) -> str:
+    """A playlist of stored fragments (rows: anything with id, start_us, end_us, frames, init)."""
     target = max(1, math.ceil(max((r.end_us - r.start_us for r in rows), default=nominal_us) / 1e6))
     lines = ["#EXTM3U", "#EXT-X-VERSION:9" if live else "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{target}"]
     if not live:
@@ -64,11 +81,11 @@ def playlist(rows: list[FragmentRow], token: str, *, live: bool, nominal_us: int
         if gap or (init is not None and row.init != init):
             lines.append("#EXT-X-DISCONTINUITY")
         if row.init != init:
-            lines.append(f'#EXT-X-MAP:URI="{signed(token, f"/api/v1/inits/{row.init}")}"')
+            lines.append(f'#EXT-X-MAP:URI="{init_uri(row.init)}"')
             init = row.init
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(row.start_us)}")
         lines.append(f"#EXTINF:{(row.end_us - row.start_us) / 1e6:.6f},")
-        lines.append(signed(token, f"/api/v1/fragments/{row.id}"))
+        lines.append(fragment_uri(row))
         prev_end = row.end_us
     if not live:
         lines.append("#EXT-X-ENDLIST")

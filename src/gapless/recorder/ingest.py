@@ -14,11 +14,16 @@ from gapless import __version__
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.fragmenter import Fragmenter, Packet
-from gapless.recorder.rtsp import RtspClient, RtspError, UnsupportedStream
+from gapless.recorder.reader import StreamReader
+from gapless.recorder.rtsp import AccessUnit, RtspClient, RtspError, StreamInfo, UnsupportedStream
+from gapless.storage.store import Fragment
 
 log = logging.getLogger("gapless.ingest")
 
 KEYFRAME_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 5.0
+KEEPALIVE_S = 25.0
+END_WAIT_S = 10.0
 #: A camera whose access units are malformed this often is sending something that is not H.264.
 MALFORMED_LIMIT = (20, 0.05)  # at least this many, and at least this share of all packets
 BACKOFF_MAX_S = 30.0
@@ -67,8 +72,17 @@ class FeedState:
 
 
 class CameraIngest(threading.Thread):
-    def __init__(self, recorder_id: str, camera_id: str, url: str, out: queue.Queue, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        recorder_id: str,
+        camera_id: str,
+        url: str,
+        out: queue.Queue,
+        stop: threading.Event,
+        reader: StreamReader,
+    ) -> None:
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
+        self.reader = reader
         self.recorder_id = recorder_id
         self.camera_id = camera_id
         self.url = url
@@ -116,64 +130,24 @@ class CameraIngest(threading.Thread):
                 info = client.open()
             except UnsupportedStream as exc:
                 raise CameraFailure(str(exc)) from None
-            frag = Fragmenter(self.camera_id, self.recorder_id)
-            if info.sps and info.pps:
-                frag.set_parameter_sets([info.sps, info.pps])
-            opened = time.monotonic()
-            units = malformed = 0
-            last_dts = None
-            checked = False
             if self.feed.state != "failed":  # a failed camera stays failed until it delivers a fragment
                 self.feed.state, self.feed.reason = "connecting", ""
+            session = _Session(self, client, info)
+            self.reader.attach(session)
             try:
-                for unit in client.access_units():
-                    if self.stop_event.is_set():
-                        break
-                    units += 1
-                    pts_us = unit.rtp_ticks * 1_000_000 // info.clock_rate
-                    # RTP carries presentation time; decode order is arrival order (B-frames: one µs apart).
-                    dts_us = pts_us if last_dts is None or pts_us > last_dts else last_dts + 1
-                    last_dts = dts_us
-                    try:
-                        done = frag.push(Packet(unit.nals, pts_us, dts_us, unit.camera_us, unit.arrival_us))
-                    except BitstreamError as exc:
-                        malformed += 1
-                        if malformed <= 3 or malformed % 100 == 0:
-                            log.warning(
-                                "camera %s: dropped malformed access unit %d: %s", self.camera_id, malformed, exc
-                            )
-                        if malformed >= MALFORMED_LIMIT[0] and malformed > MALFORMED_LIMIT[1] * units:
-                            raise CameraFailure(
-                                f"stream is not valid H.264: {malformed} of {units} access units malformed"
-                                f" (last: {exc})"
-                            ) from None
-                        continue
-                    if frag.seq == 0 and not done and time.monotonic() - opened > KEYFRAME_TIMEOUT_S + 5:
-                        raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
-                    if done and not checked:
-                        _check_decodes(done[0], frag.sps, frag.pps)
-                        checked = True
-                    self._deliver(done, frag)
-                    if client.lost_packets != self.feed.lost_packets:
-                        log.warning(
-                            "camera %s: %d RTP packets lost (their frames are missing and left as holes)",
-                            self.camera_id,
-                            client.lost_packets - self.feed.lost_packets,
-                        )
-                        self.feed.lost_packets = client.lost_packets
+                while not session.ended.wait(0.5) and not self.stop_event.is_set():
+                    pass
             finally:
-                rest = frag.flush()  # the GOP in progress when the run ended is kept too
-                if rest and not checked:
-                    try:
-                        _check_decodes(rest[0], frag.sps, frag.pps)
-                    except CameraFailure as exc:
-                        log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
-                        rest = []
-                self._deliver(rest, frag)
+                self.reader.detach(session)
+                if not session.ended.wait(END_WAIT_S):
+                    log.error("camera %s: the stream reader did not let go in %.0f s", self.camera_id, END_WAIT_S)
+                session.finish()
+            if session.error is not None:
+                raise session.error
         finally:
             client.close()
 
-    def _deliver(self, fragments, frag: Fragmenter) -> None:
+    def deliver(self, fragments: list[Fragment], frag: Fragmenter) -> None:
         self.feed.timing_rejected = frag.clock.rejected
         for fragment in fragments:
             if self.feed.run_start_us is None:
@@ -184,3 +158,88 @@ class CameraIngest(threading.Thread):
             self.feed.fragments += 1
             self.feed.frames += fragment.frames
             self.feed.last_fragment_end_us = fragment.end_us
+
+
+class _Session:
+    """One RTSP session while streaming: parsed and fragmented in the StreamReader's thread."""
+
+    def __init__(self, ingest: CameraIngest, client: RtspClient, info: StreamInfo) -> None:
+        self.ingest, self.client, self.info = ingest, client, info
+        self.sock = client.sock
+        self.camera_id = ingest.camera_id
+        self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id)
+        if info.sps and info.pps:
+            self.frag.set_parameter_sets([info.sps, info.pps])
+        self.units_in = client.units()
+        self.opened = self.last_data = time.monotonic()
+        self.next_keepalive = self.opened + KEEPALIVE_S
+        self.units = self.malformed = 0
+        self.last_dts: int | None = None
+        self.checked = False
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+
+    # ---- called by the StreamReader ----------------------------------------------------------
+    def on_data(self, data: memoryview) -> None:
+        self.last_data = time.monotonic()
+        self.client.feed(data)
+        for unit in self.units_in:
+            if unit is None:
+                break
+            self._push(unit)
+        if self.client.lost_packets != self.ingest.feed.lost_packets:
+            log.warning(
+                "camera %s: %d RTP packets lost (their frames are missing and left as holes)",
+                self.camera_id,
+                self.client.lost_packets - self.ingest.feed.lost_packets,
+            )
+            self.ingest.feed.lost_packets = self.client.lost_packets
+
+    def on_tick(self, now: float) -> None:
+        if now - self.last_data > READ_TIMEOUT_S:
+            raise RtspError(f"no data from the camera for {READ_TIMEOUT_S:.0f} s")
+        if self.frag.seq == 0 and now - self.opened > KEYFRAME_TIMEOUT_S + 5:
+            raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
+        if now > self.next_keepalive:
+            self.next_keepalive = now + KEEPALIVE_S
+            self.client.keepalive()
+
+    def on_end(self, error: BaseException | None) -> None:
+        if isinstance(error, ConnectionError):
+            error = RtspError(str(error))
+        self.error = error
+        self.ended.set()
+
+    # ---- parsing --------------------------------------------------------------------------------
+    def _push(self, unit: AccessUnit) -> None:
+        self.units += 1
+        pts_us = unit.rtp_ticks * 1_000_000 // self.info.clock_rate
+        # RTP carries presentation time; decode order is arrival order (B-frames: one µs apart).
+        dts_us = pts_us if self.last_dts is None or pts_us > self.last_dts else self.last_dts + 1
+        self.last_dts = dts_us
+        try:
+            done = self.frag.push(Packet(unit.nals, pts_us, dts_us, unit.camera_us, unit.arrival_us))
+        except BitstreamError as exc:
+            self.malformed += 1
+            if self.malformed <= 3 or self.malformed % 100 == 0:
+                log.warning("camera %s: dropped malformed access unit %d: %s", self.camera_id, self.malformed, exc)
+            if self.malformed >= MALFORMED_LIMIT[0] and self.malformed > MALFORMED_LIMIT[1] * self.units:
+                raise CameraFailure(
+                    f"stream is not valid H.264: {self.malformed} of {self.units} access units malformed (last: {exc})"
+                ) from None
+            return
+        if done and not self.checked:
+            _check_decodes(done[0], self.frag.sps, self.frag.pps)
+            self.checked = True
+        self.ingest.deliver(done, self.frag)
+
+    def finish(self) -> None:
+        """The run ended: the GOP in progress is kept too (called once the reader let go)."""
+        rest = self.frag.flush()
+        if rest and not self.checked:
+            try:
+                _check_decodes(rest[0], self.frag.sps, self.frag.pps)
+            except CameraFailure as exc:
+                log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
+                rest = []
+        self.ingest.deliver(rest, self.frag)

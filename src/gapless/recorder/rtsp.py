@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
-KEEPALIVE_S = 25.0
-READ_INTERVAL_S = 0.2
 
 
 class RtspError(Exception):
@@ -65,8 +63,6 @@ class RtspClient:
         self.auth_header: str | None = None  # "basic" or "digest" once the server asked
         self.digest: dict[str, str] = {}
         self.lost_packets = 0
-        self.streaming = False  # set once PLAYing: reads are then batched (see _fill)
-        self._next_read = 0.0
 
     # ---- requests ----------------------------------------------------------------------------
     def open(self) -> StreamInfo:
@@ -154,15 +150,8 @@ class RtspClient:
 
     # ---- reading -------------------------------------------------------------------------------
     def _fill(self, need: int) -> None:
+        """Blocking read, for the requests before PLAY; once streaming, StreamReader reads."""
         while len(self.buf) < need:
-            if self.streaming:
-                # Waking up for every RTP packet (~200/s per camera) cost more CPU than parsing them;
-                # reading at most every READ_INTERVAL_S lets the kernel gather them
-                # (measured: 13 → 8 s of CPU per camera-hour going from 40 ms to 200 ms).
-                delay = self._next_read - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                self._next_read = time.monotonic() + READ_INTERVAL_S
             try:
                 chunk = self.sock.recv(1 << 18)
             except TimeoutError:
@@ -200,9 +189,10 @@ class RtspClient:
                 raise RtspError(f"not an RTSP reply: {lines[0][:60]!r}")
             return int(parts[1]), headers, body
 
-    def access_units(self) -> Iterator[AccessUnit]:
-        """Complete access units in arrival order. One with a lost packet (sequence gap) is dropped
-        and counted in lost_packets: its frame is missing, and shows as a hole in the archive."""
+    def units(self) -> Iterator[AccessUnit | None]:
+        """Complete access units in arrival order, from what `feed` appended to the buffer; None
+        means "feed me more". One with a lost packet (sequence gap) is dropped and counted in
+        lost_packets: its frame is missing, and shows as a hole in the archive."""
         nals: list[bytes] = []
         fu: list[bytes] = []
         current_ts: int | None = None
@@ -212,38 +202,34 @@ class RtspClient:
         started = False
         sr: tuple[int, int] | None = None  # (camera µs, 32-bit RTP timestamp) of the latest sender report
         clock = 90_000
-        next_keepalive = time.monotonic() + KEEPALIVE_S
-        self.streaming = True
         buf = self.buf
         pos = 0
         while True:
-            if len(buf) - pos < 4:
+            while len(buf) - pos < 4:
                 del buf[:pos]
                 pos = 0
-                self._fill(4)
+                yield None
             if buf[pos] != 0x24:
                 del buf[:pos]
                 pos = 0
                 if buf.startswith(b"RTSP/"):
-                    self._read_response()  # a keep-alive reply
+                    yield from self._skip_reply()  # a keep-alive reply
                     continue
                 raise RtspError("lost framing in the interleaved stream")
             channel = buf[pos + 1]
             length = (buf[pos + 2] << 8) | buf[pos + 3]
-            if len(buf) - pos < 4 + length:
+            while len(buf) - pos < 4 + length:
                 del buf[:pos]
                 pos = 0
-                self._fill(4 + length)
-            packet = bytes(buf[pos + 4 : pos + 4 + length])
+                yield None
+            with memoryview(buf) as view:
+                packet = view[pos + 4 : pos + 4 + length].tobytes()  # one copy (bytes(buf[...]) made two)
             pos += 4 + length
             if channel == 1:
                 sr = self._sender_report(packet) or sr
                 continue
             if channel != 0 or length < 12:
                 continue
-            if time.monotonic() > next_keepalive:
-                next_keepalive = time.monotonic() + KEEPALIVE_S
-                self._send("GET_PARAMETER", self.url, {})
             first, second, seq, ts32 = struct.unpack_from(">BBHI", packet)
             offset = 12 + 4 * (first & 0x0F)
             if first & 0x10:
@@ -276,10 +262,11 @@ class RtspClient:
                     at += 2 + size
             elif kind == 28 and end - offset > 2:  # FU-A
                 header = packet[offset + 1]
+                # Views into the packet (immutable bytes): the NAL is copied once, by the join.
                 if header & 0x80:
-                    fu = [bytes([(packet[offset] & 0xE0) | (header & 0x1F)]), packet[offset + 2 : end]]
+                    fu = [bytes([(packet[offset] & 0xE0) | (header & 0x1F)]), memoryview(packet)[offset + 2 : end]]
                 elif fu:
-                    fu.append(packet[offset + 2 : end])
+                    fu.append(memoryview(packet)[offset + 2 : end])
                 else:
                     damaged = True  # a fragment without its start
                 if header & 0x40 and fu:
@@ -289,6 +276,25 @@ class RtspClient:
                 if not damaged:
                     yield self._unit(nals, ext_ts, ts32, sr, clock)
                 nals, damaged = [], False
+
+    def _skip_reply(self) -> Iterator[None]:
+        """Consume one RTSP reply (to a keep-alive) from the interleaved stream."""
+        buf = self.buf
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > 65536:
+                raise RtspError("RTSP reply header too long")
+            yield None
+        match = re.search(rb"(?im)^content-length:\s*(\d+)", bytes(buf[:end]))
+        total = end + 4 + (int(match.group(1)) if match else 0)
+        while len(buf) < total:
+            yield None
+        del buf[:total]
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+
+    def keepalive(self) -> None:
+        self._send("GET_PARAMETER", self.url, {})
 
     @staticmethod
     def _unit(nals: list[bytes], ext_ts: int, ts32: int, sr: tuple[int, int] | None, clock: int) -> AccessUnit:

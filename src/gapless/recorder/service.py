@@ -25,6 +25,7 @@ from gapless.backfill.worker import BackfillWorker, Source
 from gapless.recorder.api import build_api
 from gapless.recorder.config import RecorderConfig
 from gapless.recorder.ingest import CameraIngest
+from gapless.recorder.reader import StreamReader
 from gapless.storage.store import FragmentStore
 
 log = logging.getLogger("gapless.recorder")
@@ -60,8 +61,9 @@ class Recorder:
         self.stop_event = threading.Event()
         self.writer_error: str | None = None
         self.held = 0  # fragments taken off the queue by the writer and not yet stored
+        self.reader = StreamReader()
         self.cameras = {
-            c.id: CameraIngest(section.id, c.id, c.url, self.queue, self.stop_event)
+            c.id: CameraIngest(section.id, c.id, c.url, self.queue, self.stop_event, self.reader)
             for c in config.cameras
             if c.enabled
         }
@@ -142,6 +144,7 @@ class Recorder:
         report = self.store.recover()
         log.info("storage %s recovered: %s", self.store.root, report)
         self._writer.start()
+        self.reader.start()
         for ingest in self.cameras.values():
             ingest.start()
 
@@ -250,6 +253,7 @@ class Recorder:
         self.stop_event.set()
         for ingest in self.cameras.values():
             ingest.join(timeout=15)
+        self.reader.stop()
         self.queue.put(None)
         self._writer.join(timeout=30)
 

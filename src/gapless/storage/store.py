@@ -114,9 +114,11 @@ class FragmentRow:
 _ROW_COLUMNS = "id, camera, run, seq, start_us, end_us, frames, bytes, chunk, offset, length, sha256, init, origin"
 
 
-def encode_record(kind: bytes, header: dict, payload: bytes) -> bytes:
+def record_head(kind: bytes, header: dict, payload_length: int) -> bytes:
+    """Everything of a record before its payload; the payload is written after it unchanged (the
+    writer never copies a fragment's bytes to frame them: each copy of the video costs CPU)."""
     head = json.dumps(header, separators=(",", ":")).encode()
-    return _HEAD.pack(MAGIC, kind, len(head), len(payload)) + head + payload
+    return _HEAD.pack(MAGIC, kind, len(head), payload_length) + head
 
 
 def scan_records(data: bytes, start: int = 0):
@@ -341,7 +343,8 @@ class FragmentStore:
                     "height": init.height,
                     "sha256": hashlib.sha256(init.data).hexdigest(),
                 }
-                fh.write(encode_record(b"I", header, init.data))
+                fh.write(record_head(b"I", header, len(init.data)))
+                fh.write(init.data)
                 inits_in_chunk.add(init.id)
                 new_inits[init.id] = init
             header = {
@@ -356,10 +359,9 @@ class FragmentStore:
                 "arrival_us": frag.arrival_us,
                 "sha256": frag.sha256 or hashlib.sha256(frag.payload).hexdigest(),
             }
-            record = encode_record(b"F", header, frag.payload)
-            offset = fh.tell()
-            fh.write(record)
-            payload_at = offset + len(record) - len(frag.payload)
+            fh.write(record_head(b"F", header, len(frag.payload)))
+            payload_at = fh.tell()
+            fh.write(frag.payload)
             planned.append((frag, chunk_id, payload_at, header))
             touched[chunk_id] = fh
         for fh in touched.values():

@@ -1,0 +1,294 @@
+"""The embedded coordinator: leases and keys in SQLite, served over HTTP by the management server.
+
+It keeps the contract of gapless.cluster.coordinator for a single site without running etcd.
+Keys, leases and the revision counter are durable (SQLite, WAL). Lease *deadlines* are not: after
+a restart every lease gets a full TTL again (etcd does the same when its leader changes), so a
+management server that was down for a minute does not take every token with it when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from pathlib import Path
+
+from aiohttp import web
+
+from gapless.cluster.coordinator import Event, KeyValue, decode, encode
+from gapless.http import error
+
+log = logging.getLogger("gapless.coordinator")
+
+HISTORY = 10_000  # events kept for watchers; older revisions answer "compacted"
+SWEEP_INTERVAL_S = 0.05
+MAX_WATCH_S = 30.0
+MIN_TTL_S = 0.5
+
+
+class LeaseNotFound(Exception):
+    pass
+
+
+class EmbeddedStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL,
+                create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, lease INTEGER NOT NULL);
+            INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('lease', 0);
+            """
+        )
+        now = time.monotonic()
+        self.deadlines = {lease: now + ttl for lease, ttl in self.db.execute("SELECT id, ttl FROM leases")}
+        self.revision = self._meta("revision")
+        self.history: deque[Event] = deque(maxlen=HISTORY)
+        self.changed = asyncio.Event()
+
+    def _meta(self, name: str) -> int:
+        return self.db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()[0]
+
+    def _bump(self) -> int:
+        self.revision += 1
+        self.db.execute("UPDATE meta SET value=? WHERE name='revision'", (self.revision,))
+        return self.revision
+
+    def _record(self, event: Event) -> None:
+        self.history.append(event)
+        self.changed.set()
+
+    # ---- leases -----------------------------------------------------------------------------
+    def grant(self, ttl: float) -> tuple[int, float]:
+        ttl = max(MIN_TTL_S, ttl)
+        with self.db:
+            lease = self._meta("lease") + 1
+            self.db.execute("UPDATE meta SET value=? WHERE name='lease'", (lease,))
+            self.db.execute("INSERT INTO leases VALUES (?, ?)", (lease, ttl))
+        self.deadlines[lease] = time.monotonic() + ttl
+        return lease, ttl
+
+    def keepalive(self, lease: int) -> float:
+        """Remaining TTL after renewing; 0 if the lease is gone."""
+        if lease not in self.deadlines:
+            return 0.0
+        (ttl,) = self.db.execute("SELECT ttl FROM leases WHERE id=?", (lease,)).fetchone()
+        self.deadlines[lease] = time.monotonic() + ttl
+        return ttl
+
+    def revoke(self, lease: int) -> None:
+        if self.deadlines.pop(lease, None) is None:
+            return
+        with self.db:
+            for (key,) in self.db.execute("SELECT key FROM kv WHERE lease=? ORDER BY key", (lease,)).fetchall():
+                self._delete_row(key)
+            self.db.execute("DELETE FROM leases WHERE id=?", (lease,))
+
+    def expire(self) -> list[int]:
+        now = time.monotonic()
+        gone = [lease for lease, deadline in self.deadlines.items() if deadline <= now]
+        for lease in gone:
+            log.info("lease %d expired", lease)
+            self.revoke(lease)
+        return gone
+
+    # ---- keys ---------------------------------------------------------------------------------
+    def _row(self, key: str) -> KeyValue | None:
+        row = self.db.execute("SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else KeyValue(row[0], decode(row[1]), row[2], row[3], row[4])
+
+    def get(self, key: str) -> KeyValue | None:
+        return self._row(key)
+
+    def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        rows = self.db.execute(
+            "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        ).fetchall()
+        return [KeyValue(r[0], decode(r[1]), r[2], r[3], r[4]) for r in rows], self.revision
+
+    def _check_lease(self, lease: int) -> None:
+        if lease and lease not in self.deadlines:
+            raise LeaseNotFound(f"lease {lease} not found")
+
+    def _write(self, key: str, value: dict, lease: int, create_rev: int | None) -> int:
+        revision = self._bump()
+        create_rev = revision if create_rev is None else create_rev
+        self.db.execute(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?)", (key, encode(value), create_rev, revision, lease)
+        )
+        self._record(Event("put", key, revision, KeyValue(key, value, create_rev, revision, lease)))
+        return revision
+
+    def put(self, key: str, value: dict, lease: int = 0) -> int:
+        self._check_lease(lease)
+        with self.db:
+            current = self._row(key)
+            return self._write(key, value, lease, current.create_revision if current else None)
+
+    def create(self, key: str, value: dict, lease: int = 0) -> int | None:
+        self._check_lease(lease)
+        with self.db:
+            if self._row(key) is not None:
+                return None
+            return self._write(key, value, lease, None)
+
+    def replace(self, key: str, value: dict, mod_revision: int, lease: int = 0) -> int | None:
+        self._check_lease(lease)
+        with self.db:
+            current = self._row(key)
+            if current is None or current.mod_revision != mod_revision:
+                return None
+            return self._write(key, value, lease, current.create_revision)
+
+    def _delete_row(self, key: str) -> None:
+        self.db.execute("DELETE FROM kv WHERE key=?", (key,))
+        self._record(Event("delete", key, self._bump(), None))
+
+    def delete(self, key: str, mod_revision: int | None = None) -> bool:
+        with self.db:
+            current = self._row(key)
+            if current is None or (mod_revision is not None and current.mod_revision != mod_revision):
+                return False
+            self._delete_row(key)
+            return True
+
+    async def watch(self, prefix: str, after: int, timeout: float) -> list[Event] | None:
+        """Events after `after`; None if that history is no longer kept (compacted)."""
+        deadline = time.monotonic() + min(timeout, MAX_WATCH_S)
+        while True:
+            oldest = self.history[0].revision if self.history else self.revision + 1
+            if after < self.revision and after + 1 < oldest:  # every revision has one event
+                return None
+            events = [e for e in self.history if e.revision > after and e.key.startswith(prefix)]
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return events
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _kv_json(kv: KeyValue | None) -> dict | None:
+    if kv is None:
+        return None
+    return {
+        "key": kv.key,
+        "value": kv.value,
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "lease": kv.lease,
+    }
+
+
+def _event_json(event: Event) -> dict:
+    return {"kind": event.kind, "key": event.key, "revision": event.revision, "kv": _kv_json(event.kv)}
+
+
+def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") -> web.RouteTableDef:
+    """HTTP surface of the embedded coordinator (auth is the management server's middleware)."""
+    routes = web.RouteTableDef()
+
+    async def body(request: web.Request) -> dict:
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise error(web.HTTPBadRequest, "body must be JSON") from None
+        if not isinstance(data, dict):
+            raise error(web.HTTPBadRequest, "body must be an object") from None
+        return data
+
+    def field(data: dict, name: str, kind: type, default=None):
+        value = data.get(name, default)
+        if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            expected = kind.__name__ if isinstance(kind, type) else "number"
+            raise error(web.HTTPBadRequest, f"{name}: expected {expected}")
+        return value
+
+    def answer(data: dict) -> web.Response:
+        return web.json_response({"revision": store.revision, **data})
+
+    def guarded(call):
+        try:
+            return call()
+        except LeaseNotFound as exc:
+            raise error(web.HTTPNotFound, str(exc)) from None
+
+    @routes.post(f"{prefix}/lease/grant")
+    async def grant(request: web.Request) -> web.Response:
+        data = await body(request)
+        ttl = field(data, "ttl", (int, float))
+        if not 0 < ttl <= 3600:
+            raise error(web.HTTPBadRequest, "ttl: 0 < ttl <= 3600") from None
+        lease, granted = store.grant(float(ttl))
+        return answer({"id": lease, "ttl": granted})
+
+    @routes.post(f"{prefix}/lease/keepalive")
+    async def keepalive(request: web.Request) -> web.Response:
+        return answer({"ttl": store.keepalive(field(await body(request), "id", int))})
+
+    @routes.post(f"{prefix}/lease/revoke")
+    async def revoke(request: web.Request) -> web.Response:
+        store.revoke(field(await body(request), "id", int))
+        return answer({})
+
+    @routes.post(f"{prefix}/kv/get")
+    async def get(request: web.Request) -> web.Response:
+        data = await body(request)
+        if "prefix" in data:
+            kvs, revision = store.get_prefix(field(data, "prefix", str))
+            return web.json_response({"revision": revision, "kvs": [_kv_json(kv) for kv in kvs]})
+        return answer({"kv": _kv_json(store.get(field(data, "key", str)))})
+
+    @routes.post(f"{prefix}/kv/{{op:put|create|replace}}")
+    async def write(request: web.Request) -> web.Response:
+        data = await body(request)
+        key, value = field(data, "key", str), field(data, "value", dict)
+        lease = field(data, "lease", int, 0)
+        op = request.match_info["op"]
+        if op == "put":
+            revision = guarded(lambda: store.put(key, value, lease))
+        elif op == "create":
+            revision = guarded(lambda: store.create(key, value, lease))
+        else:
+            mod_revision = field(data, "mod_revision", int)
+            revision = guarded(lambda: store.replace(key, value, mod_revision, lease))
+        return answer({"succeeded": revision is not None, "written": revision})
+
+    @routes.post(f"{prefix}/kv/delete")
+    async def delete(request: web.Request) -> web.Response:
+        data = await body(request)
+        mod_revision = data.get("mod_revision")
+        if mod_revision is not None and not isinstance(mod_revision, int):
+            raise error(web.HTTPBadRequest, "mod_revision: expected int") from None
+        return answer({"succeeded": store.delete(field(data, "key", str), mod_revision)})
+
+    @routes.post(f"{prefix}/watch")
+    async def watch(request: web.Request) -> web.Response:
+        data = await body(request)
+        events = await store.watch(
+            field(data, "prefix", str), field(data, "after_revision", int), float(field(data, "timeout", (int, float)))
+        )
+        if events is None:
+            raise error(web.HTTPGone, "compacted") from None
+        return answer({"events": [_event_json(e) for e in events]})
+
+    return routes
+
+
+async def sweep_leases(store: EmbeddedStore) -> None:
+    """Expire leases (and their keys) as their deadlines pass; runs for the server's lifetime."""
+    while True:
+        store.expire()
+        await asyncio.sleep(SWEEP_INTERVAL_S)

@@ -1,0 +1,18 @@
+"""Small helpers shared by Gapless's HTTP servers (recorder, management, gateway)."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+
+def error(status: type[web.HTTPException], message: str, **extra: object) -> web.HTTPException:
+    """An HTTP error whose body is {"error": message, ...}: every API answers errors as JSON."""
+    return status(text=web.json_response({"error": message, **extra}).text, content_type="application/json")
+
+
+def bearer_ok(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())

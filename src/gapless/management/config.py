@@ -1,0 +1,192 @@
+"""The management server's configuration: its own file, and the cluster configuration it stores.
+
+`management.yaml` holds the server's own settings (listen, data, api_token) and, on first start,
+seeds the stored configuration (coordinator, recorders, clusters). After that the stored
+configuration is changed through the API, validated whole: an invalid change is refused whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from gapless.recorder.config import (
+    _ID,
+    BackfillSettings,
+    CameraConfig,
+    ConfigError,
+    Listen,
+    Retention,
+    Seconds,
+    Strict,
+    _format,
+)
+
+
+class ManagementSection(Strict):
+    listen: Listen = "127.0.0.1:7000"
+    data: Path
+    api_token: str | None = Field(default=None, min_length=16, repr=False)
+    gateway: bool = True  # serve the gateway's routes on the same port
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class CoordinatorConfig(Strict):
+    backend: Literal["embedded", "etcd"] = "embedded"
+    endpoints: list[str] = []
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> CoordinatorConfig:
+        if self.backend == "etcd" and not self.endpoints:
+            raise ValueError("the etcd backend needs endpoints, e.g. [http://127.0.0.1:2379]")
+        if self.backend == "embedded" and self.endpoints:
+            raise ValueError("endpoints are for the etcd backend only")
+        for endpoint in self.endpoints:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {endpoint!r} must be an http(s) URL")
+        return self
+
+
+class RecorderEntry(Strict):
+    id: str = Field(pattern=_ID)
+    url: str = Field(pattern=r"^https?://")
+    token: str = Field(min_length=16, repr=False)
+
+
+class VirtualAddress(Strict):
+    vip: str
+    interface: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+
+    @field_validator("vip")
+    @classmethod
+    def _vip(cls, value: str) -> str:
+        try:
+            iface = ipaddress.ip_interface(value)
+        except ValueError:
+            raise ValueError(
+                f"vip must be an address with prefix length, e.g. 198.18.0.100/24, not {value!r}"
+            ) from None
+        if "/" not in value:
+            raise ValueError(f"vip needs a prefix length, e.g. {value}/24")
+        return str(iface)
+
+
+class ClusterConfig(Strict):
+    id: str = Field(pattern=_ID)
+    members: list[str] = Field(min_length=2, max_length=2)  # the first is the primary
+    lease_ttl: Seconds = 1.0
+    failback: Literal["auto", "manual"] = "auto"
+    address: VirtualAddress | None = None
+    retention: Retention = Retention()
+    backfill: BackfillSettings = BackfillSettings()
+    cameras: list[CameraConfig] = []
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        if not 0.5 <= value <= 60:
+            raise ValueError("lease_ttl must be between 0.5s and 60s")
+        return value
+
+    @field_validator("members")
+    @classmethod
+    def _distinct(cls, members: list[str]) -> list[str]:
+        if len(set(members)) != len(members):
+            raise ValueError("members must be two different recorders")
+        return members
+
+
+class ClusterDocument(Strict):
+    """What the management server stores and hands out (versioned)."""
+
+    coordinator: CoordinatorConfig = CoordinatorConfig()
+    recorders: list[RecorderEntry] = []
+    clusters: list[ClusterConfig] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> ClusterDocument:
+        ids = [r.id for r in self.recorders]
+        if len(set(ids)) != len(ids):
+            raise ValueError("recorders: an id appears twice")
+        seen_members: dict[str, str] = {}
+        seen_cameras: dict[str, str] = {}
+        cluster_ids = set()
+        for cluster in self.clusters:
+            if cluster.id in cluster_ids:
+                raise ValueError(f"clusters: id {cluster.id!r} appears twice")
+            cluster_ids.add(cluster.id)
+            for member in cluster.members:
+                if member not in ids:
+                    raise ValueError(f"clusters.{cluster.id}.members: {member!r} is not in recorders")
+                if member in seen_members:
+                    raise ValueError(f"recorder {member!r} is in two clusters ({seen_members[member]}, {cluster.id})")
+                seen_members[member] = cluster.id
+            for camera in cluster.cameras:
+                if camera.id in seen_cameras:
+                    where = f"{seen_cameras[camera.id]}, {cluster.id}"
+                    raise ValueError(f"camera {camera.id!r} is in two clusters ({where})")
+                seen_cameras[camera.id] = cluster.id
+                if camera.partners is not None:
+                    raise ValueError(f"clusters.{cluster.id}.cameras.{camera.id}: partners come from the cluster")
+        return self
+
+    def recorder(self, recorder_id: str) -> RecorderEntry | None:
+        return next((r for r in self.recorders if r.id == recorder_id), None)
+
+    def cluster_of(self, recorder_id: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if recorder_id in c.members), None)
+
+    def cluster_of_camera(self, camera_id: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if any(cam.id == camera_id for cam in c.cameras)), None)
+
+
+class ManagementConfig(Strict):
+    management: ManagementSection
+    coordinator: CoordinatorConfig = CoordinatorConfig()
+    recorders: list[RecorderEntry] = []
+    clusters: list[ClusterConfig] = []
+
+    def document(self) -> ClusterDocument:
+        return ClusterDocument(coordinator=self.coordinator, recorders=self.recorders, clusters=self.clusters)
+
+
+def validate_document(raw: object, source: str) -> ClusterDocument:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected an object with coordinator, recorders and clusters")
+    try:
+        return ClusterDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+
+
+def load_management_config(path: Path) -> ManagementConfig:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'management'")
+    try:
+        config = ManagementConfig.model_validate(raw)
+        config.document()  # the cross-references
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, str(path))) from None
+    token = os.environ.get("GAPLESS_API_TOKEN") or config.management.api_token
+    if not token or len(token) < 16:
+        raise ConfigError(f"{path}: management.api_token: required, at least 16 characters (or set GAPLESS_API_TOKEN)")
+    config.management.api_token = token
+    return config
