@@ -105,6 +105,78 @@ def recorder(config_path: str, reindex: bool, verbose: bool) -> None:
     asyncio.run(run_recorder(config))
 
 
+@main.command("management")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML file")
+@click.option("-v", "--verbose", is_flag=True)
+def management_cmd(config_path: str, verbose: bool) -> None:
+    """Configuration store and API, embedded coordinator, and a gateway on the same port."""
+    from pathlib import Path
+
+    from gapless.gateway.gateway import embedded_gateway
+    from gapless.management.config import ConfigError, load_management_config
+    from gapless.management.server import run_management
+
+    _setup_logging(verbose)
+    try:
+        config = load_management_config(Path(config_path))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    asyncio.run(run_management(config, embedded_gateway))
+
+
+@main.command("gateway")
+@click.option("--management", "management_url", required=True, help="management server URL")
+@click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="management API token (or GAPLESS_API_TOKEN)")
+@click.option("--listen", default="127.0.0.1:7080", show_default=True, help="host:port")
+@click.option("-v", "--verbose", is_flag=True)
+def gateway_cmd(management_url: str, token: str, listen: str, verbose: bool) -> None:
+    """Route clients to the cluster member that holds the token (stateless; run as many as you like)."""
+    from gapless.gateway.gateway import run_gateway
+    from gapless.recorder.config import listen_address
+
+    _setup_logging(verbose)
+    try:
+        listen_address(listen)
+    except ValueError as exc:
+        click.echo(f"error: --listen: {exc}", err=True)
+        sys.exit(2)
+    host, _, port = listen.rpartition(":")
+    asyncio.run(run_gateway(management_url, token, host.strip("[]"), int(port)))
+
+
+@main.group("cluster")
+def cluster_cmd() -> None:
+    """Clusters: state and switchover."""
+
+
+@cluster_cmd.command("switchover")
+@click.option("--management", "management_url", required=True, help="management server URL")
+@click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="management API token (or GAPLESS_API_TOKEN)")
+@click.option("--cluster", "cluster_id", required=True)
+@click.option("--to", "target", help="member to hand the token to (default: the other one)")
+def switchover_cmd(management_url: str, token: str, cluster_id: str, target: str | None) -> None:
+    """Hand the representation token to the other member (it becomes the preferred one)."""
+    import httpx
+
+    body = {"to": target} if target else {}
+    try:
+        reply = httpx.post(
+            f"{management_url.rstrip('/')}/api/v1/clusters/{cluster_id}/switchover",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        click.echo(f"error: {management_url}: {exc}", err=True)
+        sys.exit(1)
+    if reply.status_code != 200:
+        click.echo(f"error: {reply.json().get('error', reply.text)}", err=True)
+        sys.exit(1)
+    answer = reply.json()
+    click.echo(f"switchover of {answer['cluster']} requested: {answer['from']} -> {answer['to']}")
+
+
 @main.command("audit")
 @click.option("--recorder", "recorder_url", required=True, help="recorder API base URL")
 @click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="API token (or GAPLESS_API_TOKEN)")

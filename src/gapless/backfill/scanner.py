@@ -60,6 +60,7 @@ class GapScanner:
         self._seen_runs: dict[str, int | None] = {}
         self.scans = 0
         self.last_error: str | None = None
+        self.startup_done = False  # the downtime before this start has been looked at
 
     def startup_floors(self) -> dict[str, int]:
         """Per camera, where the startup scan begins: a little before our newest fragment."""
@@ -80,6 +81,7 @@ class GapScanner:
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.cameras:
+            self.startup_done = True
             return
         floors = await asyncio.to_thread(self.startup_floors)
         # Wait a little for each live run to start, so one job spans the whole downtime.
@@ -92,6 +94,7 @@ class GapScanner:
                     await self.scan(cam, floors.pop(cam))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
+        self.startup_done = True
         next_periodic = time.monotonic() + self.config.backfill.scan_interval
         while not stop.is_set():
             for cam, feed in self.feeds.items():

@@ -48,6 +48,16 @@ def build_api(recorder) -> web.Application:
     uris = {"fragment_uri": fragment_uri, "init_uri": init_uri}
 
     @web.middleware
+    async def fenced(request: web.Request, handler):
+        """A request routed to the token holder carries the fencing revision it was routed with."""
+        fence = request.headers.get("X-Gapless-Fence")
+        if fence is not None:
+            agent = recorder.agent
+            if not fence.isdigit() or agent is None or not agent.presenting(int(fence)):
+                raise error(web.HTTPConflict, f"not the token holder at fence {fence}", holder=False)
+        return await handler(request)
+
+    @web.middleware
     async def auth(request: web.Request, handler):
         header = request.headers.get("Authorization", "")
         media = bool(_MEDIA_PATH.match(request.path))
@@ -116,6 +126,7 @@ def build_api(recorder) -> web.Application:
                     "jobs": await asyncio.to_thread(recorder.jobs.counts),
                     "last_scan_error": recorder.gap_scanner.last_error,
                 },
+                "cluster": recorder.agent.snapshot() if recorder.agent else None,
                 "storage": {
                     "disk_free_bytes": usage.free,
                     "queue_depth": recorder.pending_fragments(),
@@ -123,6 +134,23 @@ def build_api(recorder) -> web.Application:
                 },
             }
         )
+
+    @routes.get("/api/v1/cluster")
+    async def cluster(_request: web.Request) -> web.Response:
+        if recorder.agent is None:
+            raise error(web.HTTPNotFound, "this recorder is not a cluster member")
+        return web.json_response(recorder.agent.snapshot())
+
+    @routes.post("/api/v1/cluster/failsafe")
+    async def failsafe(request: web.Request) -> web.Response:
+        if recorder.agent is None:
+            raise error(web.HTTPNotFound, "this recorder is not a cluster member")
+        try:
+            body = await request.json()
+            holder, fence = str(body["holder"]), int(body["fence"])
+        except (ValueError, KeyError, TypeError):
+            raise error(web.HTTPBadRequest, "expected {holder, fence}") from None
+        return web.json_response({"ack": recorder.agent.failsafe_ack(holder, fence)})
 
     @routes.get("/api/v1/cameras")
     async def cameras(_request: web.Request) -> web.Response:
@@ -258,6 +286,6 @@ def build_api(recorder) -> web.Application:
             body=generate_latest(recorder.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    app = web.Application(middlewares=[auth])
+    app = web.Application(middlewares=[auth, fenced])
     app.add_routes(routes)
     return app

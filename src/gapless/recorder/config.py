@@ -131,8 +131,16 @@ class BackfillSettings(Strict):
     lookback: Seconds = 600.0
 
 
+class ManagementLink(Strict):
+    """A clustered recorder's file names only itself and its management server."""
+
+    url: str = Field(pattern=r"^https?://")
+    token: str = Field(min_length=16, repr=False)
+
+
 class RecorderConfig(Strict):
     recorder: RecorderSection
+    management: ManagementLink | None = None
     partners: list[Partner] = []
     backfill: BackfillSettings = BackfillSettings()
     cameras: list[CameraConfig] = []
@@ -146,6 +154,12 @@ class RecorderConfig(Strict):
                 raise ValueError(f"camera id {camera.id!r} appears twice")
             seen.add(camera.id)
         return cameras
+
+    @model_validator(mode="after")
+    def _managed_alone(self) -> RecorderConfig:
+        if self.management is not None and (self.cameras or self.partners):
+            raise ValueError("with management, cameras and partners come from the management server: remove them")
+        return self
 
     @model_validator(mode="after")
     def _partners_complete(self) -> RecorderConfig:

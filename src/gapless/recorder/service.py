@@ -22,9 +22,13 @@ from gapless.backfill.client import PartnerError
 from gapless.backfill.jobs import Job, JobStore
 from gapless.backfill.scanner import FeedView, GapScanner
 from gapless.backfill.worker import BackfillWorker, Source
+from gapless.cluster.agent import HaAgent, MemberStatus, Peer
+from gapless.cluster.backends import connect
+from gapless.recorder import managed
 from gapless.recorder.api import build_api
 from gapless.recorder.config import RecorderConfig
 from gapless.recorder.ingest import CameraIngest
+from gapless.recorder.managed import ManagedSettings
 from gapless.recorder.reader import StreamReader
 from gapless.storage.store import FragmentStore
 
@@ -86,6 +90,14 @@ class Recorder:
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(self)
         self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
+        self.agent: HaAgent | None = None  # set when the recorder is a cluster member
+
+    def member_status(self) -> MemberStatus:
+        """For the HA agent: ready means every camera records and backfill has closed every gap."""
+        counts = self.jobs.counts()
+        open_jobs = counts.get("waiting", 0) + counts.get("running", 0)
+        recording = all(ingest.feed.state == "recording" for ingest in self.cameras.values())
+        return MemberStatus(self.gap_scanner.startup_done and recording and open_jobs == 0, open_jobs)
 
     def source_of(self, job: Job) -> Source:
         """Where a job's source is now: configured partners first (their url and token may have
@@ -120,6 +132,13 @@ class Recorder:
         frags = CounterMetricFamily("gapless_fragments_written", "fragments stored", labels=["camera"])
         frames = CounterMetricFamily("gapless_frames_written", "frames stored", labels=["camera"])
         reconnects = CounterMetricFamily("gapless_ingest_reconnects", "RTSP reconnects", labels=["camera"])
+        if self.agent is not None:
+            holder = GaugeMetricFamily("gapless_cluster_presenting", "1 while this member presents the cluster")
+            holder.add_metric([], 1.0 if self.agent.presenting() else 0.0)
+            changes = CounterMetricFamily("gapless_token_changes", "token changes seen here", labels=["change"])
+            for change in ("taken", "released", "lost"):
+                changes.add_metric([change], sum(1 for c in self.agent.state.changes if c.change == change))
+            yield from (holder, changes)
         for cam, ingest in self.cameras.items():
             for name in _STATES:
                 state.add_metric([cam, name], 1.0 if ingest.feed.state == name else 0.0)
@@ -250,6 +269,8 @@ class Recorder:
         log.info("retention (%s): deleted chunk %d of %s (%d bytes)", why, chunk_id, camera_id, size)
 
     def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()  # hands the token over before recording stops
         self.stop_event.set()
         for ingest in self.cameras.values():
             ingest.join(timeout=15)
@@ -258,9 +279,36 @@ class Recorder:
         self._writer.join(timeout=30)
 
 
+def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSettings) -> None:
+    cluster = settings.cluster
+    coordinator = connect(
+        settings.coordinator.backend,
+        settings.coordinator.endpoints,
+        config.management.url,
+        config.management.token,
+        timeout=cluster.lease_ttl / 4,
+    )
+    recorder.agent = HaAgent(
+        cluster.id,
+        config.recorder.id,
+        cluster.members,
+        coordinator,
+        cluster.lease_ttl,
+        cluster.failback,
+        [Peer(p.id, p.url, p.token) for p in settings.peers],
+        recorder.member_status,
+    )
+    recorder.agent.start()
+
+
 async def run_recorder(config: RecorderConfig) -> None:
+    settings = None
+    if config.management is not None:
+        config, settings = await asyncio.to_thread(managed.load, config)
     recorder = Recorder(config)
     recorder.start()
+    if settings is not None and settings.cluster is not None:
+        _start_agent(recorder, config, settings)
     runner = web.AppRunner(build_api(recorder), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.recorder.host, config.recorder.port)

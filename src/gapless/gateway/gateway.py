@@ -1,0 +1,402 @@
+"""`gapless gateway`: one stable URL per camera, routed to whichever member holds the token.
+
+Stateless: it reads the configuration from the management server and the token holders from the
+coordinator (a watch, re-read on any error; the last known state is used while it is unreachable).
+
+Live HLS through a failover: the gateway writes its own playlists. Segment URIs name the camera
+and the fragment's camera-time start (`segments/<start_us>.m4s`), not a recorder's fragment id.
+Both members store the same GOP with the same camera time and the same init segment, so a segment
+listed while A held the token is fetched from B after A died, and media sequence numbers (from
+camera time) continue: the player sees one stream, with no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+from aiohttp import web
+
+from gapless.cluster.agent import PREFIX
+from gapless.cluster.backends import connect
+from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
+from gapless.http import bearer_ok, error
+from gapless.management.config import ClusterConfig, ClusterDocument
+from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, signature_valid, signed
+
+log = logging.getLogger("gapless.gateway")
+
+LIVE_WINDOW_S = 40
+DOCUMENT_REFRESH_S = 10.0
+FENCE_HEADER = "X-Gapless-Fence"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A recorder's fragment listing entry, as far as playlists need it."""
+
+    id: int
+    start_us: int
+    end_us: int
+    frames: int
+    init: str
+
+
+class ClusterState:
+    """Holders and members of every cluster, kept current from the coordinator by one thread."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, KeyValue] = {}
+        self.lock = threading.Lock()
+        self.reachable = False
+        self.updated = 0.0
+
+    def holder(self, cluster: str) -> tuple[str, int] | None:
+        with self.lock:
+            kv = self.keys.get(f"{PREFIX}{cluster}/holder")
+        return (kv.value.get("member"), kv.create_revision) if kv else None
+
+    def member(self, cluster: str, member: str) -> dict | None:
+        with self.lock:
+            kv = self.keys.get(f"{PREFIX}{cluster}/members/{member}")
+        return kv.value if kv else None
+
+    def follow(self, coordinator_factory, stop: threading.Event) -> None:
+        coordinator = None
+        while not stop.is_set():
+            try:
+                if coordinator is None:
+                    coordinator = coordinator_factory()
+                kvs, revision = coordinator.get_prefix(PREFIX)
+                with self.lock:
+                    self.keys = {kv.key: kv for kv in kvs}
+                    self.reachable, self.updated = True, time.monotonic()
+                while not stop.is_set():
+                    for event in coordinator.watch(PREFIX, revision, timeout=2.0):
+                        with self.lock:
+                            if event.kind == "put":
+                                self.keys[event.key] = event.kv
+                            else:
+                                self.keys.pop(event.key, None)
+                            self.updated = time.monotonic()
+                        revision = max(revision, event.revision)
+            except Compacted:
+                continue
+            except CoordinatorError as exc:
+                if self.reachable:
+                    log.warning("coordinator unreachable, routing on the last known state: %s", exc)
+                self.reachable = False
+                stop.wait(0.5)
+        if coordinator is not None:
+            coordinator.close()
+
+
+class Gateway:
+    def __init__(self, token: str, document_source, management_url: str, management_token: str) -> None:
+        self.token = token
+        self.document_source = document_source  # async () -> (version, ClusterDocument)
+        self.management_url, self.management_token = management_url, management_token
+        self.document: ClusterDocument | None = None
+        self.document_at = 0.0
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
+        self.state = ClusterState()
+        self.stop_event = threading.Event()
+        self.follower: threading.Thread | None = None
+        self.locations: dict[tuple[str, int], dict[str, int]] = {}  # (camera, start_us) -> {member: id}
+
+    async def start(self) -> None:
+        await self._refresh(force=True)
+
+    async def _refresh(self, force: bool = False) -> ClusterDocument:
+        if force or self.document is None or time.monotonic() - self.document_at > DOCUMENT_REFRESH_S:
+            try:
+                _version, document = await self.document_source()
+                self.document, self.document_at = document, time.monotonic()
+            except Exception as exc:  # keep routing on the last known configuration
+                if self.document is None:
+                    raise error(web.HTTPServiceUnavailable, f"no configuration yet: {exc}") from None
+                log.warning("configuration refresh failed, using the last one: %s", exc)
+                self.document_at = time.monotonic()
+            if self.follower is None:
+                coordinator = self.document.coordinator
+                self.follower = threading.Thread(
+                    target=self.state.follow,
+                    args=(
+                        lambda: connect(
+                            coordinator.backend,
+                            coordinator.endpoints,
+                            self.management_url,
+                            self.management_token,
+                            2.0,
+                        ),
+                        self.stop_event,
+                    ),
+                    name="gateway-follow",
+                    daemon=True,
+                )
+                self.follower.start()
+        return self.document
+
+    async def close(self) -> None:
+        self.stop_event.set()
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.join, 5)
+        await self.http.aclose()
+
+    # ---- routing ---------------------------------------------------------------------------
+    async def camera(self, camera_id: str) -> ClusterConfig:
+        document = await self._refresh()
+        cluster = document.cluster_of_camera(camera_id)
+        if cluster is None:
+            raise error(web.HTTPNotFound, f"no camera {camera_id!r} in any cluster")
+        return cluster
+
+    def candidates(self, cluster: ClusterConfig) -> list[tuple[str, int | None]]:
+        """Members to ask, holder first (with its fencing revision), then the others."""
+        holder = self.state.holder(cluster.id)
+        order: list[tuple[str, int | None]] = []
+        if holder is not None and holder[0] in cluster.members:
+            order.append(holder)
+        order += [(m, None) for m in cluster.members if holder is None or m != holder[0]]
+        return order
+
+    async def ask(self, cluster: ClusterConfig, path: str, params: dict | None = None) -> tuple[str, httpx.Response]:
+        """GET path from the holder; if it fails or refuses (fenced), from the other member."""
+        failures = []
+        for member, fence in self.candidates(cluster):
+            entry = self.document.recorder(member)
+            headers = {"Authorization": f"Bearer {entry.token}"}
+            if fence is not None:
+                headers[FENCE_HEADER] = str(fence)
+            try:
+                reply = await self.http.get(f"{entry.url.rstrip('/')}{path}", params=params, headers=headers)
+            except httpx.HTTPError as exc:
+                failures.append(f"{member}: {type(exc).__name__}")
+                continue
+            if reply.status_code == 200:
+                return member, reply
+            failures.append(f"{member}: HTTP {reply.status_code}")
+        raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
+
+    async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> tuple[str, list[Row]]:
+        member, reply = await self.ask(
+            cluster, f"/api/v1/cameras/{camera}/fragments", {"start": f"{start_s:.6f}", "end": f"{end_s:.6f}"}
+        )
+        rows = [Row(f["id"], f["start_us"], f["end_us"], f["frames"], f["init"]) for f in reply.json()["fragments"]]
+        for row in rows:
+            self.locations.setdefault((camera, row.start_us), {})[member] = row.id
+        if len(self.locations) > 50_000:
+            for key in list(self.locations)[:10_000]:
+                del self.locations[key]
+        return member, rows
+
+    def authorize(self, request: web.Request) -> None:
+        if "sig" in request.query:
+            if signature_valid(self.token, request.path, request.query.get("exp", ""), request.query["sig"]):
+                return
+            raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
+        if bearer_ok(request, self.token) or request.query.get("token") == self.token:
+            return
+        raise error(web.HTTPUnauthorized, "missing or wrong API token")
+
+    def uris(self, camera: str) -> dict:
+        return {
+            "fragment_uri": lambda row: signed(self.token, f"/api/v1/cameras/{camera}/segments/{row.start_us}.m4s"),
+            "init_uri": lambda init: signed(self.token, f"/api/v1/cameras/{camera}/inits/{init}.mp4"),
+        }
+
+    async def segment(self, cluster: ClusterConfig, camera: str, start_us: int) -> bytes:
+        known = self.locations.get((camera, start_us), {})
+        for member, _fence in self.candidates(cluster):
+            fragment_id = known.get(member)
+            entry = self.document.recorder(member)
+            headers = {"Authorization": f"Bearer {entry.token}"}
+            base = entry.url.rstrip("/")
+            try:
+                if fragment_id is None:
+                    params = {"start": f"{start_us / 1e6 - 0.001:.6f}", "end": f"{start_us / 1e6 + 0.001:.6f}"}
+                    listing = await self.http.get(
+                        f"{base}/api/v1/cameras/{camera}/fragments", params=params, headers=headers
+                    )
+                    if listing.status_code != 200:
+                        continue
+                    fragment_id = next(
+                        (f["id"] for f in listing.json()["fragments"] if f["start_us"] == start_us), None
+                    )
+                    if fragment_id is None:
+                        continue
+                reply = await self.http.get(f"{base}/api/v1/fragments/{fragment_id}", headers=headers)
+            except httpx.HTTPError:
+                continue
+            if reply.status_code == 200:
+                return reply.content
+        raise error(web.HTTPNotFound, f"no member of {cluster.id} holds the segment at {start_us}")
+
+
+def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
+    routes = web.RouteTableDef()
+
+    def own_auth(handler):
+        handler.gapless_own_auth = True  # the management server's middleware leaves these to us
+        return handler
+
+    @routes.get("/api/v1/cameras")
+    @own_auth
+    async def cameras(request: web.Request) -> web.Response:
+        gateway.authorize(request)
+        document = await gateway._refresh()
+        listed = []
+        for cluster in document.clusters:
+            holder = gateway.state.holder(cluster.id)
+            for camera in cluster.cameras:
+                listed.append(
+                    {
+                        "id": camera.id,
+                        "cluster": cluster.id,
+                        "holder": holder[0] if holder else None,
+                        "live": f"/api/v1/cameras/{camera.id}/live.m3u8",
+                    }
+                )
+        return web.json_response({"cameras": listed})
+
+    @routes.get("/api/v1/clusters/{cluster}")
+    @own_auth
+    async def cluster_state(request: web.Request) -> web.Response:
+        gateway.authorize(request)
+        document = await gateway._refresh()
+        cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
+        if cluster is None:
+            raise error(web.HTTPNotFound, f"no cluster {request.match_info['cluster']!r}")
+        holder = gateway.state.holder(cluster.id)
+        members = []
+        for member in cluster.members:
+            published = gateway.state.member(cluster.id, member)
+            members.append(
+                {
+                    "id": member,
+                    "alive": published is not None,
+                    "ready": bool(published and published.get("ready")),
+                    "backfill_open": published.get("backfill_open") if published else None,
+                    "role": published.get("role") if published else None,
+                }
+            )
+        lease = None
+        if holder is not None:
+            try:
+                _member, reply = await gateway.ask(cluster, "/api/v1/cluster")
+                lease = reply.json()
+            except web.HTTPException:
+                lease = None
+        return web.json_response(
+            {
+                "id": cluster.id,
+                "members": members,
+                "holder": holder[0] if holder else None,
+                "fence": holder[1] if holder else None,
+                "lease_remaining": lease.get("lease_remaining") if lease else None,
+                "lease_ttl": cluster.lease_ttl,
+                "failback": cluster.failback,
+                "coordinator_reachable": gateway.state.reachable,
+            }
+        )
+
+    @routes.get("/api/v1/cameras/{camera}/live.m3u8")
+    @own_auth
+    async def live(request: web.Request) -> web.Response:
+        gateway.authorize(request)
+        camera = request.match_info["camera"]
+        cluster = await gateway.camera(camera)
+        now = time.time()
+        _member, rows = await gateway.rows(cluster, camera, now - LIVE_WINDOW_S, now + 10)
+        if not rows:
+            raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
+        text = playlist(rows[-LIVE_SEGMENTS:], live=True, nominal_us=nominal_duration_us(rows), **gateway.uris(camera))
+        return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
+    @own_auth
+    async def playback(request: web.Request) -> web.Response:
+        gateway.authorize(request)
+        camera = request.match_info["camera"]
+        cluster = await gateway.camera(camera)
+        try:
+            start, end = float(request.query["start"]), float(request.query["end"])
+        except (KeyError, ValueError):
+            raise error(web.HTTPBadRequest, "start= and end= are required, in epoch seconds") from None
+        if not 0 < end - start <= 24 * 3600:
+            raise error(web.HTTPBadRequest, "end must be after start, at most 24 h")
+        _member, rows = await gateway.rows(cluster, camera, start, end)
+        if not rows:
+            raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
+        text = playlist(rows, live=False, nominal_us=nominal_duration_us(rows), **gateway.uris(camera))
+        return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
+    @own_auth
+    async def segment(request: web.Request) -> web.Response:
+        gateway.authorize(request)
+        camera = request.match_info["camera"]
+        cluster = await gateway.camera(camera)
+        data = await gateway.segment(cluster, camera, int(request.match_info["start"]))
+        return web.Response(body=data, content_type="video/iso.segment")
+
+    @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
+    @own_auth
+    async def init(request: web.Request) -> web.Response:
+        gateway.authorize(request)
+        cluster = await gateway.camera(request.match_info["camera"])
+        _member, reply = await gateway.ask(cluster, f"/api/v1/inits/{request.match_info['init']}")
+        return web.Response(body=reply.content, content_type="video/mp4")
+
+    return routes
+
+
+async def run_gateway(management_url: str, token: str, listen_host: str, listen_port: int) -> None:
+    """A standalone gateway: configuration from the management server, holders from the coordinator."""
+    import signal
+
+    client = httpx.AsyncClient(timeout=5.0, headers={"Authorization": f"Bearer {token}"})
+
+    async def fetch_document() -> tuple[int, ClusterDocument]:
+        reply = await client.get(f"{management_url.rstrip('/')}/api/v1/config")
+        reply.raise_for_status()
+        body = reply.json()
+        return body["version"], ClusterDocument.model_validate(body["config"])
+
+    gateway = Gateway(token, fetch_document, management_url, token)
+    app = web.Application()
+    app.add_routes(gateway_routes(gateway))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, listen_host, listen_port).start()
+    try:
+        await gateway.start()
+    except web.HTTPException as exc:  # management not up yet: the first request retries
+        log.warning("%s", exc.text)
+    log.info("gateway on http://%s:%d for %s", listen_host, listen_port, management_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await gateway.close()
+        await client.aclose()
+
+
+def embedded_gateway(management, app: web.Application) -> Gateway:
+    """The gateway served by the management server on its own port (the default setup)."""
+    token = management.config.management.api_token
+
+    async def document() -> tuple[int, ClusterDocument]:
+        return management.document
+
+    gateway = Gateway(token, document, management.url, token)
+    app.add_routes(gateway_routes(gateway))
+    return gateway
