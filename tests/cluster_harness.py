@@ -1,0 +1,156 @@
+"""A symmetrical cluster on loopback for tests: management server (embedded coordinator and
+gateway, or etcd), two managed recorders, one simulated camera, and a live HLS reader."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import httpx
+import yaml
+from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, wait_for
+
+from gapless.media.fmp4 import parse_fragment
+from gapless.media.h264 import find_stamp, split_avcc
+
+CAMERA = "lobby"
+CLUSTER = "main"
+
+
+class Management:
+    def __init__(self, tmp: Path, sim, coordinator: dict | None = None, ttl: str = "1s") -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.recorder_ports = {"rec-a": free_port(), "rec-b": free_port()}
+        config = {
+            "management": {"listen": f"127.0.0.1:{self.port}", "data": str(tmp / "mgmt"), "api_token": TOKEN},
+            "coordinator": coordinator or {"backend": "embedded"},
+            "recorders": [
+                {"id": name, "url": f"http://127.0.0.1:{port}", "token": TOKEN}
+                for name, port in self.recorder_ports.items()
+            ],
+            "clusters": [
+                {
+                    "id": CLUSTER,
+                    "members": ["rec-a", "rec-b"],
+                    "lease_ttl": ttl,
+                    "failback": "auto",
+                    "backfill": {"scan_interval": "10s"},
+                    "cameras": [{"id": CAMERA, "url": sim.url("cam0")}],
+                }
+            ],
+        }
+        self.config_path = tmp / "management.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.api = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        self.proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Management:
+        self.proc = Proc([*GAPLESS, "management", "--config", str(self.config_path)], self.tmp / "mgmt.log").start()
+        wait_for(lambda: self.api.get("/api/v1/config").status_code == 200, 60, "management API")
+        return self
+
+    def cluster(self) -> dict:
+        return self.api.get(f"/api/v1/clusters/{CLUSTER}").json()
+
+    def holder(self) -> str | None:
+        return self.cluster()["holder"]
+
+    def close(self) -> None:
+        self.api.close()
+        if self.proc:
+            self.proc.stop()
+
+
+def managed_recorder(tmp: Path, name: str, management: Management) -> Recorder:
+    port = management.recorder_ports[name]
+    rec = Recorder(tmp, name, [], {"management": {"url": management.url, "token": TOKEN}}, listen=f"127.0.0.1:{port}")
+    rec.port = port
+    rec.api = httpx.Client(base_url=rec.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    return rec
+
+
+class LiveReader(threading.Thread):
+    """A player on the gateway's live playlist: polls it, fetches every new segment once, in media
+    sequence order, and records what it saw. Never restarted for the whole test."""
+
+    def __init__(self, gateway_url: str, camera: str) -> None:
+        super().__init__(daemon=True)
+        self.http = httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        self.camera = camera
+        self.stop_event = threading.Event()
+        self.sequences: list[int] = []
+        self.frames: list[int] = []
+        self.errors: list[str] = []
+        self.discontinuities = 0
+        self.gaps = 0
+
+    def run(self) -> None:
+        next_msn: int | None = None
+        while not self.stop_event.is_set():
+            try:
+                reply = self.http.get(f"/api/v1/cameras/{self.camera}/live.m3u8")
+                if reply.status_code != 200:
+                    self.errors.append(f"playlist HTTP {reply.status_code}")
+                else:
+                    next_msn = self._consume(reply.text, next_msn)
+            except httpx.HTTPError as exc:
+                self.errors.append(f"playlist {type(exc).__name__}")
+            self.stop_event.wait(0.5)
+        self.http.close()
+
+    def _consume(self, text: str, next_msn: int | None) -> int | None:
+        msn = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))
+        pending_gap = False
+        for line in text.splitlines():
+            if line.startswith("#EXT-X-GAP"):
+                pending_gap = True
+            elif line.startswith("#EXT-X-DISCONTINUITY") and (next_msn is None or msn >= next_msn):
+                self.discontinuities += 1
+            elif line and not line.startswith("#"):
+                if next_msn is None or msn >= next_msn:
+                    if pending_gap:
+                        self.gaps += 1
+                    else:
+                        segment = self.http.get(line)
+                        if segment.status_code != 200:
+                            self.errors.append(f"segment {msn}: HTTP {segment.status_code}")
+                            return msn  # retry this one on the next poll
+                        self.sequences.append(msn)
+                        for sample in parse_fragment(segment.content):
+                            stamp = find_stamp(split_avcc(sample.data))
+                            if stamp is not None:
+                                self.frames.append(stamp.frame)
+                    next_msn = msn + 1
+                msn += 1
+                pending_gap = False
+        return next_msn
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=15)
+
+
+def assert_continuous(reader: LiveReader) -> None:
+    assert len(reader.sequences) >= 5, f"the reader saw too little: {reader.sequences} {reader.errors}"
+    steps = [b - a for a, b in zip(reader.sequences, reader.sequences[1:], strict=False)]
+    assert all(step == 1 for step in steps), f"media sequence skipped or repeated: {reader.sequences}"
+    assert reader.gaps == 0 and reader.discontinuities == 0, (reader.gaps, reader.discontinuities)
+    frame_steps = [b - a for a, b in zip(reader.frames, reader.frames[1:], strict=False)]
+    bad = [(i, s) for i, s in enumerate(frame_steps) if s != 1]
+    assert not bad, f"frame numbers repeated or skipped at {bad[:5]} ({len(reader.frames)} frames)"
+
+
+def wait_holder(management: Management, member: str, timeout: float = 60) -> dict:
+    return wait_for(
+        lambda: (state := management.cluster())["holder"] == member and state,
+        timeout,
+        f"{member} to hold the token",
+    )

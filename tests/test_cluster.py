@@ -1,0 +1,211 @@
+"""Symmetrical cluster: token failover with real kills, a live HLS reader through the gateway that
+must see every frame exactly once, backfill and automatic failback, and the coordinator or the
+management server going away. Real processes on loopback (etcd: Debian's etcd-server)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import httpx
+import pytest
+from cluster_harness import CAMERA, LiveReader, Management, assert_continuous, managed_recorder, wait_holder
+from conftest import GAPLESS, TOKEN, Proc, Sim, free_port, wait_for
+
+from gapless.audit.audit import audit
+
+
+@pytest.fixture
+def sim(tmp_path):
+    simulator = Sim(tmp_path, cameras=1)
+    yield simulator
+    simulator.close()
+
+
+def start_cluster(tmp_path, sim, coordinator: dict | None = None):
+    management = Management(tmp_path, sim, coordinator).start()
+    a = managed_recorder(tmp_path, "rec-a", management).start()
+    b = managed_recorder(tmp_path, "rec-b", management).start()
+    wait_holder(management, "rec-a")
+    a.wait_fragments(CAMERA, 2)
+    b.wait_fragments(CAMERA, 2)
+    return management, a, b
+
+
+def audit_clean(recorder, start: float, end: float) -> None:
+    """Zero missing frames and no gap in the primary's archive over the window (bounded wait for
+    backfill to finish)."""
+    last = []
+
+    def clean():
+        last[:] = [audit(recorder.url, TOKEN, CAMERA, str(start), str(end))]
+        return not last[0].lost and last[0].gaps == 0
+
+    try:
+        wait_for(clean, 120, "the primary's archive to be complete")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last audit: {last}") from None
+
+
+def changes(recorder) -> list[dict]:
+    return recorder.api.get("/api/v1/cluster").json()["changes"]
+
+
+def failover_and_back(management, a, b, fault: str) -> None:
+    reader = LiveReader(management.url, CAMERA)
+    reader.start()
+    try:
+        time.sleep(6)
+        start = time.time()
+        fence_a = management.cluster()["fence"]
+        if fault == "kill":
+            a.proc.kill()
+        else:
+            a.proc.pause()
+        state = wait_holder(management, "rec-b", timeout=30)
+        assert state["fence"] > fence_a
+        time.sleep(8)  # the reader keeps playing from rec-b
+        if fault == "kill":
+            a.start()
+        else:
+            a.proc.resume()
+            # Resumed after its lease expired: it must not act as holder, not even for one request.
+            refused = a.api.get("/api/v1/cameras", headers={"X-Gapless-Fence": str(fence_a)})
+            assert refused.status_code == 409, refused.text
+            assert a.api.get("/api/v1/cluster").json()["presenting"] is False
+        wait_holder(management, "rec-a", timeout=120)  # after its backfill closed the gap
+        end = time.time()
+        time.sleep(6)
+    finally:
+        reader.stop()
+    assert_continuous(reader)
+    taken = [c for c in changes(b) if c["change"] == "taken"]
+    assert taken and "preferred member" in taken[-1]["reason"], changes(b)
+    released = [c for c in changes(b) if c["change"] == "released"]
+    assert released and "failback" in released[-1]["reason"], changes(b)
+    audit_clean(a, start - 4, end - 2)
+
+
+def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(tmp_path, sim):
+    management, a, b = start_cluster(tmp_path, sim)
+    try:
+        failover_and_back(management, a, b, "kill")
+    finally:
+        a.close(), b.close(), management.close()
+
+
+def test_sigstop_primary_never_acts_as_holder_after_its_lease(tmp_path, sim):
+    management, a, b = start_cluster(tmp_path, sim)
+    try:
+        failover_and_back(management, a, b, "stop")
+    finally:
+        a.close(), b.close(), management.close()
+
+
+def test_switchover_command(tmp_path, sim):
+    management, a, b = start_cluster(tmp_path, sim)
+    try:
+        result = Proc(
+            [*GAPLESS, "cluster", "switchover", "--management", management.url, "--token", TOKEN, "--cluster", "main"],
+            tmp_path / "switchover.log",
+        ).start()
+        result.popen.wait(timeout=30)
+        assert result.popen.returncode == 0, (tmp_path / "switchover.log").read_text()
+        state = wait_holder(management, "rec-b", timeout=30)
+        time.sleep(5)  # rec-b is now preferred: auto failback must not take it back to rec-a
+        assert management.cluster()["fence"] == state["fence"]
+        bad = httpx.post(
+            f"{management.url}/api/v1/clusters/main/switchover",
+            json={"to": "rec-z"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert bad.status_code == 400 and "rec-z" in bad.json()["error"]
+    finally:
+        a.close(), b.close(), management.close()
+
+
+def test_management_down_for_a_minute_changes_nothing(tmp_path, sim):
+    management, a, b = start_cluster(tmp_path, sim)
+    try:
+        fence = management.cluster()["fence"]
+        before_a, before_b = len(changes(a)), len(changes(b))
+        start = time.time()
+        management.proc.kill()
+        time.sleep(5)
+        frames = {r: r.health()["cameras"][CAMERA]["frames"] for r in (a, b)}
+        assert a.api.get("/api/v1/cluster").json()["role"] == "failsafe-holder"
+        time.sleep(55)
+        for r in (a, b):
+            assert r.health()["cameras"][CAMERA]["frames"] > frames[r] + 1000, "recording stopped"
+        assert a.api.get("/api/v1/cluster").json()["presenting"] is True
+        management.start()
+        wait_for(lambda: a.api.get("/api/v1/cluster").json()["role"] == "holder", 30, "rec-a back to holder")
+        time.sleep(3)
+        assert management.cluster()["holder"] == "rec-a" and management.cluster()["fence"] == fence
+        assert len(changes(a)) == before_a and len(changes(b)) == before_b, (changes(a), changes(b))
+        audit_clean(a, start, time.time() - 3)
+    finally:
+        a.close(), b.close(), management.close()
+
+
+class Etcd:
+    """A 3-node etcd cluster on loopback (Debian's etcd-server)."""
+
+    def __init__(self, tmp_path) -> None:
+        self.clients = [free_port() for _ in range(3)]
+        peers = [free_port() for _ in range(3)]
+        initial = ",".join(f"n{i}=http://127.0.0.1:{peers[i]}" for i in range(3))
+        self.nodes = []
+        for i in range(3):
+            args = [
+                "etcd",
+                "--name",
+                f"n{i}",
+                "--data-dir",
+                str(tmp_path / f"etcd{i}"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.clients[i]}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.clients[i]}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peers[i]}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peers[i]}",
+                "--initial-cluster",
+                initial,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "gapless-test",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ]
+            self.nodes.append(Proc(args, tmp_path / f"etcd{i}.log").start())
+        wait_for(self.healthy, 60, "etcd cluster health")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.clients]
+
+    def healthy(self) -> bool:
+        return all(httpx.get(f"{e}/health", timeout=2).json().get("health") == "true" for e in self.endpoints)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed (apt-get install etcd-server)")
+def test_etcd_backend_failover_with_an_etcd_node_killed(tmp_path, sim):
+    etcd = Etcd(tmp_path)
+    try:
+        management, a, b = start_cluster(tmp_path, sim, {"backend": "etcd", "endpoints": etcd.endpoints})
+        try:
+            etcd.nodes[0].kill()  # the first endpoint every client tries
+            failover_and_back(management, a, b, "kill")
+        finally:
+            a.close(), b.close(), management.close()
+    finally:
+        etcd.close()
