@@ -27,10 +27,11 @@ lint: $(BIN)/gapless
 test: lint system-deps
 	$(BIN)/python -m pytest
 
-bench: $(BIN)/gapless
+bench: $(BIN)/gapless system-deps
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) data

@@ -4,6 +4,7 @@ management server going away. Real processes on loopback (etcd: Debian's etcd-se
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 
@@ -120,6 +121,36 @@ def test_switchover_command(tmp_path, sim):
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert bad.status_code == 400 and "rec-z" in bad.json()["error"]
+    finally:
+        a.close(), b.close(), management.close()
+
+
+def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(tmp_path, sim):
+    management, a, b = start_cluster(tmp_path, sim)
+    try:
+        current = management.api.get("/api/v1/config").json()
+        document = current["config"]
+        bad = copy.deepcopy(document)
+        bad["clusters"][0]["cameras"].append({"id": CAMERA, "url": sim.url("cam0")})  # a duplicate id
+        bad["clusters"][0]["lease_ttl"] = "5s"
+        refused = management.api.put("/api/v1/config", json=bad)
+        assert refused.status_code == 400 and "appears twice" in refused.json()["error"], refused.text
+        assert management.api.get("/api/v1/config").json()["version"] == current["version"]
+
+        document["clusters"][0]["cameras"].append({"id": "hall", "url": sim.url("cam0")})
+        stale = management.api.put("/api/v1/config", json=document, headers={"If-Match": "999"})
+        assert stale.status_code == 412
+        accepted = management.api.put("/api/v1/config", json=document, headers={"If-Match": str(current["version"])})
+        assert accepted.status_code == 200 and accepted.json()["version"] == current["version"] + 1
+        for recorder in (a, b):
+            wait_for(lambda r=recorder: "hall" in r.health()["cameras"], 60, f"{recorder.url} to record hall")
+            recorder.wait_fragments("hall", 2)
+        assert management.holder() == "rec-a"
+
+        document["clusters"][0]["cameras"] = [c for c in document["clusters"][0]["cameras"] if c["id"] != "hall"]
+        assert management.api.put("/api/v1/config", json=document).status_code == 200
+        for recorder in (a, b):
+            wait_for(lambda r=recorder: "hall" not in r.health()["cameras"], 60, f"{recorder.url} to drop hall")
     finally:
         a.close(), b.close(), management.close()
 

@@ -281,7 +281,7 @@ def backfill_cmd(target, source, camera, source_camera, start, end, token, sourc
 @click.option("--data", default="./data/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--cameras", default=4, show_default=True, type=click.IntRange(1, 64))
 def demo(data: str, cameras: int) -> None:
-    """Simulated cameras and two partner recorders on loopback, with URLs to watch, export, audit and backfill."""
+    """Simulated cameras, a management server with its gateway, and a two-recorder cluster on loopback."""
     from pathlib import Path
 
     from gapless.demo import run_demo

@@ -1,10 +1,9 @@
-"""`gapless demo`: simulated cameras and two partner recorders on loopback, URLs printed.
+"""`gapless demo`: simulated cameras, a management server (with its gateway and the embedded
+coordinator) and a symmetrical cluster of two recorders on loopback, URLs printed.
 
-Both recorders record every camera; rec-a names rec-b as its partner, so whatever rec-a misses
-(block its feed with the printed fault command) is backfilled from rec-b.
-
-Runs the real processes (`gapless camera-sim`, `gapless recorder`) as children and stops them,
-by PID, on Ctrl-C.
+Runs the real processes (`gapless camera-sim`, `gapless management`, `gapless recorder`) as
+children and stops them, by PID, on Ctrl-C. A recorder that dies (try `kill -9` on the holder) is
+started again 10 s later, so the token's round trip can be watched: failover, backfill, failback.
 """
 
 from __future__ import annotations
@@ -19,87 +18,125 @@ from pathlib import Path
 import httpx
 import yaml
 
-RTSP_PORT, CONTROL_PORT = 8554, 8555
+RTSP_PORT, CONTROL_PORT, MANAGEMENT_PORT = 8554, 8555, 7000
 RECORDER_PORTS = {"rec-a": 7101, "rec-b": 7102}
+RESTART_AFTER_S = 10
 
 
-def _recorder_config(data: Path, name: str, cameras: int, token: str, partners: list[dict]) -> Path:
-    config = {
-        "recorder": {
-            "id": name,
-            "listen": f"127.0.0.1:{RECORDER_PORTS[name]}",
-            "storage": str(data / name),
-            "api_token": token,
-            "retention": {"max_age": "1d", "max_bytes": "2GB"},
-        },
-        "partners": partners,
-        "backfill": {"scan_interval": "15s"},
-        "cameras": [{"id": f"camera{i}", "url": f"rtsp://127.0.0.1:{RTSP_PORT}/cam{i}"} for i in range(cameras)],
-    }
-    path = data / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
+def _write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return path
+
+
+def _configs(data: Path, cameras: int, token: str) -> tuple[Path, dict[str, Path]]:
+    management = _write(
+        data / "management.yaml",
+        {
+            "management": {"listen": f"127.0.0.1:{MANAGEMENT_PORT}", "data": str(data / "mgmt"), "api_token": token},
+            "coordinator": {"backend": "embedded"},
+            "recorders": [
+                {"id": name, "url": f"http://127.0.0.1:{port}", "token": token} for name, port in RECORDER_PORTS.items()
+            ],
+            "clusters": [
+                {
+                    "id": "main",
+                    "members": list(RECORDER_PORTS),
+                    "lease_ttl": "1s",
+                    "failback": "auto",
+                    "retention": {"max_age": "1d", "max_bytes": "2GB"},
+                    "backfill": {"scan_interval": "15s"},
+                    "cameras": [
+                        {"id": f"camera{i}", "url": f"rtsp://127.0.0.1:{RTSP_PORT}/cam{i}"} for i in range(cameras)
+                    ],
+                }
+            ],
+        },
+    )
+    recorders = {
+        name: _write(
+            data / f"{name}.yaml",
+            {
+                "recorder": {
+                    "id": name,
+                    "listen": f"127.0.0.1:{port}",
+                    "storage": str(data / name),
+                    "api_token": token,
+                },
+                "management": {"url": f"http://127.0.0.1:{MANAGEMENT_PORT}", "token": token},
+            },
+        )
+        for name, port in RECORDER_PORTS.items()
+    }
+    return management, recorders
 
 
 def run_demo(data: Path, cameras: int) -> None:
     data.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    partner = {"id": "rec-b", "url": f"http://127.0.0.1:{RECORDER_PORTS['rec-b']}", "token": token}
-    configs = [
-        _recorder_config(data, "rec-a", cameras, token, [partner]),
-        _recorder_config(data, "rec-b", cameras, token, []),
-    ]
+    management_config, recorder_configs = _configs(data, cameras, token)
     gapless = [sys.executable, "-m", "gapless.cli"]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup below on SIGTERM too
-    sim = subprocess.Popen(
-        [
-            *gapless,
-            "camera-sim",
-            "--cameras",
-            str(cameras),
-            "--port",
-            str(RTSP_PORT),
-            "--control-port",
-            str(CONTROL_PORT),
-        ]
-    )
-    recorders: list[subprocess.Popen] = []
+    sim_args = ["camera-sim", "--cameras", str(cameras), "--port", str(RTSP_PORT), "--control-port", str(CONTROL_PORT)]
+    procs: dict[str, subprocess.Popen] = {"sim": subprocess.Popen([*gapless, *sim_args])}
+    auth = {"Authorization": f"Bearer {token}"}
     try:
         _wait(f"http://127.0.0.1:{CONTROL_PORT}/cameras", {}, "camera-sim")
-        recorders = [subprocess.Popen([*gapless, "recorder", "--config", str(path)]) for path in configs]
-        base, partner_base = (f"http://127.0.0.1:{port}" for port in RECORDER_PORTS.values())
-        for url in (base, partner_base):
-            _wait(f"{url}/api/v1/health", {"Authorization": f"Bearer {token}"}, "recorder")
+        procs["management"] = subprocess.Popen([*gapless, "management", "--config", str(management_config)])
+        gateway = f"http://127.0.0.1:{MANAGEMENT_PORT}"
+        _wait(f"{gateway}/api/v1/config", auth, "management server")
+        for name, path in recorder_configs.items():
+            procs[name] = subprocess.Popen([*gapless, "recorder", "--config", str(path)])
+        rec_a, rec_b = (f"http://127.0.0.1:{port}" for port in RECORDER_PORTS.values())
+        for url in (rec_a, rec_b):
+            _wait(f"{url}/api/v1/health", auth, "recorder")
         start = int(time.time())
         print(
             f"""
-Gapless demo is running ({cameras} simulated cameras; recorders rec-a on {base} and its partner
-rec-b on {partner_base} both record them all). Ctrl-C stops it.
-  health:   curl -H 'Authorization: Bearer {token}' {base}/api/v1/health
-  live:     ffplay '{base}/api/v1/cameras/camera0/live.m3u8?token={token}'
-  camera:   ffplay rtsp://127.0.0.1:{RTSP_PORT}/cam0
-  export:   curl -o camera0.mp4 '{base}/api/v1/cameras/camera0/export.mp4?start={start}&end={start + 60}&token={token}'
-            (after a minute of recording; open camera0.mp4 with any player)
-  audit:    gapless audit --recorder {base} --token {token} --camera camera0 --start {start} --end {start + 60}
-  faults:   curl -X POST http://127.0.0.1:{CONTROL_PORT}/cameras/cam0/stop   (and /start, /drop, /stall?seconds=5)
-  backfill: take camera0's feed from rec-a only, for 20 s; rec-a then copies what it missed from rec-b:
-            curl -X POST 'http://127.0.0.1:{CONTROL_PORT}/cameras/cam0/block?client=(rec-a)&seconds=20'
-            curl -H 'Authorization: Bearer {token}' {base}/api/v1/backfill
-            gapless audit --recorder {base} --compare {partner_base} --token {token} --camera camera0 \\
-              --start {start} --end {start + 120}     (after two minutes: nothing that rec-b has is missing)
+Gapless demo is running: {cameras} simulated cameras, recorded by the cluster "main" (rec-a on
+{rec_a}, the primary, and rec-b on {rec_b}); the management server and its gateway on
+{gateway}. Ctrl-C stops it.
+  live (gateway): ffplay '{gateway}/api/v1/cameras/camera0/live.m3u8?token={token}'
+  cluster:        curl -H 'Authorization: Bearer {token}' {gateway}/api/v1/clusters/main
+  failover:       kill -9 <rec-a's PID, printed below>: the player keeps going (rec-b takes the token);
+                  the demo starts rec-a again {RESTART_AFTER_S} s later; it backfills from rec-b,
+                  then takes the token back
+  switchover:     gapless cluster switchover --management {gateway} --token {token} --cluster main
+  audit:          gapless audit --recorder {rec_a} --token {token} --camera camera0 --start {start} --end {start + 120}
+                  (after two minutes, and after a failover: nothing missing)
+  export:         curl -o camera0.mp4 \\
+                    '{rec_a}/api/v1/cameras/camera0/export.mp4?start={start}&end={start + 60}&token={token}'
+  faults:         curl -X POST http://127.0.0.1:{CONTROL_PORT}/cameras/cam0/stop   (and /start, /drop, /stall?seconds=5)
 """,
             flush=True,
         )
-        while sim.poll() is None and all(proc.poll() is None for proc in recorders):
-            time.sleep(1)
+        _supervise(procs, recorder_configs, gapless)
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        for proc in (*recorders, sim):
+        for proc in reversed(list(procs.values())):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def _supervise(procs: dict[str, subprocess.Popen], recorder_configs: dict[str, Path], gapless: list[str]) -> None:
+    """Print the recorders' PIDs; start a recorder again RESTART_AFTER_S after it died."""
+    for name in recorder_configs:
+        print(f"  {name}: PID {procs[name].pid}", flush=True)
+    died: dict[str, float] = {}
+    while procs["sim"].poll() is None and procs["management"].poll() is None:
+        for name, path in recorder_configs.items():
+            if procs[name].poll() is None:
+                continue
+            if name not in died:
+                died[name] = time.monotonic()
+                print(f"  {name} exited; starting it again in {RESTART_AFTER_S} s", flush=True)
+            elif time.monotonic() - died[name] >= RESTART_AFTER_S:
+                del died[name]
+                procs[name] = subprocess.Popen([*gapless, "recorder", "--config", str(path)])
+                print(f"  {name}: started again, PID {procs[name].pid}", flush=True)
+        time.sleep(0.5)
 
 
 def _wait(url: str, headers: dict, what: str, timeout: float = 120) -> None:

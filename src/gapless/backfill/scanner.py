@@ -51,16 +51,20 @@ class GapScanner:
         feeds: dict[str, FeedView],
         wake: asyncio.Event,
     ) -> None:
-        self.config = config
         self.store = store
         self.jobs = jobs
         self.feeds = feeds
         self.wake = wake
-        self.cameras = {c.id: c for c in config.cameras if c.enabled and config.partners_of(c)}
+        self.reload(config)
         self._seen_runs: dict[str, int | None] = {}
         self.scans = 0
         self.last_error: str | None = None
         self.startup_done = False  # the downtime before this start has been looked at
+
+    def reload(self, config: RecorderConfig) -> None:
+        """A new configuration (cameras added or removed at run time)."""
+        self.config = config
+        self.cameras = {c.id: c for c in config.cameras if c.enabled and config.partners_of(c)}
 
     def startup_floors(self) -> dict[str, int]:
         """Per camera, where the startup scan begins: a little before our newest fragment."""
@@ -97,7 +101,7 @@ class GapScanner:
         self.startup_done = True
         next_periodic = time.monotonic() + self.config.backfill.scan_interval
         while not stop.is_set():
-            for cam, feed in self.feeds.items():
+            for cam, feed in list(self.feeds.items()):
                 if cam not in self.cameras:
                     continue
                 run_start = feed.run_start_us()

@@ -118,6 +118,11 @@ class RateLimiter:
                 await asyncio.sleep(-self.allowance / self.rate)
 
 
+def _not_live() -> tuple[bool, int | None]:
+    """The guard of a camera this recorder no longer records (removed at run time): no live run."""
+    return False, None
+
+
 class BackfillWorker:
     def __init__(
         self,
@@ -217,7 +222,11 @@ class BackfillWorker:
                     window = listing[at : at + size]
                     fetched = await asyncio.gather(*(self._fetch(job, partner, meta, inits, slots) for meta in window))
                     items = [(meta, data) for meta, data in zip(window, fetched, strict=True) if data]
-                    write = WriteBatch(job.camera, job.source, items, inits, self.guards[job.camera]) if items else None
+                    write = (
+                        WriteBatch(job.camera, job.source, items, inits, self.guards.get(job.camera, _not_live))
+                        if items
+                        else None
+                    )
                     if finishing is not None:
                         await finishing  # one window is written while the next is fetched
                     future = self.submit(write) if write else None

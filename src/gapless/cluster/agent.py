@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -37,6 +38,7 @@ from gapless.cluster.coordinator import Coordinator, CoordinatorError
 log = logging.getLogger("gapless.ha")
 
 PREFIX = "/gapless/clusters/"
+IDENTITY_INTERVAL_S = 0.1
 
 
 def holder_key(cluster: str) -> str:
@@ -50,6 +52,11 @@ def member_key(cluster: str, member: str) -> str:
 def preferred_key(cluster: str) -> str:
     """Set by a switchover: the member that holds the token whenever it is ready (default: the first)."""
     return f"{PREFIX}{cluster}/preferred"
+
+
+def released_key(cluster: str) -> str:
+    """Written by a holder that let go cleanly (identity withdrawn) just before it deletes the token."""
+    return f"{PREFIX}{cluster}/released"
 
 
 def switchover_key(cluster: str) -> str:
@@ -90,6 +97,7 @@ class AgentState:
     last_coordinator_ok: float = 0.0
     failsafe_ack_until: float = 0.0
     holder_absent_since: float | None = None
+    present_from: float = 0.0  # monotonic; the identity is presented from then on (see Identity)
     changes: list[TokenChange] = field(default_factory=list)
 
 
@@ -120,6 +128,8 @@ class HaAgent(threading.Thread):
         self.http = httpx.Client(timeout=ttl / 4)
         self._published: dict | None = None
         self.on_change: Callable[[TokenChange], None] | None = None
+        self.identity_lock = threading.Lock()
+        self.watchdog = threading.Thread(target=self._identity_loop, name=f"ha-identity-{cluster}", daemon=True)
 
     # ---- what the rest of the recorder asks ------------------------------------------------
     @property
@@ -171,9 +181,16 @@ class HaAgent(threading.Thread):
             state.holder, state.fence = holder, fence
             return True
 
+    def start(self) -> None:
+        super().start()
+        if self.identity is not None:
+            self.watchdog.start()
+
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=5)
+        if self.watchdog.is_alive():
+            self.watchdog.join(timeout=5)
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -188,10 +205,8 @@ class HaAgent(threading.Thread):
             except Exception:  # a bug must not leave a holder presenting: let go, keep trying
                 log.exception("HA agent step failed")
                 self._withdraw("internal error")
-            self._reconcile_identity()
             self.stop_event.wait(max(0.0, started + self.interval - time.monotonic()))
         self._release("recorder stopping")
-        self._reconcile_identity()
         try:
             if self.state.lease:
                 self.coordinator.revoke(self.state.lease)
@@ -262,8 +277,7 @@ class HaAgent(threading.Thread):
             if other is not None and other.value.get("ready") and (self.failback == "auto" or asked):
                 reason = "switchover" if asked else "failback: the preferred member is ready"
                 self._withdraw(reason)
-                self._reconcile_identity()
-                self.coordinator.delete(holder_key(self.cluster), mod_revision)
+                self._hand_over(fence, mod_revision)
                 if request is not None:
                     self.coordinator.delete(switchover_key(self.cluster), request.mod_revision)
                 log.info("handed the token to %s (%s)", preferred, reason)
@@ -302,9 +316,14 @@ class HaAgent(threading.Thread):
         )
         if revision is None:
             return
+        released = self.coordinator.get(released_key(self.cluster))
+        # Clean: the holder we last saw recorded that it let go (identity withdrawn) before deleting.
+        clean = released is not None and released.value.get("fence") == state.fence
+        delay = 0.0 if clean or self.identity is None else self.identity.takeover_delay()
         with self.lock:
             state.role, state.holder, state.fence = "holder", self.me, revision
             state.valid_until = sent + state.lease_ttl - self.margin
+            state.present_from = time.monotonic() + delay
             state.holder_absent_since = None
             self._change_locked("taken", reason, revision)
 
@@ -356,19 +375,42 @@ class HaAgent(threading.Thread):
             try:
                 holder = self.coordinator.get(holder_key(self.cluster))
                 if holder is not None and holder.value.get("member") == self.me and holder.create_revision == fence:
-                    self.coordinator.delete(holder_key(self.cluster), holder.mod_revision)
+                    self._hand_over(fence, holder.mod_revision)
             except CoordinatorError:
                 pass
 
-    def _reconcile_identity(self) -> None:
-        if self.identity is None:
-            return
-        with self.lock:
-            remaining = self.state.valid_until - time.monotonic() if self.presenting_unlocked(time.monotonic()) else 0
-        try:
-            self.identity.reconcile(remaining)
-        except Exception:
-            log.exception("virtual IP: reconcile failed")
+    def _hand_over(self, fence: int, mod_revision: int) -> None:
+        """Let go cleanly: identity removed now, then "released" recorded, then the token deleted,
+        so the next holder may present at once."""
+        if self.identity is not None:
+            with self.identity_lock:
+                self.identity.reconcile(0)
+        self.coordinator.put(released_key(self.cluster), {"fence": fence, "member": self.me})
+        self.coordinator.delete(holder_key(self.cluster), mod_revision)
+
+    def _identity_loop(self) -> None:
+        """Keeps the identity in line with presenting(), in its own thread so a coordinator call
+        that hangs in the agent's loop never delays withdrawing it."""
+        failures = 0
+        while not self.stop_event.wait(IDENTITY_INTERVAL_S):
+            now = time.monotonic()
+            with self.lock:
+                state = self.state
+                presenting = self.presenting_unlocked(now) and now >= state.present_from
+                remaining = state.valid_until - now if presenting else 0.0
+            try:
+                with self.identity_lock:
+                    self.identity.reconcile(remaining)
+                failures = 0
+            except Exception:
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.exception("identity: reconcile failed (%d times in a row)", failures)
+        with self.identity_lock:
+            try:
+                self.identity.reconcile(0)
+            except Exception:
+                log.exception("identity: could not withdraw at stop")
 
     def _change_locked(self, change: str, reason: str, fence: int) -> None:
         event = TokenChange(time.time_ns() // 1000, change, reason, fence)
@@ -379,9 +421,12 @@ class HaAgent(threading.Thread):
             self.on_change(event)
 
 
-class Identity:
-    """A network identity the holder presents (the virtual IP); see gapless.cluster.vip."""
+class Identity(Protocol):
+    """A network identity the holder presents (the virtual IP: gapless.cluster.vip.VirtualIP)."""
 
     def reconcile(self, remaining_s: float) -> None:
-        """Present for `remaining_s` more seconds (0: do not present)."""
-        raise NotImplementedError
+        """Present for `remaining_s` more seconds (≤ 0: do not present)."""
+
+    def takeover_delay(self) -> float:
+        """How long to wait before presenting after taking the token from a holder that did not
+        hand it over (it may still present until its own safety net removes the identity)."""

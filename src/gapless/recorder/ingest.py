@@ -78,7 +78,6 @@ class CameraIngest(threading.Thread):
         camera_id: str,
         url: str,
         out: queue.Queue,
-        stop: threading.Event,
         reader: StreamReader,
     ) -> None:
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
@@ -87,7 +86,7 @@ class CameraIngest(threading.Thread):
         self.camera_id = camera_id
         self.url = url
         self.out = out
-        self.stop_event = stop
+        self.stop_event = threading.Event()
         self.feed = FeedState()
 
     def run(self) -> None:

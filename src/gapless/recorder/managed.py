@@ -6,6 +6,8 @@ used, and only a recorder that never fetched one (no cache) waits for it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +24,43 @@ log = logging.getLogger("gapless.managed")
 
 CACHE_NAME = "managed-config.json"
 RETRY_S = 5.0
+POLL_S = 10.0
+
+
+async def follow(recorder, config: RecorderConfig, settings: ManagedSettings, stop: asyncio.Event) -> None:
+    """Apply new configuration versions while running: cameras start and stop on both members of a
+    cluster within POLL_S of the change. Cluster settings (members, TTL, failback, address,
+    coordinator) are read at start only; a change to them is logged as needing a restart."""
+    version = settings.version
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), POLL_S)
+        if stop.is_set():
+            break
+        try:
+            raw = await asyncio.to_thread(fetch, config)
+            if raw["version"] == version:
+                continue
+            new_config, new_settings = merge(config, raw)
+        except (httpx.HTTPError, ConfigError, ValueError, KeyError) as exc:
+            log.debug("configuration poll: %s", exc)
+            continue
+        await asyncio.to_thread(save_cache, config, raw)
+        changes = await asyncio.to_thread(recorder.reconfigure, new_config)
+        log.info("configuration version %d applied: %s", raw["version"], ", ".join(changes) or "no camera changes")
+        if _cluster_settings(new_settings) != _cluster_settings(settings):
+            log.warning(
+                "configuration version %d changes cluster settings: restart this recorder to apply them", raw["version"]
+            )
+        version, config, settings = raw["version"], new_config, new_settings
+
+
+def _cluster_settings(settings: ManagedSettings) -> tuple:
+    cluster = settings.cluster
+    shape = (
+        None if cluster is None else (cluster.id, cluster.members, cluster.lease_ttl, cluster.failback, cluster.address)
+    )
+    return shape, settings.coordinator
 
 
 @dataclass
@@ -44,7 +83,8 @@ def fetch(config: RecorderConfig, timeout: float = 5.0) -> dict:
     return reply.json()
 
 
-def _write_cache(path: Path, raw: dict) -> None:
+def save_cache(config: RecorderConfig, raw: dict) -> None:
+    path = Path(config.recorder.storage) / CACHE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
@@ -60,7 +100,7 @@ def load(config: RecorderConfig, wait_forever: bool = True) -> tuple[RecorderCon
     while True:
         try:
             raw = fetch(config)
-            _write_cache(cache, raw)
+            save_cache(config, raw)
             log.info("configuration version %d from %s", raw["version"], config.management.url)
             break
         except (httpx.HTTPError, ConfigError, ValueError) as exc:

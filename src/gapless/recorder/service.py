@@ -24,6 +24,7 @@ from gapless.backfill.scanner import FeedView, GapScanner
 from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
+from gapless.cluster.vip import VirtualIP
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
 from gapless.recorder.config import RecorderConfig
@@ -62,35 +63,59 @@ class Recorder:
             section.storage, section.id, section.chunk.max_bytes, int(section.chunk.max_duration * 1_000_000)
         )
         self.queue: queue.Queue = queue.Queue()
-        self.stop_event = threading.Event()
         self.writer_error: str | None = None
         self.held = 0  # fragments taken off the queue by the writer and not yet stored
         self.reader = StreamReader()
-        self.cameras = {
-            c.id: CameraIngest(section.id, c.id, c.url, self.queue, self.stop_event, self.reader)
-            for c in config.cameras
-            if c.enabled
-        }
+        # These three are updated in place when cameras are added or removed at run time.
+        self.cameras: dict[str, CameraIngest] = {}
+        self.live_guards: dict = {}
+        self.feeds: dict[str, FeedView] = {}
+        for camera in config.cameras:
+            if camera.enabled:
+                self._add_camera(camera.id, camera.url)
         self.jobs = JobStore(self.store.db)
         self.backfill = BackfillWorker(
             self.store,
             self.jobs,
             self.submit,
-            {cam: ingest.feed.live_guard for cam, ingest in self.cameras.items()},
+            self.live_guards,
             self.source_of,
             config.backfill.concurrency,
             config.backfill.max_rate,
             config.backfill.order == "newest",
         )
-        feeds = {
-            cam: FeedView(lambda i=ingest: i.feed.run_start_us, lambda i=ingest: i.feed.previous_run_end_us)
-            for cam, ingest in self.cameras.items()
-        }
-        self.gap_scanner = GapScanner(config, self.store, self.jobs, feeds, self.backfill.wake)
+        self.gap_scanner = GapScanner(config, self.store, self.jobs, self.feeds, self.backfill.wake)
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(self)
         self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
         self.agent: HaAgent | None = None  # set when the recorder is a cluster member
+
+    def _add_camera(self, camera_id: str, url: str) -> CameraIngest:
+        ingest = CameraIngest(self.config.recorder.id, camera_id, url, self.queue, self.reader)
+        self.cameras[camera_id] = ingest
+        self.live_guards[camera_id] = ingest.feed.live_guard
+        self.feeds[camera_id] = FeedView(lambda: ingest.feed.run_start_us, lambda: ingest.feed.previous_run_end_us)
+        return ingest
+
+    def reconfigure(self, config: RecorderConfig) -> list[str]:
+        """Apply a new configuration at run time: cameras added, removed or moved to another URL
+        start or stop; retention applies at its next pass. Returns what changed, for the log."""
+        wanted = {c.id: c.url for c in config.cameras if c.enabled}
+        current = {cam: ingest.url for cam, ingest in self.cameras.items()}
+        changes = []
+        for cam in [c for c in current if wanted.get(c) != current[c]]:
+            ingest = self.cameras.pop(cam)
+            self.live_guards.pop(cam, None)
+            self.feeds.pop(cam, None)
+            ingest.stop_event.set()
+            ingest.join(timeout=15)
+            changes.append(f"stopped {cam}")
+        self.config = config
+        self.gap_scanner.reload(config)
+        for cam in [c for c in wanted if c not in self.cameras]:
+            self._add_camera(cam, wanted[cam]).start()
+            changes.append(f"started {cam}")
+        return changes
 
     def member_status(self) -> MemberStatus:
         """For the HA agent: ready means every camera records and backfill has closed every gap."""
@@ -271,7 +296,8 @@ class Recorder:
     def stop(self) -> None:
         if self.agent is not None:
             self.agent.stop()  # hands the token over before recording stops
-        self.stop_event.set()
+        for ingest in self.cameras.values():
+            ingest.stop_event.set()
         for ingest in self.cameras.values():
             ingest.join(timeout=15)
         self.reader.stop()
@@ -297,6 +323,7 @@ def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSe
         cluster.failback,
         [Peer(p.id, p.url, p.token) for p in settings.peers],
         recorder.member_status,
+        VirtualIP(cluster.address.vip, cluster.address.interface) if cluster.address else None,
     )
     recorder.agent.start()
 
@@ -324,6 +351,8 @@ async def run_recorder(config: RecorderConfig) -> None:
         asyncio.create_task(recorder.backfill.run(stop), name="backfill"),
         asyncio.create_task(recorder.gap_scanner.run(stop), name="gap-scanner"),
     ]
+    if settings is not None:
+        background.append(asyncio.create_task(managed.follow(recorder, config, settings, stop), name="config"))
     try:
         while not stop.is_set():
             await asyncio.to_thread(recorder.apply_retention)
