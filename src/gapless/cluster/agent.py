@@ -75,6 +75,7 @@ class Peer:
 class MemberStatus:
     ready: bool  # recording every camera, and no backfill left to do
     backfill_open: int
+    unfit: str | None = None  # why this member must not hold the token (e.g. its storage fails)
 
 
 @dataclass
@@ -247,6 +248,10 @@ class HaAgent(threading.Thread):
         holder = self.coordinator.get(holder_key(self.cluster))
         preferred = self._preferred()
         if holder is not None and holder.value.get("member") == self.me and holder.lease == state.lease:
+            if status.unfit:
+                self._withdraw(status.unfit)
+                self._hand_over(holder.create_revision, holder.mod_revision)
+                return
             self._as_holder(sent, holder.create_revision, holder.mod_revision, preferred)
         elif holder is not None:
             with self.lock:
@@ -263,7 +268,12 @@ class HaAgent(threading.Thread):
         return member if member in self.members else self.members[0]
 
     def _publish(self, status: MemberStatus) -> None:
-        value = {"ready": status.ready, "backfill_open": status.backfill_open, "role": self.state.role}
+        value = {
+            "ready": status.ready,
+            "backfill_open": status.backfill_open,
+            "role": self.state.role,
+            "unfit": status.unfit,
+        }
         if value != self._published:
             self.coordinator.put(member_key(self.cluster, self.me), value, self.state.lease)
             self._published = value
@@ -299,6 +309,8 @@ class HaAgent(threading.Thread):
             if state.role in ("holder", "failsafe-holder"):
                 self._change_locked("lost", "the token key disappeared", state.fence)
                 state.role = "standby"
+            if status.unfit:
+                return
             if state.holder_absent_since is None:
                 state.holder_absent_since = now
             absent_for = now - state.holder_absent_since

@@ -52,6 +52,9 @@ class _WriterTask:
             self.future.set_exception(exc)
 
 
+#: A member whose storage writes have failed this long gives the token away (see MemberStatus).
+STORAGE_FAILING_S = 5.0
+
 _STATES = ("starting", "connecting", "recording", "reconnecting", "failed")
 
 
@@ -64,6 +67,7 @@ class Recorder:
         )
         self.queue: queue.Queue = queue.Queue()
         self.writer_error: str | None = None
+        self.writer_failing_since: float | None = None  # monotonic; None while writes succeed
         self.held = 0  # fragments taken off the queue by the writer and not yet stored
         self.reader = StreamReader()
         # These three are updated in place when cameras are added or removed at run time.
@@ -122,7 +126,10 @@ class Recorder:
         counts = self.jobs.counts()
         open_jobs = counts.get("waiting", 0) + counts.get("running", 0)
         recording = all(ingest.feed.state == "recording" for ingest in self.cameras.values())
-        return MemberStatus(self.gap_scanner.startup_done and recording and open_jobs == 0, open_jobs)
+        failing = self.writer_failing_since
+        storage_ok = failing is None or time.monotonic() - failing < STORAGE_FAILING_S
+        ready = self.gap_scanner.startup_done and recording and open_jobs == 0 and storage_ok
+        return MemberStatus(ready, open_jobs, None if storage_ok else f"storage failing: {self.writer_error}")
 
     def source_of(self, job: Job) -> Source:
         """Where a job's source is now: configured partners first (their url and token may have
@@ -235,8 +242,11 @@ class Recorder:
                 batch = []
                 self.held = 0
                 self.writer_error = None
+                self.writer_failing_since = None
             except OSError as exc:
                 self.writer_error = f"{exc.strerror or exc} (keeping {len(batch)} fragments, retrying)"
+                if self.writer_failing_since is None:
+                    self.writer_failing_since = time.monotonic()
                 log.error("storage write failed: %s", self.writer_error)
                 time.sleep(1.0)
             if task is not None:
