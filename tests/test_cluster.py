@@ -4,6 +4,7 @@ management server going away. Real processes on loopback (etcd: Debian's etcd-se
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import time
@@ -23,14 +24,29 @@ def sim(tmp_path):
     simulator.close()
 
 
-def start_cluster(tmp_path, sim, coordinator: dict | None = None):
-    management = Management(tmp_path, sim, coordinator).start()
-    a = managed_recorder(tmp_path, "rec-a", management).start()
-    b = managed_recorder(tmp_path, "rec-b", management).start()
-    wait_holder(management, "rec-a")
-    a.wait_fragments(CAMERA, 2)
-    b.wait_fragments(CAMERA, 2)
-    return management, a, b
+@contextlib.contextmanager
+def running_cluster(tmp_path, sim, coordinator: dict | None = None):
+    """Management server, rec-a (primary, holding the token) and rec-b, all recording; stopped after."""
+    management = Management(tmp_path, sim, coordinator)
+    members = [managed_recorder(tmp_path, name, management) for name in ("rec-a", "rec-b")]
+    try:
+        management.start()
+        for member in members:
+            member.start()
+        wait_holder(management, "rec-a")
+        for member in members:
+            member.wait_fragments(CAMERA, 2)
+        yield management, *members
+    finally:
+        for member in members:
+            member.close()
+        management.close()
+
+
+@pytest.fixture
+def cluster(tmp_path, sim):
+    with running_cluster(tmp_path, sim) as parts:
+        yield parts
 
 
 def audit_clean(recorder, start: float, end: float) -> None:
@@ -87,96 +103,81 @@ def failover_and_back(management, a, b, fault: str) -> None:
     audit_clean(a, start - 4, end - 2)
 
 
-def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(tmp_path, sim):
-    management, a, b = start_cluster(tmp_path, sim)
-    try:
-        failover_and_back(management, a, b, "kill")
-    finally:
-        a.close(), b.close(), management.close()
+def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(cluster):
+    management, a, b = cluster
+    failover_and_back(management, a, b, "kill")
 
 
-def test_sigstop_primary_never_acts_as_holder_after_its_lease(tmp_path, sim):
-    management, a, b = start_cluster(tmp_path, sim)
-    try:
-        failover_and_back(management, a, b, "stop")
-    finally:
-        a.close(), b.close(), management.close()
+def test_sigstop_primary_never_acts_as_holder_after_its_lease(cluster):
+    management, a, b = cluster
+    failover_and_back(management, a, b, "stop")
 
 
-def test_switchover_command(tmp_path, sim):
-    management, a, b = start_cluster(tmp_path, sim)
-    try:
-        result = Proc(
-            [*GAPLESS, "cluster", "switchover", "--management", management.url, "--token", TOKEN, "--cluster", "main"],
-            tmp_path / "switchover.log",
-        ).start()
-        result.popen.wait(timeout=30)
-        assert result.popen.returncode == 0, (tmp_path / "switchover.log").read_text()
-        state = wait_holder(management, "rec-b", timeout=30)
-        time.sleep(5)  # rec-b is now preferred: auto failback must not take it back to rec-a
-        assert management.cluster()["fence"] == state["fence"]
-        bad = httpx.post(
-            f"{management.url}/api/v1/clusters/main/switchover",
-            json={"to": "rec-z"},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        assert bad.status_code == 400 and "rec-z" in bad.json()["error"]
-    finally:
-        a.close(), b.close(), management.close()
+def test_switchover_command(tmp_path, cluster):
+    management, _a, _b = cluster
+    result = Proc(
+        [*GAPLESS, "cluster", "switchover", "--management", management.url, "--token", TOKEN, "--cluster", "main"],
+        tmp_path / "switchover.log",
+    ).start()
+    result.popen.wait(timeout=30)
+    assert result.popen.returncode == 0, (tmp_path / "switchover.log").read_text()
+    state = wait_holder(management, "rec-b", timeout=30)
+    time.sleep(5)  # rec-b is now preferred: auto failback must not take it back to rec-a
+    assert management.cluster()["fence"] == state["fence"]
+    bad = httpx.post(
+        f"{management.url}/api/v1/clusters/main/switchover",
+        json={"to": "rec-z"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert bad.status_code == 400 and "rec-z" in bad.json()["error"]
 
 
-def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(tmp_path, sim):
-    management, a, b = start_cluster(tmp_path, sim)
-    try:
-        current = management.api.get("/api/v1/config").json()
-        document = current["config"]
-        bad = copy.deepcopy(document)
-        bad["clusters"][0]["cameras"].append({"id": CAMERA, "url": sim.url("cam0")})  # a duplicate id
-        bad["clusters"][0]["lease_ttl"] = "5s"
-        refused = management.api.put("/api/v1/config", json=bad)
-        assert refused.status_code == 400 and "appears twice" in refused.json()["error"], refused.text
-        assert management.api.get("/api/v1/config").json()["version"] == current["version"]
+def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(sim, cluster):
+    management, a, b = cluster
+    current = management.api.get("/api/v1/config").json()
+    document = current["config"]
+    bad = copy.deepcopy(document)
+    bad["clusters"][0]["cameras"].append({"id": CAMERA, "url": sim.url("cam0")})  # a duplicate id
+    bad["clusters"][0]["lease_ttl"] = "5s"
+    refused = management.api.put("/api/v1/config", json=bad)
+    assert refused.status_code == 400 and "appears twice" in refused.json()["error"], refused.text
+    assert management.api.get("/api/v1/config").json()["version"] == current["version"]
 
-        document["clusters"][0]["cameras"].append({"id": "hall", "url": sim.url("cam0")})
-        stale = management.api.put("/api/v1/config", json=document, headers={"If-Match": "999"})
-        assert stale.status_code == 412
-        accepted = management.api.put("/api/v1/config", json=document, headers={"If-Match": str(current["version"])})
-        assert accepted.status_code == 200 and accepted.json()["version"] == current["version"] + 1
-        for recorder in (a, b):
-            wait_for(lambda r=recorder: "hall" in r.health()["cameras"], 60, f"{recorder.url} to record hall")
-            recorder.wait_fragments("hall", 2)
-        assert management.holder() == "rec-a"
+    document["clusters"][0]["cameras"].append({"id": "hall", "url": sim.url("cam0")})
+    stale = management.api.put("/api/v1/config", json=document, headers={"If-Match": "999"})
+    assert stale.status_code == 412
+    accepted = management.api.put("/api/v1/config", json=document, headers={"If-Match": str(current["version"])})
+    assert accepted.status_code == 200 and accepted.json()["version"] == current["version"] + 1
+    for recorder in (a, b):
+        wait_for(lambda r=recorder: "hall" in r.health()["cameras"], 60, f"{recorder.url} to record hall")
+        recorder.wait_fragments("hall", 2)
+    assert management.holder() == "rec-a"
 
-        document["clusters"][0]["cameras"] = [c for c in document["clusters"][0]["cameras"] if c["id"] != "hall"]
-        assert management.api.put("/api/v1/config", json=document).status_code == 200
-        for recorder in (a, b):
-            wait_for(lambda r=recorder: "hall" not in r.health()["cameras"], 60, f"{recorder.url} to drop hall")
-    finally:
-        a.close(), b.close(), management.close()
+    document["clusters"][0]["cameras"] = [c for c in document["clusters"][0]["cameras"] if c["id"] != "hall"]
+    assert management.api.put("/api/v1/config", json=document).status_code == 200
+    for recorder in (a, b):
+        wait_for(lambda r=recorder: "hall" not in r.health()["cameras"], 60, f"{recorder.url} to drop hall")
 
 
-def test_management_down_for_a_minute_changes_nothing(tmp_path, sim):
-    management, a, b = start_cluster(tmp_path, sim)
-    try:
-        fence = management.cluster()["fence"]
-        before_a, before_b = len(changes(a)), len(changes(b))
-        start = time.time()
-        management.proc.kill()
-        time.sleep(5)
-        frames = {r: r.health()["cameras"][CAMERA]["frames"] for r in (a, b)}
-        assert a.api.get("/api/v1/cluster").json()["role"] == "failsafe-holder"
-        time.sleep(55)
-        for r in (a, b):
-            assert r.health()["cameras"][CAMERA]["frames"] > frames[r] + 1000, "recording stopped"
-        assert a.api.get("/api/v1/cluster").json()["presenting"] is True
-        management.start()
-        wait_for(lambda: a.api.get("/api/v1/cluster").json()["role"] == "holder", 30, "rec-a back to holder")
-        time.sleep(3)
-        assert management.cluster()["holder"] == "rec-a" and management.cluster()["fence"] == fence
-        assert len(changes(a)) == before_a and len(changes(b)) == before_b, (changes(a), changes(b))
-        audit_clean(a, start, time.time() - 3)
-    finally:
-        a.close(), b.close(), management.close()
+def test_management_down_for_a_minute_changes_nothing(cluster):
+    management, a, b = cluster
+    fence = management.cluster()["fence"]
+    before_a, before_b = len(changes(a)), len(changes(b))
+    start = time.time()
+    management.proc.kill()
+    time.sleep(5)
+    frames = {r: r.health()["cameras"][CAMERA]["frames"] for r in (a, b)}
+    assert a.api.get("/api/v1/cluster").json()["role"] == "failsafe-holder"
+    time.sleep(55)
+    for r in (a, b):
+        assert r.health()["cameras"][CAMERA]["frames"] > frames[r] + 1000, "recording stopped"
+    assert a.api.get("/api/v1/cluster").json()["presenting"] is True
+    management.start()
+    wait_for(lambda: a.api.get("/api/v1/cluster").json()["role"] == "holder", 30, "rec-a back to holder")
+    time.sleep(3)
+    assert management.cluster()["holder"] == "rec-a" and management.cluster()["fence"] == fence
+    assert len(changes(a)) == before_a and len(changes(b)) == before_b, (changes(a), changes(b))
+    audit_clean(a, start, time.time() - 3)
 
 
 class Etcd:
@@ -232,11 +233,8 @@ class Etcd:
 def test_etcd_backend_failover_with_an_etcd_node_killed(tmp_path, sim):
     etcd = Etcd(tmp_path)
     try:
-        management, a, b = start_cluster(tmp_path, sim, {"backend": "etcd", "endpoints": etcd.endpoints})
-        try:
+        with running_cluster(tmp_path, sim, {"backend": "etcd", "endpoints": etcd.endpoints}) as (management, a, b):
             etcd.nodes[0].kill()  # the first endpoint every client tries
             failover_and_back(management, a, b, "kill")
-        finally:
-            a.close(), b.close(), management.close()
     finally:
         etcd.close()

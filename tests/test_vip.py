@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import sys
 import threading
 import time
 import uuid
@@ -72,8 +73,12 @@ class Lab:
             ns.link("set", index=ns.link_lookup(ifname=f"p-{member}")[0], state=state)
 
     def exec_in(self, member_or_infra: str) -> list[str]:
+        """A command prefix that runs the rest inside the namespace (same PID, no iproute2 needed)."""
         name = self.member_ns.get(member_or_infra, self.infra)
-        return ["ip", "netns", "exec", name]
+        enter = (
+            "import os, sys; from pyroute2 import netns; netns.setns(sys.argv[1]); os.execv(sys.argv[2], sys.argv[2:])"
+        )
+        return [sys.executable, "-c", enter, name]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -8,11 +8,9 @@ configuration is changed through the API, validated whole: an invalid change is 
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gapless.recorder.config import (
@@ -25,6 +23,8 @@ from gapless.recorder.config import (
     Seconds,
     Strict,
     _format,
+    api_token,
+    load_yaml_config,
 )
 
 
@@ -172,21 +172,10 @@ def validate_document(raw: object, source: str) -> ClusterDocument:
 
 
 def load_management_config(path: Path) -> ManagementConfig:
+    config = load_yaml_config(path, ManagementConfig, "'management'")
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'management'")
-    try:
-        config = ManagementConfig.model_validate(raw)
-        config.document()  # the cross-references
+        config.document()  # the cross-references between recorders, clusters and cameras
     except ValidationError as exc:
         raise ConfigError(_format(exc, str(path))) from None
-    token = os.environ.get("GAPLESS_API_TOKEN") or config.management.api_token
-    if not token or len(token) < 16:
-        raise ConfigError(f"{path}: management.api_token: required, at least 16 characters (or set GAPLESS_API_TOKEN)")
-    config.management.api_token = token
+    config.management.api_token = api_token(config.management.api_token, path, "management.api_token")
     return config

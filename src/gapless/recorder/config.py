@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -203,7 +203,11 @@ def _format(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_recorder_config(path: Path) -> RecorderConfig:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_yaml_config(path: Path, model: type[Model], expected: str) -> Model:
+    """Read and validate a YAML config file; every problem becomes a ConfigError naming the field."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -211,13 +215,22 @@ def load_recorder_config(path: Path) -> RecorderConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'recorder' and 'cameras'")
+        raise ConfigError(f"{path}: expected a mapping with {expected}")
     try:
-        config = RecorderConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format(exc, str(path))) from None
-    token = os.environ.get("GAPLESS_API_TOKEN") or config.recorder.api_token
+
+
+def api_token(configured: str | None, path: Path, field: str) -> str:
+    """The API token: GAPLESS_API_TOKEN from the environment wins over the file."""
+    token = os.environ.get("GAPLESS_API_TOKEN") or configured
     if not token or len(token) < 16:
-        raise ConfigError(f"{path}: recorder.api_token: required, at least 16 characters (or set GAPLESS_API_TOKEN)")
-    config.recorder.api_token = token
+        raise ConfigError(f"{path}: {field}: required, at least 16 characters (or set GAPLESS_API_TOKEN)")
+    return token
+
+
+def load_recorder_config(path: Path) -> RecorderConfig:
+    config = load_yaml_config(path, RecorderConfig, "'recorder' and 'cameras'")
+    config.recorder.api_token = api_token(config.recorder.api_token, path, "recorder.api_token")
     return config
