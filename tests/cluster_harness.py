@@ -69,9 +69,10 @@ class Management:
             self.proc.stop()
 
 
-def managed_recorder(tmp: Path, name: str, management: Management) -> Recorder:
+def managed_recorder(tmp: Path, name: str, management: Management, **section) -> Recorder:
     port = management.recorder_ports[name]
-    rec = Recorder(tmp, name, [], {"management": {"url": management.url, "token": TOKEN}}, listen=f"127.0.0.1:{port}")
+    link = {"management": {"url": management.url, "token": TOKEN}}
+    rec = Recorder(tmp, name, [], link, listen=f"127.0.0.1:{port}", **section)
     rec.port = port
     rec.api = httpx.Client(base_url=rec.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     return rec

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,10 +28,13 @@ def sim(tmp_path):
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path, sim, coordinator: dict | None = None):
+def running_cluster(tmp_path, sim, coordinator: dict | None = None, storage_a: Path | None = None):
     """Management server, rec-a (primary, holding the token) and rec-b, all recording; stopped after."""
     management = Management(tmp_path, sim, coordinator)
-    members = [managed_recorder(tmp_path, name, management) for name in ("rec-a", "rec-b")]
+    members = [
+        managed_recorder(tmp_path, "rec-a", management, **({"storage": str(storage_a)} if storage_a else {})),
+        managed_recorder(tmp_path, "rec-b", management),
+    ]
     try:
         management.start()
         for member in members:
@@ -68,8 +74,10 @@ def changes(recorder) -> list[dict]:
     return recorder.api.get("/api/v1/cluster").json()["changes"]
 
 
-def failover_and_back(management, a, b, fault: str) -> None:
-    reader = LiveReader(management.url, CAMERA)
+def failover_and_back(management, a, b, fault: str, gateway_url: str | None = None) -> None:
+    """Fault the primary with a live reader on the gateway (the management server's own, unless
+    gateway_url names a standalone one); it fails over, comes back, backfills, takes the token back."""
+    reader = LiveReader(gateway_url or management.url, CAMERA)
     reader.start()
     try:
         time.sleep(6)
@@ -103,9 +111,22 @@ def failover_and_back(management, a, b, fault: str) -> None:
     audit_clean(a, start - 4, end - 2)
 
 
-def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(cluster):
+def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(tmp_path, cluster):
     management, a, b = cluster
-    failover_and_back(management, a, b, "kill")
+    port = free_port()
+    gateway = Proc(
+        [*GAPLESS, "gateway", "--management", management.url, "--token", TOKEN, "--listen", f"127.0.0.1:{port}"],
+        tmp_path / "gateway.log",
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        listed = wait_for(lambda: httpx.get(f"{url}/api/v1/cameras", headers=headers).json(), 60, "the gateway")
+        assert listed["cameras"][0]["id"] == CAMERA and listed["cameras"][0]["holder"] == "rec-a"
+        assert httpx.get(f"{url}/api/v1/cameras").status_code == 401
+        failover_and_back(management, a, b, "kill", gateway_url=url)
+    finally:
+        gateway.stop()
 
 
 def test_sigstop_primary_never_acts_as_holder_after_its_lease(cluster):
@@ -178,6 +199,29 @@ def test_management_down_for_a_minute_changes_nothing(cluster):
     assert management.cluster()["holder"] == "rec-a" and management.cluster()["fence"] == fence
     assert len(changes(a)) == before_a and len(changes(b)) == before_b, (changes(a), changes(b))
     audit_clean(a, start, time.time() - 3)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_holder_whose_disk_fills_hands_the_token_over_and_loses_nothing(tmp_path, sim):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    try:
+        ballast = disk / "ballast"
+        ballast.write_bytes(b"\0" * 6_000_000)
+        with running_cluster(tmp_path, sim, storage_a=disk / "rec-a") as (management, a, b):
+            start = time.time()
+            wait_for(lambda: a.health()["storage"]["last_error"], 120, "rec-a's disk to fill up")
+            wait_holder(management, "rec-b", timeout=60)
+            released = [c for c in changes(a) if c["change"] == "released"]
+            assert released and "storage failing" in released[-1]["reason"], changes(a)
+            assert management.cluster()["members"][0]["ready"] is False
+            assert [c for c in changes(b) if c["change"] == "taken"], changes(b)
+            ballast.unlink()
+            wait_holder(management, "rec-a", timeout=120)  # healthy again, caught up: failback
+            audit_clean(a, start, time.time() - 3)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 class Etcd:

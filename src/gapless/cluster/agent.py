@@ -13,7 +13,7 @@ Rules (numbered as in docs/design/ha.md):
    successful renewal (or failsafe round) was sent. `presenting()` computes this at call time,
    so a process that was stalled and resumes does not act as holder for even one request.
 3. The preferred member (the first, or the one a switchover named) takes a free token at once;
-   the other takes it only when the preferred one is not ready, or left it free for 2 TTLs.
+   the other takes it only when the preferred one is down or unfit, or left it free for 2 TTLs.
 4. A holder that is not preferred hands the token back when the preferred member is ready (its
    backfill has closed the gap) and failback is auto, or when a switchover asks: it stops
    presenting first, then deletes the key.
@@ -318,9 +318,14 @@ class HaAgent(threading.Thread):
                 return  # a peer held the token in failsafe moments ago: give it time to come back
         if preferred != self.me:
             other = self.coordinator.get(member_key(self.cluster, preferred))
-            if other is not None and other.value.get("ready") and absent_for < 2 * state.lease_ttl:
-                return  # the preferred member is alive and ready: let it take the token
-            reason = "the preferred member is down" if other is None else "the preferred member did not take it"
+            if other is not None and not other.value.get("unfit") and absent_for < 2 * state.lease_ttl:
+                return  # the preferred member is alive and fit: give it two TTLs to take the token
+            if other is None:
+                reason = "the preferred member is down"
+            elif other.value.get("unfit"):
+                reason = f"the preferred member is unfit ({other.value['unfit']})"
+            else:
+                reason = "the preferred member did not take it"
         else:
             reason = "preferred member"
         revision = self.coordinator.create(
