@@ -13,6 +13,7 @@ import av
 import httpx
 from conftest import GAPLESS, TOKEN, wait_for
 
+from gapless.media.fmp4 import iter_boxes
 from gapless.media.h264 import find_stamp, split_avcc
 from gapless.recorder.timeparse import parse_time_us
 
@@ -25,9 +26,17 @@ def window(rec, camera: str) -> tuple[float, float]:
     return rows[0]["start_us"] / 1e6, rows[-1]["end_us"] / 1e6
 
 
-def exported_frames(rec, camera: str, start: float, end: float) -> tuple[list[int], list[int], int]:
-    body = rec.api.get(f"/api/v1/cameras/{camera}/export.mp4", params={"start": start, "end": end})
+def exported_frames(
+    rec, camera: str, start: float, end: float, layout: str = "fragmented"
+) -> tuple[list[int], list[int], int]:
+    params = {"start": start, "end": end, "layout": layout}
+    body = rec.api.get(f"/api/v1/cameras/{camera}/export.mp4", params=params)
     assert body.status_code == 200, body.text
+    top_level = [kind for kind, _start, _end in iter_boxes(body.content)]
+    if layout == "progressive":  # faststart: every sample table before the media data, no fragments
+        assert top_level.index(b"moov") < top_level.index(b"mdat") and b"moof" not in top_level, top_level
+    else:
+        assert b"moof" in top_level, top_level
     container = av.open(io.BytesIO(body.content))
     stream = container.streams.video[0]
     numbers, pts, decoded = [], [], 0
@@ -79,6 +88,14 @@ def test_export_decodes_every_frame_in_order(sim, make_recorder):
     # The first stored frame is the first keyframe after the simulator started sending.
     session_first = numbers[0]
     assert session_first % sim.gop == 0
+    # The plain ("faststart") layout holds exactly the same frames, equally spaced in time (the
+    # muxer may shift the whole timeline by a constant).
+    plain_numbers, plain_pts, plain_decoded = exported_frames(rec, "lobby", start, end, "progressive")
+    assert (plain_numbers, plain_decoded) == (numbers, decoded)
+    shift = plain_pts[0] - pts[0]
+    assert [p - shift for p in plain_pts] == pts
+    bad = rec.api.get("/api/v1/cameras/lobby/export.mp4", params={"start": start, "end": end, "layout": "x"})
+    assert bad.status_code == 400
 
 
 def test_sigkill_leaves_exactly_one_gap(sim, make_recorder, tmp_path):

@@ -6,6 +6,8 @@ import asyncio
 import hmac
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gapless.backfill.jobs import STATES
 from gapless.http import error
 from gapless.media.fmp4 import init_parameter_sets, with_inband_parameter_sets
+from gapless.media.progressive import to_progressive
 from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, recorder_uris, signature_valid
 from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import merged
@@ -206,19 +209,40 @@ def build_api(recorder) -> web.Application:
         inits = {i: await asyncio.to_thread(recorder.store.init, i) for i in {r.init for r in rows}}
         if len({segment.codec.split(".")[0] for segment in inits.values()}) > 1:
             raise error(web.HTTPConflict, "the range spans a codec change; export each part separately")
-        first = rows[0].init
+        layout = request.query.get("layout", "fragmented")
+        if layout not in ("fragmented", "progressive"):
+            raise error(web.HTTPBadRequest, "layout must be fragmented or progressive")
         response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        await response.prepare(request)
-        await response.write(inits[first].data)
+        if layout == "fragmented":
+            await response.prepare(request)
+            async for data in exported(rows, inits):
+                await response.write(data)
+        else:  # the whole range first (to a temporary file), then one moov + mdat
+            with tempfile.TemporaryDirectory(dir=recorder.store.root, prefix=".export-") as tmp:
+                fragmented, progressive = Path(tmp) / "fragmented.mp4", Path(tmp) / "progressive.mp4"
+                with fragmented.open("wb") as out:
+                    async for data in exported(rows, inits):
+                        await asyncio.to_thread(out.write, data)
+                await asyncio.to_thread(to_progressive, fragmented, progressive)
+                response.content_length = progressive.stat().st_size
+                await response.prepare(request)
+                with progressive.open("rb") as result:
+                    while data := await asyncio.to_thread(result.read, 1 << 20):
+                        await response.write(data)
+        await response.write_eof()
+        return response
+
+    async def exported(rows: list, inits: dict):
+        """The range as one fragmented MP4: the first init segment, then every fragment."""
+        first = rows[0].init
+        yield inits[first].data
         for row in rows:
             data = await asyncio.to_thread(recorder.store.read_payload, row)
             if row.init != first:  # another profile (e.g. a partner's sub-stream): switch in-band
                 sps, pps = init_parameter_sets(inits[row.init].data)
                 data = with_inband_parameter_sets(data, row.seq, sps, pps)
             if data:
-                await response.write(data)
-        await response.write_eof()
-        return response
+                yield data
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
     async def live(request: web.Request) -> web.Response:
