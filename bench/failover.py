@@ -204,7 +204,13 @@ class Etcd:
             args += ["--heartbeat-interval", "50", "--election-timeout", "500"]
             self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
             log.close()
-        wait(lambda: all(httpx.get(f"{e}/health").json()["health"] == "true" for e in self.endpoints), 60, "etcd", 0.5)
+        try:
+            wait(lambda: all(httpx.get(f"{e}/health").json()["health"] == "true" for e in self.endpoints), 120, "etcd")
+        except SystemExit:
+            for i in range(3):
+                print(f"etcd{i}.log:", (work / f"etcd{i}.log").read_text()[-2000:], file=sys.stderr)
+            self.stop()
+            raise
 
     @property
     def endpoints(self) -> list[str]:
