@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 from cluster_harness import CAMERA, LiveReader, assert_continuous
-from conftest import GAPLESS, TOKEN, Proc
+from conftest import GAPLESS, TOKEN, Proc, wait_for
 
 from gapless.audit.audit import audit
 
@@ -119,19 +119,6 @@ class Sampler(threading.Thread):
         self.join(timeout=10)
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (httpx.HTTPError, OSError, KeyError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
 def lab():
     made = Lab()
@@ -197,12 +184,12 @@ def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
     try:
         start("sim", ["camera-sim", "--host", INFRA_IP, "--port", "8554", "--control-port", "8555"], "infra")
         start("mgmt", ["management", "--config", str(tmp_path / "mgmt.yaml")], "infra")
-        wait_until(lambda: get(f"{MGMT}/api/v1/config").status_code == 200, 120, "management")
+        wait_for(lambda: get(f"{MGMT}/api/v1/config").status_code == 200, 120, "management")
         start_member("rec-a")
         start_member("rec-b")
         sampler.start()
-        wait_until(lambda: holder() == "rec-a" and sampler.holder() == "rec-a", 60, "rec-a to hold token and VIP")
-        wait_until(lambda: via_vip() == "rec-a", 30, "the VIP to answer as rec-a")
+        wait_for(lambda: holder() == "rec-a" and sampler.holder() == "rec-a", 60, "rec-a to hold token and VIP")
+        wait_for(lambda: via_vip() == "rec-a", 30, "the VIP to answer as rec-a")
 
         class InfraReader(LiveReader):
             def run(self) -> None:
@@ -216,25 +203,25 @@ def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
         # 1. Cut rec-a's namespace off: it cannot renew, so it withdraws the VIP itself.
         window_start = time.time()
         lab.port_state("rec-a", "down")
-        wait_until(lambda: holder() == "rec-b", 30, "rec-b to take the token")
-        wait_until(lambda: sampler.holder() == "rec-b", 30, "the VIP on rec-b")
-        wait_until(lambda: via_vip() == "rec-b", 30, "the VIP to answer as rec-b (gratuitous ARP)")
+        wait_for(lambda: holder() == "rec-b", 30, "rec-b to take the token")
+        wait_for(lambda: sampler.holder() == "rec-b", 30, "the VIP on rec-b")
+        wait_for(lambda: via_vip() == "rec-b", 30, "the VIP to answer as rec-b (gratuitous ARP)")
         time.sleep(6)
         lab.port_state("rec-a", "up")
-        wait_until(lambda: holder() == "rec-a" and sampler.holder() == "rec-a", 120, "failback to rec-a")
+        wait_for(lambda: holder() == "rec-a" and sampler.holder() == "rec-a", 120, "failback to rec-a")
 
         # 2. Freeze rec-a: it cannot withdraw anything; the kernel lifetime and the takeover delay
         #    still keep the VIP off two members at once.
         time.sleep(4)
         procs["rec-a"].pause()
-        wait_until(lambda: holder() == "rec-b" and sampler.holder() == "rec-b", 30, "rec-b to hold token and VIP")
+        wait_for(lambda: holder() == "rec-b" and sampler.holder() == "rec-b", 30, "rec-b to hold token and VIP")
         time.sleep(4)
         procs["rec-a"].resume()
-        wait_until(lambda: holder() == "rec-a" and sampler.holder() == "rec-a", 120, "failback to rec-a again")
+        wait_for(lambda: holder() == "rec-a" and sampler.holder() == "rec-a", 120, "failback to rec-a again")
         window_end = time.time() - 2
         time.sleep(6)
         rec_a = f"http://{MEMBER_IPS['rec-a']}:{PORT}"
-        wait_until(
+        wait_for(
             lambda: not lab.run(lambda: audit(rec_a, TOKEN, CAMERA, str(window_start - 4), str(window_end))).lost,
             120,
             "rec-a's archive to be complete after both outages",

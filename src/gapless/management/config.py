@@ -19,6 +19,7 @@ from gapless.recorder.config import (
     CameraConfig,
     ConfigError,
     Listen,
+    Listening,
     Retention,
     Seconds,
     Strict,
@@ -28,19 +29,11 @@ from gapless.recorder.config import (
 )
 
 
-class ManagementSection(Strict):
+class ManagementSection(Listening):
     listen: Listen = "127.0.0.1:7000"
     data: Path
     api_token: str | None = Field(default=None, min_length=16, repr=False)
     gateway: bool = True  # serve the gateway's routes on the same port
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class CoordinatorConfig(Strict):

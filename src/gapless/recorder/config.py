@@ -87,13 +87,10 @@ class ChunkSettings(Strict):
     max_duration: Seconds = 600.0
 
 
-class RecorderSection(Strict):
-    id: str = Field(pattern=_ID)
-    listen: Listen = "127.0.0.1:7101"
-    storage: Path
-    api_token: str | None = Field(default=None, min_length=16, repr=False)
-    retention: Retention = Retention()
-    chunk: ChunkSettings = ChunkSettings()
+class Listening(Strict):
+    """A server section with `listen: host:port`."""
+
+    listen: Listen
 
     @property
     def host(self) -> str:
@@ -102,6 +99,15 @@ class RecorderSection(Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class RecorderSection(Listening):
+    id: str = Field(pattern=_ID)
+    listen: Listen = "127.0.0.1:7101"
+    storage: Path
+    api_token: str | None = Field(default=None, min_length=16, repr=False)
+    retention: Retention = Retention()
+    chunk: ChunkSettings = ChunkSettings()
 
 
 class Partner(Strict):
