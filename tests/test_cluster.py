@@ -108,6 +108,8 @@ def failover_and_back(management, a, b, fault: str, gateway_url: str | None = No
     assert taken and "preferred member" in taken[-1]["reason"], changes(b)
     released = [c for c in changes(b) if c["change"] == "released"]
     assert released and "failback" in released[-1]["reason"], changes(b)
+    metrics = b.api.get("/metrics").text
+    assert 'gapless_token_changes_total{change="taken"}' in metrics and "gapless_cluster_presenting 0.0" in metrics
     audit_clean(a, start - 4, end - 2)
 
 
@@ -155,6 +157,10 @@ def test_switchover_command(tmp_path, cluster):
 
 def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(sim, cluster):
     management, a, b = cluster
+    for path in ("/api/v1/config", "/api/v1/recorders/rec-a/config"):
+        assert httpx.get(f"{management.url}{path}").status_code == 401
+    assert httpx.post(f"{management.url}/coordinator/v1/kv/get", json={"key": "/"}).status_code == 401
+    assert management.api.get("/api/v1/recorders/rec-z/config").status_code == 404
     current = management.api.get("/api/v1/config").json()
     document = current["config"]
     bad = copy.deepcopy(document)
