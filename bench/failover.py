@@ -288,7 +288,8 @@ def main() -> None:
             "failback manual (the killed member returns as standby, backfills, and is the next victim). "
             "*token*: until the gateway's cluster state names the survivor; *live*: until the gateway serves a "
             "live segment with frames captured after the kill; *lost*: frames missing from either archive "
-            "after backfill (SEI audit of the whole run). The lease TTL is the floor for *token*. "
+            "after backfill (SEI audit of the whole run). The lease TTL is the reference for *token* "
+            "(the lease runs from the last renewal, up to TTL/4 before the kill). "
             "Goal: live p99 ≤ 2 s at TTL 1 s, zero lost.",
             "",
             f"| {' | '.join(columns)} |",
