@@ -38,3 +38,28 @@ def test_fragment_round_trip_keeps_samples_and_times():
     assert parsed == samples
     init = build_init_segment(loop.sps, loop.pps, parse_sps(loop.sps))
     assert init[4:8] == b"ftyp" and b"avcC" in init
+
+
+def test_a_gop_stored_in_pieces_is_one_segment_numbered_like_the_whole_gop():
+    """Member A stored GOP 2 in two pieces (its own frames, then the backfilled rest, which does
+    not start with a keyframe); member B stored it whole. Both must list the same segments with the
+    same media sequence numbers, or a player switched between them by the gateway skips or repeats."""
+    from dataclasses import dataclass
+
+    from gapless.recorder.hls import playlist, segments
+
+    @dataclass
+    class Row:
+        start_us: int
+        end_us: int
+        frames: int
+        init: str = "i"
+        keyframe_first: bool = True
+
+    base = 1_700_000_000_000_000
+    whole = [Row(base + k * 2_000_000, base + (k + 1) * 2_000_000, 50) for k in range(6)]
+    split = [*whole[:2], Row(whole[2].start_us, whole[2].start_us + 1_240_000, 31)]
+    split += [Row(whole[2].start_us + 1_240_000, whole[3].start_us, 19, keyframe_first=False), *whole[3:]]
+    assert segments(split) == segments(whole)
+    uris = {"segment_uri": lambda s: f"s/{s.start_us}", "init_uri": lambda i: f"i/{i}"}
+    assert playlist(split, live=True, last=4, **uris) == playlist(whole, live=True, last=4, **uris)

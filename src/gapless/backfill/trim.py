@@ -21,6 +21,7 @@ class KeptRun:
     end_us: int
     frames: int
     payload: bytes
+    keyframe_first: bool
     whole: bool = False  # the partner's fragment unchanged (its verified checksum still holds)
 
 
@@ -45,11 +46,11 @@ def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: 
     if current:
         runs.append(current)
     if len(runs) == 1 and len(runs[0]) == len(samples):
-        return [KeptRun(start_us, end_us, len(samples), payload, whole=True)]
+        return [KeptRun(start_us, end_us, len(samples), payload, samples[0].keyframe, whole=True)]
     kept = []
     for run in runs:
         first, last = run[0], run[-1]
         run_start = start_us if first is samples[0] else ticks_to_us(first.dts)
         run_end = end_us if last is samples[-1] else ticks_to_us(last.dts + last.duration)
-        kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run)))
+        kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run), first.keyframe))
     return kept

@@ -87,6 +87,7 @@ class WriteBatch:
                         self.origin,
                         self.arrival_us,
                         meta["sha256"] if run.whole else None,
+                        run.keyframe_first,
                     )
                 )
                 covered.append((run.start_us, run.end_us))

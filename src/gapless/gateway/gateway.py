@@ -26,7 +26,7 @@ from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.http import bearer_ok, error
 from gapless.management.config import ClusterConfig, ClusterDocument
-from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, signature_valid, signed
+from gapless.recorder.hls import LIVE_SEGMENTS, playlist, segment_path, signature_valid, signed_uris
 
 log = logging.getLogger("gapless.gateway")
 
@@ -39,11 +39,11 @@ FENCE_HEADER = "X-Gapless-Fence"
 class Row:
     """A recorder's fragment listing entry, as far as playlists need it."""
 
-    id: int
     start_us: int
     end_us: int
     frames: int
     init: str
+    keyframe_first: bool
 
 
 class ClusterState:
@@ -106,7 +106,6 @@ class Gateway:
         self.state = ClusterState()
         self.stop_event = threading.Event()
         self.follower: threading.Thread | None = None
-        self.locations: dict[tuple[str, int], dict[str, int]] = {}  # (camera, start_us) -> {member: id}
 
     async def start(self) -> None:
         await self._refresh(force=True)
@@ -182,17 +181,14 @@ class Gateway:
             failures.append(f"{member}: HTTP {reply.status_code}")
         raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
 
-    async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> tuple[str, list[Row]]:
-        member, reply = await self.ask(
+    async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> list[Row]:
+        _member, reply = await self.ask(
             cluster, f"/api/v1/cameras/{camera}/fragments", {"start": f"{start_s:.6f}", "end": f"{end_s:.6f}"}
         )
-        rows = [Row(f["id"], f["start_us"], f["end_us"], f["frames"], f["init"]) for f in reply.json()["fragments"]]
-        for row in rows:
-            self.locations.setdefault((camera, row.start_us), {})[member] = row.id
-        if len(self.locations) > 50_000:
-            for key in list(self.locations)[:10_000]:
-                del self.locations[key]
-        return member, rows
+        return [
+            Row(f["start_us"], f["end_us"], f["frames"], f["init"], f.get("keyframe_first", True))
+            for f in reply.json()["fragments"]
+        ]
 
     def authorize(self, request: web.Request) -> None:
         if "sig" in request.query:
@@ -203,38 +199,11 @@ class Gateway:
             return
         raise error(web.HTTPUnauthorized, "missing or wrong API token")
 
-    def uris(self, camera: str) -> dict:
-        return {
-            "fragment_uri": lambda row: signed(self.token, f"/api/v1/cameras/{camera}/segments/{row.start_us}.m4s"),
-            "init_uri": lambda init: signed(self.token, f"/api/v1/cameras/{camera}/inits/{init}.mp4"),
-        }
-
-    async def segment(self, cluster: ClusterConfig, camera: str, start_us: int) -> bytes:
-        known = self.locations.get((camera, start_us), {})
-        for member, _fence in self.candidates(cluster):
-            fragment_id = known.get(member)
-            entry = self.document.recorder(member)
-            headers = {"Authorization": f"Bearer {entry.token}"}
-            base = entry.url.rstrip("/")
-            try:
-                if fragment_id is None:
-                    params = {"start": f"{start_us / 1e6 - 0.001:.6f}", "end": f"{start_us / 1e6 + 0.001:.6f}"}
-                    listing = await self.http.get(
-                        f"{base}/api/v1/cameras/{camera}/fragments", params=params, headers=headers
-                    )
-                    if listing.status_code != 200:
-                        continue
-                    fragment_id = next(
-                        (f["id"] for f in listing.json()["fragments"] if f["start_us"] == start_us), None
-                    )
-                    if fragment_id is None:
-                        continue
-                reply = await self.http.get(f"{base}/api/v1/fragments/{fragment_id}", headers=headers)
-            except httpx.HTTPError:
-                continue
-            if reply.status_code == 200:
-                return reply.content
-        raise error(web.HTTPNotFound, f"no member of {cluster.id} holds the segment at {start_us}")
+    async def media(self, cluster: ClusterConfig, path: str) -> bytes:
+        """A segment or init segment: from the holder, else from any member that has it (both
+        members store the same GOP under the same camera-time path)."""
+        _member, reply = await self.ask(cluster, path)
+        return reply.content
 
 
 def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
@@ -311,10 +280,10 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         now = time.time()
-        _member, rows = await gateway.rows(cluster, camera, now - LIVE_WINDOW_S, now + 10)
+        rows = await gateway.rows(cluster, camera, now - LIVE_WINDOW_S, now + 10)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
-        text = playlist(rows[-LIVE_SEGMENTS:], live=True, nominal_us=nominal_duration_us(rows), **gateway.uris(camera))
+        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **signed_uris(gateway.token, camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
@@ -329,10 +298,10 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
             raise error(web.HTTPBadRequest, "start= and end= are required, in epoch seconds") from None
         if not 0 < end - start <= 24 * 3600:
             raise error(web.HTTPBadRequest, "end must be after start, at most 24 h")
-        _member, rows = await gateway.rows(cluster, camera, start, end)
+        rows = await gateway.rows(cluster, camera, start, end)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
-        text = playlist(rows, live=False, nominal_us=nominal_duration_us(rows), **gateway.uris(camera))
+        text = playlist(rows, live=False, **signed_uris(gateway.token, camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
@@ -341,16 +310,17 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
-        data = await gateway.segment(cluster, camera, int(request.match_info["start"]))
+        data = await gateway.media(cluster, segment_path(camera, int(request.match_info["start"])))
         return web.Response(body=data, content_type="video/iso.segment")
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
     @own_auth
     async def init(request: web.Request) -> web.Response:
         gateway.authorize(request)
-        cluster = await gateway.camera(request.match_info["camera"])
-        _member, reply = await gateway.ask(cluster, f"/api/v1/inits/{request.match_info['init']}")
-        return web.Response(body=reply.content, content_type="video/mp4")
+        camera = request.match_info["camera"]
+        cluster = await gateway.camera(camera)
+        data = await gateway.media(cluster, f"/api/v1/cameras/{camera}/inits/{request.match_info['init']}.mp4")
+        return web.Response(body=data, content_type="video/mp4")
 
     return routes
 

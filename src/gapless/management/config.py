@@ -26,6 +26,7 @@ from gapless.recorder.config import (
     _format,
     api_token,
     load_yaml_config,
+    unique_camera_ids,
 )
 
 
@@ -92,6 +93,8 @@ class ClusterConfig(Strict):
         if not 0.5 <= value <= 60:
             raise ValueError("lease_ttl must be between 0.5s and 60s")
         return value
+
+    _unique_cameras = field_validator("cameras")(unique_camera_ids)
 
     @field_validator("members")
     @classmethod

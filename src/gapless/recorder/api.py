@@ -17,7 +17,7 @@ from gapless.backfill.jobs import STATES
 from gapless.http import error
 from gapless.media.fmp4 import init_parameter_sets, with_inband_parameter_sets
 from gapless.media.progressive import to_progressive
-from gapless.recorder.hls import LIVE_SEGMENTS, nominal_duration_us, playlist, recorder_uris, signature_valid
+from gapless.recorder.hls import LIVE_SEGMENTS, MAX_GOP_US, continues_gop, playlist, signature_valid, signed_uris
 from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import merged
 from gapless.storage.store import StorageError
@@ -30,7 +30,8 @@ MAX_RANGE_US = {
 }
 #: Paths a player opens itself: they also accept ?token= or a signed URL (?exp=&sig=).
 _MEDIA_PATH = re.compile(
-    r"^/api/v1/(fragments/[0-9]+|inits/[0-9a-f]+|cameras/[^/]+/(live\.m3u8|playback\.m3u8|export\.mp4))$"
+    r"^/api/v1/(fragments/[0-9]+|inits/[0-9a-f]+|cameras/[^/]+/"
+    r"(live\.m3u8|playback\.m3u8|export\.mp4|segments/[0-9]+\.m4s|inits/[0-9a-f]+\.mp4))$"
 )
 _FRAGMENT_ID = re.compile(r"^[0-9]{1,18}$")
 
@@ -47,8 +48,6 @@ class BackfillRequest(BaseModel):
 
 def build_api(recorder) -> web.Application:
     token = recorder.config.recorder.api_token
-    fragment_uri, init_uri = recorder_uris(token)
-    uris = {"fragment_uri": fragment_uri, "init_uri": init_uri}
 
     @web.middleware
     async def fenced(request: web.Request, handler):
@@ -244,19 +243,44 @@ def build_api(recorder) -> web.Application:
             if data:
                 yield data
 
+    @routes.get(r"/api/v1/cameras/{camera}/segments/{start:[0-9]{1,18}}.m4s")
+    async def segment(request: web.Request) -> web.Response:
+        """One playlist segment: the fragment starting at this camera time, with the later pieces
+        of its GOP (see hls.segments)."""
+        cam, start = camera_id(request), int(request.match_info["start"])
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, start + MAX_GOP_US)
+        rows = [r for r in rows if r.start_us >= start]
+        if not rows or rows[0].start_us != start:
+            raise error(web.HTTPNotFound, f"no segment of {cam} starts at {start}")
+        pieces = [rows[0]]
+        for row in rows[1:]:
+            if not continues_gop(start, rows[0].init, row):
+                break
+            pieces.append(row)
+        data = b"".join([await asyncio.to_thread(recorder.store.read_payload, r) for r in pieces])
+        return web.Response(body=data, content_type="video/iso.segment")
+
+    @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
+    async def camera_init(request: web.Request) -> web.Response:
+        camera_id(request)
+        segment = await asyncio.to_thread(recorder.store.init, request.match_info["init"])
+        if segment is None:
+            raise error(web.HTTPNotFound, "no such init segment")
+        return web.Response(body=segment.data, content_type="video/mp4")
+
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
     async def live(request: web.Request) -> web.Response:
         cam = camera_id(request)
         rows = await asyncio.to_thread(recorder.store.recent_fragments, cam, 3 * LIVE_SEGMENTS)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {cam}")
-        text = playlist(rows[-LIVE_SEGMENTS:], live=True, nominal_us=nominal_duration_us(rows), **uris)
+        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **signed_uris(token, cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     async def playback(request: web.Request) -> web.Response:
-        _cam, rows = await recorded(request, "playback")
-        text = playlist(rows, live=False, nominal_us=nominal_duration_us(rows), **uris)
+        cam, rows = await recorded(request, "playback")
+        text = playlist(rows, live=False, **signed_uris(token, cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.post("/api/v1/backfill")

@@ -129,6 +129,15 @@ class CameraConfig(Strict):
     partners: list[Partner] | None = None
 
 
+def unique_camera_ids(cameras: list[CameraConfig]) -> list[CameraConfig]:
+    seen: set[str] = set()
+    for camera in cameras:
+        if camera.id in seen:
+            raise ValueError(f"camera id {camera.id!r} appears twice")
+        seen.add(camera.id)
+    return cameras
+
+
 class BackfillSettings(Strict):
     concurrency: int = Field(default=4, ge=1, le=64)
     max_rate: Bytes | None = None  # bytes per second over all jobs; none = unlimited
@@ -151,15 +160,7 @@ class RecorderConfig(Strict):
     backfill: BackfillSettings = BackfillSettings()
     cameras: list[CameraConfig] = []
 
-    @field_validator("cameras")
-    @classmethod
-    def _unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        seen: set[str] = set()
-        for camera in cameras:
-            if camera.id in seen:
-                raise ValueError(f"camera id {camera.id!r} appears twice")
-            seen.add(camera.id)
-        return cameras
+    _unique = field_validator("cameras")(unique_camera_ids)
 
     @model_validator(mode="after")
     def _managed_alone(self) -> RecorderConfig:

@@ -190,4 +190,5 @@ class Fragmenter:
             build_fragment(self.seq, samples),
             self.origin,
             items[0][0].arrival_us,
+            keyframe_first=items[0][2],
         )

@@ -14,9 +14,9 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gapless.recorder.timeparse import iso
-from gapless.storage.store import FragmentRow
 
 LIVE_SEGMENTS = 6
 SIGNED_URL_TTL_S = 6 * 3600
@@ -38,55 +38,102 @@ def signature_valid(token: str, path: str, expires: str, signature: str) -> bool
     return hmac.compare_digest(sign(token, path, int(expires)), signature)
 
 
-def nominal_duration_us(rows: list[FragmentRow]) -> int:
+def nominal_duration_us(rows: list) -> int:
     durations = [r.end_us - r.start_us for r in rows] or [2_000_000]
     return max(1000, round(statistics.median(durations), -3))
 
 
-def recorder_uris(token: str) -> tuple[Callable[[FragmentRow], str], Callable[[str], str]]:
-    """Segment and init URIs of a recorder's own playlists: signed, so players need no header."""
-    return (
-        lambda row: signed(token, f"/api/v1/fragments/{row.id}"),
-        lambda init: signed(token, f"/api/v1/inits/{init}"),
-    )
+#: A GOP's later pieces join the segment of its first piece only if they start this soon after it.
+MAX_GOP_US = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One playlist entry: a GOP, made of one stored fragment or of several pieces of it."""
+
+    start_us: int
+    end_us: int
+    frames: int
+    init: str
+
+
+def continues_gop(segment_start_us: int, segment_init: str, row) -> bool:
+    """Whether a fragment is a later piece of the GOP whose segment starts at segment_start_us:
+    it does not start with a keyframe (a GOP split at missing frames, or the backfilled rest of a
+    GOP), has the same init segment, and starts within MAX_GOP_US."""
+    return not row.keyframe_first and row.init == segment_init and row.start_us - segment_start_us < MAX_GOP_US
+
+
+def segments(rows: list) -> list[Segment]:
+    """Group rows (sorted by start; anything with start_us, end_us, frames, init, keyframe_first)
+    into segments, one per GOP (see continues_gop). Two recorders of one camera therefore list a
+    GOP as the same segment, starting at its keyframe's camera time, however each stores it."""
+    out: list[Segment] = []
+    for row in rows:
+        last = out[-1] if out else None
+        if last is not None and continues_gop(last.start_us, last.init, row):
+            out[-1] = Segment(last.start_us, max(last.end_us, row.end_us), last.frames + row.frames, last.init)
+        else:
+            out.append(Segment(row.start_us, row.end_us, row.frames, row.init))
+    return out
+
+
+def segment_path(camera: str, start_us: int) -> str:
+    """Where a segment is fetched, on a recorder and on the gateway alike."""
+    return f"/api/v1/cameras/{camera}/segments/{start_us}.m4s"
+
+
+def signed_uris(token: str, camera: str) -> dict[str, Callable]:
+    """Segment and init URIs for playlists: signed, so players need no header."""
+    return {
+        "segment_uri": lambda segment: signed(token, segment_path(camera, segment.start_us)),
+        "init_uri": lambda init: signed(token, f"/api/v1/cameras/{camera}/inits/{init}.mp4"),
+    }
 
 
 def playlist(
-    rows: list[FragmentRow],
+    rows: list,
     *,
     live: bool,
-    nominal_us: int,
-    fragment_uri: Callable[[FragmentRow], str],
+    segment_uri: Callable[[Segment], str],
     init_uri: Callable[[str], str],
+    last: int | None = None,
 ) -> str:
-    """A playlist of stored fragments (rows: anything with id, start_us, end_us, frames, init)."""
-    target = max(1, math.ceil(max((r.end_us - r.start_us for r in rows), default=nominal_us) / 1e6))
+    """A playlist of stored fragments, grouped into segments (see `segments`); `last` keeps only
+    the newest that many segments (live). Media sequence numbers come from camera time over the
+    nominal GOP duration of all the rows given, so give the same window on every recorder."""
+    entries = segments(rows)
+    nominal_us = nominal_duration_us(entries)
+    if last is not None:
+        entries = entries[-last:]
+    target = max(1, math.ceil(max((e.end_us - e.start_us for e in entries), default=nominal_us) / 1e6))
     lines = ["#EXTM3U", "#EXT-X-VERSION:9" if live else "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{target}"]
     if not live:
         lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
-    first_msn = round(rows[0].start_us / nominal_us) if rows else 0
+    first_msn = round(entries[0].start_us / nominal_us) if entries else 0
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first_msn}")
     msn = first_msn - 1
     init = None
     prev_end = None
-    for row in rows:
-        want = max(msn + 1, round(row.start_us / nominal_us))
-        gap = prev_end is not None and row.start_us - prev_end > 1.5 * (row.end_us - row.start_us) / max(1, row.frames)
+    for entry in entries:
+        want = max(msn + 1, round(entry.start_us / nominal_us))
+        frame_us = (entry.end_us - entry.start_us) / max(1, entry.frames)
+        gap = prev_end is not None and entry.start_us - prev_end > 1.5 * frame_us
         if live:
-            for _ in range(want - msn - 1):  # fragments this recorder does not have
+            for _ in range(want - msn - 1):  # segments this recorder does not have
                 lines += ["#EXT-X-GAP", f"#EXTINF:{nominal_us / 1e6:.3f},", "gap.m4s"]
             msn = want
         else:
             msn += 1
-        if gap or (init is not None and row.init != init):
+        if gap or (init is not None and entry.init != init):
             lines.append("#EXT-X-DISCONTINUITY")
-        if row.init != init:
-            lines.append(f'#EXT-X-MAP:URI="{init_uri(row.init)}"')
-            init = row.init
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(row.start_us)}")
-        lines.append(f"#EXTINF:{(row.end_us - row.start_us) / 1e6:.6f},")
-        lines.append(fragment_uri(row))
-        prev_end = row.end_us
+        if entry.init != init:
+            lines.append(f'#EXT-X-MAP:URI="{init_uri(entry.init)}"')
+            init = entry.init
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(entry.start_us)}")
+        lines.append(f"#EXTINF:{(entry.end_us - entry.start_us) / 1e6:.6f},")
+        lines.append(segment_uri(entry))
+        prev_end = entry.end_us
     if not live:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS fragments (
   id INTEGER PRIMARY KEY, camera TEXT NOT NULL, run TEXT NOT NULL, seq INTEGER NOT NULL,
   start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, frames INTEGER NOT NULL, bytes INTEGER NOT NULL,
   chunk INTEGER NOT NULL REFERENCES chunks(id), offset INTEGER NOT NULL, length INTEGER NOT NULL,
-  sha256 TEXT NOT NULL, init TEXT NOT NULL REFERENCES inits(id), origin TEXT NOT NULL, arrival_us INTEGER);
+  sha256 TEXT NOT NULL, init TEXT NOT NULL REFERENCES inits(id), origin TEXT NOT NULL, arrival_us INTEGER,
+  keyframe_first INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS fragments_by_time ON fragments(camera, start_us);
 CREATE INDEX IF NOT EXISTS fragments_by_chunk ON fragments(chunk);
 """
@@ -76,6 +77,9 @@ class Fragment:
     arrival_us: int
     #: The payload's SHA-256 when the caller has just verified it (backfill); computed otherwise.
     sha256: str | None = None
+    #: False for the later pieces of a GOP (split at missing frames, or a backfilled remainder):
+    #: playlists serve a GOP's pieces as one segment, so both members of a cluster number it alike.
+    keyframe_first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ class FragmentRow:
     sha256: str
     init: str
     origin: str
+    keyframe_first: bool
 
     def public(self) -> dict:
         return {
@@ -108,10 +113,14 @@ class FragmentRow:
             "sha256": self.sha256,
             "init": self.init,
             "origin": self.origin,
+            "keyframe_first": bool(self.keyframe_first),
         }
 
 
-_ROW_COLUMNS = "id, camera, run, seq, start_us, end_us, frames, bytes, chunk, offset, length, sha256, init, origin"
+_ROW_COLUMNS = (
+    "id, camera, run, seq, start_us, end_us, frames, bytes, chunk, offset, length, sha256, init, origin, keyframe_first"
+)
+_INSERT_FRAGMENT = f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}, arrival_us) VALUES ({', '.join('?' * 15)})"
 
 
 def record_head(kind: bytes, header: dict, payload_length: int) -> bytes:
@@ -163,6 +172,9 @@ class FragmentStore:
         self._open_chunks: dict[str, tuple[int, object, set[str], int]] = {}
         db = self.db()
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(fragments)")}
+        if "keyframe_first" not in columns:  # an index from before the column existed
+            db.execute("ALTER TABLE fragments ADD COLUMN keyframe_first INTEGER NOT NULL DEFAULT 1")
         db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('open_id', ?)", (uuid.uuid4().hex,))
         db.commit()
@@ -265,7 +277,7 @@ class FragmentStore:
                 )
             else:
                 db.execute(
-                    f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}, arrival_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _INSERT_FRAGMENT,
                     (
                         header["camera"],
                         header["run"],
@@ -280,6 +292,7 @@ class FragmentStore:
                         header["sha256"],
                         header["init"],
                         header["origin"],
+                        int(header.get("keyframe_first", True)),
                         header.get("arrival_us"),
                     ),
                 )
@@ -358,6 +371,7 @@ class FragmentStore:
                 "origin": frag.origin,
                 "arrival_us": frag.arrival_us,
                 "sha256": frag.sha256 or hashlib.sha256(frag.payload).hexdigest(),
+                "keyframe_first": frag.keyframe_first,
             }
             fh.write(record_head(b"F", header, len(frag.payload)))
             payload_at = fh.tell()
@@ -377,7 +391,7 @@ class FragmentStore:
             )
         for frag, chunk_id, payload_at, header in planned:
             cur = db.execute(
-                f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}, arrival_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                _INSERT_FRAGMENT,
                 (
                     frag.camera,
                     frag.run,
@@ -392,6 +406,7 @@ class FragmentStore:
                     header["sha256"],
                     frag.init.id,
                     frag.origin,
+                    int(frag.keyframe_first),
                     frag.arrival_us,
                 ),
             )
