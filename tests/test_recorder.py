@@ -212,7 +212,7 @@ def test_live_and_playback_playlists_play_through_signed_urls(sim, make_recorder
     first_pdt = next(x for x in lines if x.startswith("#EXT-X-PROGRAM-DATE-TIME:")).split(":", 1)[1]
     assert sequence == round(parse_time_us(first_pdt) / nominal_us)
     init_uri = next(x for x in lines if x.startswith("#EXT-X-MAP:")).split('"')[1]
-    segments = [x for x in lines if x.startswith("/api/v1/fragments/")]
+    segments = [x for x in lines if x.startswith("/api/v1/cameras/lobby/segments/")]
     assert len(segments) >= 3
     # Players that cannot send headers: the signed URLs alone open the media, no token needed.
     media = b"".join(httpx.get(rec.url + uri).raise_for_status().content for uri in [init_uri, *segments])
@@ -226,7 +226,7 @@ def test_live_and_playback_playlists_play_through_signed_urls(sim, make_recorder
     start, end = window(rec, "lobby")
     vod = rec.api.get("/api/v1/cameras/lobby/playback.m3u8", params={"start": start, "end": end})
     assert vod.status_code == 200 and vod.text.rstrip().endswith("#EXT-X-ENDLIST")
-    assert sum(1 for x in vod.text.splitlines() if x.startswith("/api/v1/fragments/")) >= 4
+    assert sum(1 for x in vod.text.splitlines() if x.startswith("/api/v1/cameras/lobby/segments/")) >= 4
 
 
 def test_reindex_rebuilds_the_same_index_from_chunk_files(sim, make_recorder):

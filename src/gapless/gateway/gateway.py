@@ -31,8 +31,13 @@ from gapless.recorder.hls import LIVE_SEGMENTS, playlist, segment_path, signatur
 log = logging.getLogger("gapless.gateway")
 
 LIVE_WINDOW_S = 40
+HEDGE_S = 0.5  # ask the other member too when the holder has not answered by then
 DOCUMENT_REFRESH_S = 10.0
 FENCE_HEADER = "X-Gapless-Fence"
+
+
+class MemberFailed(Exception):
+    """A member could not be asked (connection refused, timed out)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ class Gateway:
         self.management_url, self.management_token = management_url, management_token
         self.document: ClusterDocument | None = None
         self.document_at = 0.0
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=1.0))
         self.state = ClusterState()
         self.stop_event = threading.Event()
         self.follower: threading.Thread | None = None
@@ -164,22 +169,48 @@ class Gateway:
         return order
 
     async def ask(self, cluster: ClusterConfig, path: str, params: dict | None = None) -> tuple[str, httpx.Response]:
-        """GET path from the holder; if it fails or refuses (fenced), from the other member."""
-        failures = []
-        for member, fence in self.candidates(cluster):
-            entry = self.document.recorder(member)
-            headers = {"Authorization": f"Bearer {entry.token}"}
-            if fence is not None:
-                headers[FENCE_HEADER] = str(fence)
+        """GET path from the holder (with its fencing revision). If it refuses, fails, or has not
+        answered within HEDGE_S (a frozen holder accepts connections and never replies), the other
+        member is asked too, and the first good answer wins: both hold the same media."""
+        failures: list[str] = []
+        pending: set[asyncio.Task] = set()
+        try:
+            for member, fence in self.candidates(cluster):
+                pending.add(asyncio.create_task(self._get(member, fence, path, params)))
+                done, pending = await asyncio.wait(pending, timeout=HEDGE_S, return_when=asyncio.FIRST_COMPLETED)
+                if (answer := self._first_good(done, failures)) is not None:
+                    return answer
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if (answer := self._first_good(done, failures)) is not None:
+                    return answer
+        finally:
+            for task in pending:
+                task.cancel()
+        raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
+
+    async def _get(self, member: str, fence: int | None, path: str, params: dict | None) -> tuple[str, httpx.Response]:
+        entry = self.document.recorder(member)
+        headers = {"Authorization": f"Bearer {entry.token}"}
+        if fence is not None:
+            headers[FENCE_HEADER] = str(fence)
+        try:
+            return member, await self.http.get(f"{entry.url.rstrip('/')}{path}", params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise MemberFailed(f"{member}: {type(exc).__name__}") from None
+
+    @staticmethod
+    def _first_good(done: set[asyncio.Task], failures: list[str]) -> tuple[str, httpx.Response] | None:
+        for task in done:
             try:
-                reply = await self.http.get(f"{entry.url.rstrip('/')}{path}", params=params, headers=headers)
-            except httpx.HTTPError as exc:
-                failures.append(f"{member}: {type(exc).__name__}")
+                member, reply = task.result()
+            except MemberFailed as exc:
+                failures.append(str(exc))
                 continue
             if reply.status_code == 200:
                 return member, reply
             failures.append(f"{member}: HTTP {reply.status_code}")
-        raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
+        return None
 
     async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> list[Row]:
         _member, reply = await self.ask(
