@@ -13,6 +13,7 @@ camera time) continue: the player sees one stream, with no restart.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import threading
 import time
@@ -113,9 +114,9 @@ class Gateway:
         self.follower: threading.Thread | None = None
 
     async def start(self) -> None:
-        await self._refresh(force=True)
+        await self.refresh(force=True)
 
-    async def _refresh(self, force: bool = False) -> ClusterDocument:
+    async def refresh(self, force: bool = False) -> ClusterDocument:
         if force or self.document is None or time.monotonic() - self.document_at > DOCUMENT_REFRESH_S:
             try:
                 _version, document = await self.document_source()
@@ -153,7 +154,7 @@ class Gateway:
 
     # ---- routing ---------------------------------------------------------------------------
     async def camera(self, camera_id: str) -> ClusterConfig:
-        document = await self._refresh()
+        document = await self.refresh()
         cluster = document.cluster_of_camera(camera_id)
         if cluster is None:
             raise error(web.HTTPNotFound, f"no camera {camera_id!r} in any cluster")
@@ -226,7 +227,8 @@ class Gateway:
             if signature_valid(self.token, request.path, request.query.get("exp", ""), request.query["sig"]):
                 return
             raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
-        if bearer_ok(request, self.token) or request.query.get("token") == self.token:
+        query_token = request.query.get("token", "")
+        if bearer_ok(request, self.token) or (query_token and hmac.compare_digest(query_token, self.token)):
             return
         raise error(web.HTTPUnauthorized, "missing or wrong API token")
 
@@ -248,7 +250,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @own_auth
     async def cameras(request: web.Request) -> web.Response:
         gateway.authorize(request)
-        document = await gateway._refresh()
+        document = await gateway.refresh()
         listed = []
         for cluster in document.clusters:
             holder = gateway.state.holder(cluster.id)
@@ -267,7 +269,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @own_auth
     async def cluster_state(request: web.Request) -> web.Response:
         gateway.authorize(request)
-        document = await gateway._refresh()
+        document = await gateway.refresh()
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
         if cluster is None:
             raise error(web.HTTPNotFound, f"no cluster {request.match_info['cluster']!r}")
