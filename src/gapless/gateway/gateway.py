@@ -227,8 +227,8 @@ class Gateway:
             if signature_valid(self.token, request.path, request.query.get("exp", ""), request.query["sig"]):
                 return
             raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
-        query_token = request.query.get("token", "")
-        if bearer_ok(request, self.token) or (query_token and hmac.compare_digest(query_token, self.token)):
+        query_token = request.query.get("token", "").encode()
+        if bearer_ok(request, self.token) or (query_token and hmac.compare_digest(query_token, self.token.encode())):
             return
         raise error(web.HTTPUnauthorized, "missing or wrong API token")
 
