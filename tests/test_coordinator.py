@@ -49,10 +49,12 @@ def coordinator(request, tmp_path):
         (tmp_path / "m.yaml").write_text(yaml.safe_dump(config))
         proc = Proc([*GAPLESS, "management", "--config", str(tmp_path / "m.yaml")], tmp_path / "m.log").start()
         made = EmbeddedCoordinator(f"http://127.0.0.1:{port}", TOKEN, timeout=2.0)
-    wait_for(lambda: reachable(made), 60, f"{request.param} coordinator")
-    yield made
-    made.close()
-    proc.stop()
+    try:
+        wait_for(lambda: reachable(made), 60, f"{request.param} coordinator")
+        yield made
+    finally:
+        made.close()
+        proc.stop()
 
 
 def test_create_is_atomic_and_compare_and_set_checks_the_revision(coordinator):
