@@ -265,7 +265,11 @@ class Etcd:
                 "500",
             ]
             self.nodes.append(Proc(args, tmp_path / f"etcd{i}.log").start())
-        wait_for(self.healthy, 60, "etcd cluster health")
+        try:
+            wait_for(self.healthy, 60, "etcd cluster health")
+        except AssertionError:
+            self.close()
+            raise
 
     @property
     def endpoints(self) -> list[str]:

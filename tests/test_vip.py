@@ -35,13 +35,24 @@ MGMT = f"http://{INFRA_IP}:7000"
 
 class Lab:
     def __init__(self) -> None:
-        from pyroute2 import NetNS, netns
+        from pyroute2 import netns
 
         tag = uuid.uuid4().hex[:6]
         self.infra = f"gl{tag}i"
         self.member_ns = {"rec-a": f"gl{tag}a", "rec-b": f"gl{tag}b"}
         self.netns = netns
         self.created: list[str] = []
+        self.pool = None
+        try:
+            self._build()
+        except Exception:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        from pyroute2 import NetNS
+
+        netns = self.netns
         for name in (self.infra, *self.member_ns.values()):
             netns.create(name)
             self.created.append(name)
@@ -81,7 +92,8 @@ class Lab:
         return [sys.executable, "-c", enter, name]
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
         for name in self.created:
             self.netns.remove(name)
 
