@@ -19,7 +19,9 @@ CLUSTER = "main"
 
 
 class Management:
-    def __init__(self, tmp: Path, sim, coordinator: dict | None = None, ttl: str = "1s") -> None:
+    def __init__(
+        self, tmp: Path, sim, coordinator: dict | None = None, ttl: str = "1s", failback: str = "auto"
+    ) -> None:
         self.port = free_port()
         self.tmp = tmp
         self.recorder_ports = {"rec-a": free_port(), "rec-b": free_port()}
@@ -35,7 +37,7 @@ class Management:
                     "id": CLUSTER,
                     "members": ["rec-a", "rec-b"],
                     "lease_ttl": ttl,
-                    "failback": "auto",
+                    "failback": failback,
                     "backfill": {"scan_interval": "10s"},
                     "cameras": [{"id": CAMERA, "url": sim.url("cam0")}],
                 }

@@ -28,9 +28,11 @@ def sim(tmp_path):
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path, sim, coordinator: dict | None = None, storage_a: Path | None = None):
+def running_cluster(
+    tmp_path, sim, coordinator: dict | None = None, storage_a: Path | None = None, failback: str = "auto"
+):
     """Management server, rec-a (primary, holding the token) and rec-b, all recording; stopped after."""
-    management = Management(tmp_path, sim, coordinator)
+    management = Management(tmp_path, sim, coordinator, failback=failback)
     members = [
         managed_recorder(tmp_path, "rec-a", management, **({"storage": str(storage_a)} if storage_a else {})),
         managed_recorder(tmp_path, "rec-b", management),
@@ -153,6 +155,25 @@ def test_switchover_command(tmp_path, cluster):
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert bad.status_code == 400 and "rec-z" in bad.json()["error"]
+
+
+def test_failback_manual_keeps_the_token_until_a_switchover(tmp_path, sim):
+    with running_cluster(tmp_path, sim, failback="manual") as (management, a, b):
+        a.proc.kill()
+        state = wait_holder(management, "rec-b", timeout=30)
+        a.start()
+        wait_for(
+            lambda: next(m for m in management.cluster()["members"] if m["id"] == "rec-a")["ready"],
+            120,
+            "rec-a to be ready again (backfill done)",
+        )
+        time.sleep(5)  # with failback auto it would have taken the token back by now
+        assert management.cluster()["holder"] == "rec-b" and management.cluster()["fence"] == state["fence"]
+        switched = management.api.post("/api/v1/clusters/main/switchover", json={"to": "rec-a"})
+        assert switched.status_code == 200 and switched.json() == {"cluster": "main", "from": "rec-b", "to": "rec-a"}
+        wait_holder(management, "rec-a", timeout=30)
+        released = [c for c in changes(b) if c["change"] == "released"]
+        assert released and released[-1]["reason"] == "switchover", changes(b)
 
 
 def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(sim, cluster):
