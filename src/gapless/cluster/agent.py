@@ -13,7 +13,8 @@ Rules (numbered as in docs/design/ha.md):
    successful renewal (or failsafe round) was sent. `presenting()` computes this at call time,
    so a process that was stalled and resumes does not act as holder for even one request.
 3. The preferred member (the first, or the one a switchover named) takes a free token at once;
-   the other takes it only when the preferred one is down or unfit, or left it free for 2 TTLs.
+   the other takes it only when the preferred one is down or unfit, or left it free for 2 TTLs,
+   and not in its own first 2 TTLs (at a cold start both members come up together).
 4. A holder that is not preferred hands the token back when the preferred member is ready (its
    backfill has closed the gap) and failback is auto, or when a switchover asks: it stops
    presenting first, then deletes the key.
@@ -130,6 +131,7 @@ class HaAgent(threading.Thread):
         self._published: dict | None = None
         self.on_change: Callable[[TokenChange], None] | None = None
         self.identity_lock = threading.Lock()
+        self.started = time.monotonic()
         self.watchdog = threading.Thread(target=self._identity_loop, name=f"ha-identity-{cluster}", daemon=True)
 
     # ---- what the rest of the recorder asks ------------------------------------------------
@@ -317,6 +319,8 @@ class HaAgent(threading.Thread):
             if now < state.failsafe_ack_until:
                 return  # a peer held the token in failsafe moments ago: give it time to come back
         if preferred != self.me:
+            if now - self.started < 2 * state.lease_ttl:
+                return  # just started: the preferred member may be starting too
             other = self.coordinator.get(member_key(self.cluster, preferred))
             if other is not None and not other.value.get("unfit") and absent_for < 2 * state.lease_ttl:
                 return  # the preferred member is alive and fit: give it two TTLs to take the token
