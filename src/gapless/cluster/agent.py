@@ -129,7 +129,6 @@ class HaAgent(threading.Thread):
         self.stop_event = threading.Event()
         self.http = httpx.Client(timeout=ttl / 4)
         self._published: dict | None = None
-        self.on_change: Callable[[TokenChange], None] | None = None
         self.identity_lock = threading.Lock()
         self.started = time.monotonic()
         self.watchdog = threading.Thread(target=self._identity_loop, name=f"ha-identity-{cluster}", daemon=True)
@@ -438,8 +437,6 @@ class HaAgent(threading.Thread):
         self.state.changes.append(event)
         del self.state.changes[:-100]
         log.warning("token %s: cluster=%s member=%s fence=%d reason=%s", change, self.cluster, self.me, fence, reason)
-        if self.on_change is not None:
-            self.on_change(event)
 
 
 class Identity(Protocol):

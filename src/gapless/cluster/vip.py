@@ -46,7 +46,6 @@ class VirtualIP:
         iface = ipaddress.ip_interface(address)
         self.address, self.prefixlen = str(iface.ip), iface.network.prefixlen
         self.interface = interface
-        self.present = False
         self._warned = False
 
     def takeover_delay(self) -> float:
@@ -64,7 +63,6 @@ class VirtualIP:
                 if not self._warned:
                     log.error("virtual IP: no interface %r; not presenting %s", self.interface, self.address)
                     self._warned = True
-                self.present = False
                 return
             index = links[0]
             here = any(a.get("IFA_ADDRESS") == self.address for a in ipr.get_addr(index=index))
@@ -76,7 +74,6 @@ class VirtualIP:
                         if exc.code != 99:  # EADDRNOTAVAIL: the kernel's lifetime got there first
                             raise
                     log.warning("virtual IP %s removed from %s", self.address, self.interface)
-                self.present = False
                 return
             lifetime = max(1, math.floor(remaining_s))
             info = {"ifa_preferred": lifetime, "ifa_valid": lifetime, "cstamp": 0, "tstamp": 0}
@@ -88,4 +85,3 @@ class VirtualIP:
                     gratuitous_arp(self.interface, self.address, mac)
                 except OSError as exc:
                     log.error("virtual IP: gratuitous ARP failed: %s", exc)
-            self.present = True

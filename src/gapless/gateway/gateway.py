@@ -59,7 +59,6 @@ class ClusterState:
         self.keys: dict[str, KeyValue] = {}
         self.lock = threading.Lock()
         self.reachable = False
-        self.updated = 0.0
 
     def holder(self, cluster: str) -> tuple[str, int] | None:
         with self.lock:
@@ -80,7 +79,7 @@ class ClusterState:
                 kvs, revision = coordinator.get_prefix(PREFIX)
                 with self.lock:
                     self.keys = {kv.key: kv for kv in kvs}
-                    self.reachable, self.updated = True, time.monotonic()
+                    self.reachable = True
                 while not stop.is_set():
                     for event in coordinator.watch(PREFIX, revision, timeout=2.0):
                         with self.lock:
@@ -88,7 +87,6 @@ class ClusterState:
                                 self.keys[event.key] = event.kv
                             else:
                                 self.keys.pop(event.key, None)
-                            self.updated = time.monotonic()
                         revision = max(revision, event.revision)
             except Compacted:
                 continue
