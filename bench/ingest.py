@@ -165,8 +165,8 @@ def main() -> None:
     for r in results:
         row = (
             str(r["cameras"]),
-            f"{r['recorder']:.0f}",
-            f"{r['ffmpeg']:.0f}",
+            f"{r['recorder']:.1f}",
+            f"{r['ffmpeg']:.1f}",
             f"{r['recorder'] / r['ffmpeg']:.2f}",
             str(r["lost"]),
         )

@@ -15,7 +15,8 @@ from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.fragmenter import Fragmenter, Packet
 from gapless.recorder.reader import StreamReader
-from gapless.recorder.rtsp import AccessUnit, RtspClient, RtspError, StreamInfo, UnsupportedStream
+from gapless.recorder.rtp import AccessUnit, InterleavedH264
+from gapless.recorder.rtsp import RtspClient, RtspError, StreamInfo, UnsupportedStream
 from gapless.storage.store import Fragment
 
 log = logging.getLogger("gapless.ingest")
@@ -88,6 +89,13 @@ class CameraIngest(threading.Thread):
         self.out = out
         self.stop_event = threading.Event()
         self.feed = FeedState()
+        self.session: _Session | None = None
+
+    def stop(self) -> None:
+        """End recording: the session in progress is detached, and the GOP it was building is kept."""
+        self.stop_event.set()
+        if self.session is not None:
+            self.reader.detach(self.session)
 
     def run(self) -> None:
         backoff = 1.0
@@ -131,10 +139,12 @@ class CameraIngest(threading.Thread):
                 raise CameraFailure(str(exc)) from None
             if self.feed.state != "failed":  # a failed camera stays failed until it delivers a fragment
                 self.feed.state, self.feed.reason = "connecting", ""
-            session = _Session(self, client, info)
+            session = self.session = _Session(self, client, info)
             self.reader.attach(session)
             try:
-                while not session.ended.wait(0.5) and not self.stop_event.is_set():
+                # Asleep until the session ends: stop() detaches it, so no polling (the thread of
+                # every camera waking twice a second showed in the CPU per camera-hour).
+                while not self.stop_event.is_set() and not session.ended.wait(5.0):
                     pass
             finally:
                 self.reader.detach(session)
@@ -169,7 +179,8 @@ class _Session:
         self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id)
         if info.sps and info.pps:
             self.frag.set_parameter_sets([info.sps, info.pps])
-        self.units_in = client.units()
+        self.depacketizer = InterleavedH264(info.rtp_channel, info.rtcp_channel, info.clock_rate)
+        self.first_data = client.take_buffered()
         self.opened = self.last_data = time.monotonic()
         self.next_keepalive = self.opened + KEEPALIVE_S
         self.units = self.malformed = 0
@@ -181,18 +192,20 @@ class _Session:
     # ---- called by the StreamReader ----------------------------------------------------------
     def on_data(self, data: memoryview) -> None:
         self.last_data = time.monotonic()
-        self.client.feed(data)
-        for unit in self.units_in:
-            if unit is None:
-                break
+        if self.first_data:
+            for unit in self.depacketizer.feed(self.first_data):
+                self._push(unit)
+            self.first_data = b""
+        for unit in self.depacketizer.feed(data):
             self._push(unit)
-        if self.client.lost_packets != self.ingest.feed.lost_packets:
+        lost = self.depacketizer.lost_packets
+        if lost != self.ingest.feed.lost_packets:
             log.warning(
                 "camera %s: %d RTP packets lost (their frames are missing and left as holes)",
                 self.camera_id,
-                self.client.lost_packets - self.ingest.feed.lost_packets,
+                lost - self.ingest.feed.lost_packets,
             )
-            self.ingest.feed.lost_packets = self.client.lost_packets
+            self.ingest.feed.lost_packets = lost
 
     def on_tick(self, now: float) -> None:
         if now - self.last_data > READ_TIMEOUT_S:
@@ -217,7 +230,11 @@ class _Session:
         dts_us = pts_us if self.last_dts is None or pts_us > self.last_dts else self.last_dts + 1
         self.last_dts = dts_us
         try:
-            done = self.frag.push(Packet(unit.nals, pts_us, dts_us, unit.camera_us, unit.arrival_us))
+            if unit.malformed:
+                raise BitstreamError(unit.malformed)
+            done = self.frag.push(
+                Packet(unit.avcc, unit.keyframe, unit.parameter_sets, pts_us, dts_us, unit.camera_us, unit.arrival_us)
+            )
         except BitstreamError as exc:
             self.malformed += 1
             if self.malformed <= 3 or self.malformed % 100 == 0:

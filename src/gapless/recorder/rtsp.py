@@ -1,10 +1,10 @@
-"""The recorder's own RTSP/1.0 client (RFC 2326) for H.264 over RTP (RFC 6184), TCP-interleaved.
+"""The recorder's own RTSP/1.0 client (RFC 2326) for H.264 over RTP, TCP-interleaved.
 
 Why not PyAV: profiling the ingest benchmark put about 75 % of the recorder's CPU in libavformat's
 RTSP demuxer and the H.264 parser it forces on RTP streams, work Gapless does not need (it never
 decodes; it needs NAL units, the RTP clock and the RTCP sender reports). This client does only
-that: DESCRIBE/SETUP/PLAY, keep-alives, depacketization of single NAL, STAP-A and FU-A packets, and
-camera time from each sender report's NTP/RTP pair, computed per access unit.
+the requests: DESCRIBE/SETUP/PLAY, keep-alives, TEARDOWN, with Basic or Digest authentication.
+Once playing, `recorder/rtp.py` turns the interleaved stream into access units.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ import hashlib
 import re
 import socket
 import struct
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
-
-NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
 
 
 class RtspError(Exception):
@@ -30,20 +26,14 @@ class UnsupportedStream(Exception):
     """The camera answered, but with nothing Gapless can record."""
 
 
-@dataclass(slots=True)
-class AccessUnit:
-    nals: list[bytes]
-    rtp_ticks: int  # 90 kHz media clock, unwrapped; relative to this session
-    camera_us: int | None  # from the latest sender report; None before the first one
-    arrival_us: int
-
-
 @dataclass
 class StreamInfo:
     codec: str
     clock_rate: int
     sps: bytes
     pps: bytes
+    rtp_channel: int = 0
+    rtcp_channel: int = 1
 
 
 class RtspClient:
@@ -62,7 +52,6 @@ class RtspClient:
         self.session = ""
         self.auth_header: str | None = None  # "basic" or "digest" once the server asked
         self.digest: dict[str, str] = {}
-        self.lost_packets = 0
 
     # ---- requests ----------------------------------------------------------------------------
     def open(self) -> StreamInfo:
@@ -76,6 +65,9 @@ class RtspClient:
         info, control = self._parse_sdp(body.decode("utf-8", "replace"), base)
         headers, _ = self._request("SETUP", control, {"Transport": "RTP/AVP/TCP;unicast;interleaved=0-1"})
         self.session = headers.get("session", "").split(";")[0]
+        channels = re.search(r"interleaved=(\d+)-(\d+)", headers.get("transport", ""))
+        if channels:  # the server may choose other channels than the ones asked for
+            info.rtp_channel, info.rtcp_channel = int(channels.group(1)), int(channels.group(2))
         self._request("PLAY", base, {"Range": "npt=0.000-"})
         return info
 
@@ -189,135 +181,14 @@ class RtspClient:
                 raise RtspError(f"not an RTSP reply: {lines[0][:60]!r}")
             return int(parts[1]), headers, body
 
-    def units(self) -> Iterator[AccessUnit | None]:
-        """Complete access units in arrival order, from what `feed` appended to the buffer; None
-        means "feed me more". One with a lost packet (sequence gap) is dropped and counted in
-        lost_packets: its frame is missing, and shows as a hole in the archive."""
-        nals: list[bytes] = []
-        fu: list[bytes] = []
-        current_ts: int | None = None
-        damaged = False
-        expected_seq: int | None = None
-        last_ts32 = ext_ts = 0
-        started = False
-        sr: tuple[int, int] | None = None  # (camera µs, 32-bit RTP timestamp) of the latest sender report
-        clock = 90_000
-        buf = self.buf
-        pos = 0
-        while True:
-            while len(buf) - pos < 4:
-                del buf[:pos]
-                pos = 0
-                yield None
-            if buf[pos] != 0x24:
-                del buf[:pos]
-                pos = 0
-                if buf.startswith(b"RTSP/"):
-                    yield from self._skip_reply()  # a keep-alive reply
-                    continue
-                raise RtspError("lost framing in the interleaved stream")
-            channel = buf[pos + 1]
-            length = (buf[pos + 2] << 8) | buf[pos + 3]
-            while len(buf) - pos < 4 + length:
-                del buf[:pos]
-                pos = 0
-                yield None
-            with memoryview(buf) as view:
-                packet = view[pos + 4 : pos + 4 + length].tobytes()  # one copy (bytes(buf[...]) made two)
-            pos += 4 + length
-            if channel == 1:
-                sr = self._sender_report(packet) or sr
-                continue
-            if channel != 0 or length < 12:
-                continue
-            first, second, seq, ts32 = struct.unpack_from(">BBHI", packet)
-            offset = 12 + 4 * (first & 0x0F)
-            if first & 0x10:
-                offset += 4 + 4 * struct.unpack_from(">H", packet, offset + 2)[0]
-            end = length - (packet[-1] if first & 0x20 else 0)
-            if expected_seq is not None and seq != expected_seq:
-                self.lost_packets += (seq - expected_seq) & 0xFFFF
-                damaged = True
-                fu = []
-            expected_seq = (seq + 1) & 0xFFFF
-            if current_ts is not None and ts32 != current_ts and nals:
-                if not damaged:
-                    yield self._unit(nals, ext_ts, current_ts, sr, clock)
-                nals, damaged = [], False
-            if not started:
-                started, last_ts32 = True, ts32
-            if ts32 != last_ts32:
-                delta = (ts32 - last_ts32) & 0xFFFFFFFF
-                ext_ts += delta - (1 << 32) if delta >= 1 << 31 else delta
-                last_ts32 = ts32
-            current_ts = ts32
-            kind = packet[offset] & 0x1F if end > offset else 0
-            if 1 <= kind <= 23:
-                nals.append(packet[offset:end])
-            elif kind == 24:  # STAP-A
-                at = offset + 1
-                while at + 2 <= end:
-                    size = (packet[at] << 8) | packet[at + 1]
-                    nals.append(packet[at + 2 : at + 2 + size])
-                    at += 2 + size
-            elif kind == 28 and end - offset > 2:  # FU-A
-                header = packet[offset + 1]
-                # Views into the packet (immutable bytes): the NAL is copied once, by the join.
-                if header & 0x80:
-                    fu = [bytes([(packet[offset] & 0xE0) | (header & 0x1F)]), memoryview(packet)[offset + 2 : end]]
-                elif fu:
-                    fu.append(memoryview(packet)[offset + 2 : end])
-                else:
-                    damaged = True  # a fragment without its start
-                if header & 0x40 and fu:
-                    nals.append(b"".join(fu))
-                    fu = []
-            if second & 0x80 and nals:  # marker: the access unit is complete
-                if not damaged:
-                    yield self._unit(nals, ext_ts, ts32, sr, clock)
-                nals, damaged = [], False
-
-    def _skip_reply(self) -> Iterator[None]:
-        """Consume one RTSP reply (to a keep-alive) from the interleaved stream."""
-        buf = self.buf
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            if len(buf) > 65536:
-                raise RtspError("RTSP reply header too long")
-            yield None
-        match = re.search(rb"(?im)^content-length:\s*(\d+)", bytes(buf[:end]))
-        total = end + 4 + (int(match.group(1)) if match else 0)
-        while len(buf) < total:
-            yield None
-        del buf[:total]
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
+    def take_buffered(self) -> bytes:
+        """What arrived after the PLAY reply (the stream's first packets), for the depacketizer."""
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
 
     def keepalive(self) -> None:
         self._send("GET_PARAMETER", self.url, {})
-
-    @staticmethod
-    def _unit(nals: list[bytes], ext_ts: int, ts32: int, sr: tuple[int, int] | None, clock: int) -> AccessUnit:
-        camera_us = None
-        if sr is not None:
-            delta = (ts32 - sr[1]) & 0xFFFFFFFF
-            if delta >= 1 << 31:
-                delta -= 1 << 32
-            camera_us = sr[0] + delta * 1_000_000 // clock
-        return AccessUnit(nals, ext_ts, camera_us, time.time_ns() // 1000)
-
-    @staticmethod
-    def _sender_report(data: bytes) -> tuple[int, int] | None:
-        """(camera µs, RTP timestamp) from the first sender report in a compound RTCP packet."""
-        at = 0
-        while at + 20 <= len(data):
-            packet_type = data[at + 1]
-            words = struct.unpack_from(">H", data, at + 2)[0]
-            if packet_type == 200 and at + 28 <= len(data):
-                ntp_sec, ntp_frac, rtp_ts = struct.unpack_from(">III", data, at + 8)
-                return ntp_sec * 1_000_000 + (ntp_frac * 1_000_000 >> 32) - NTP_EPOCH_OFFSET_US, rtp_ts
-            at += 4 * (words + 1)
-        return None
 
     def close(self) -> None:
         if self.sock is not None:

@@ -111,7 +111,7 @@ class Recorder:
             ingest = self.cameras.pop(cam)
             self.live_guards.pop(cam, None)
             self.feeds.pop(cam, None)
-            ingest.stop_event.set()
+            ingest.stop()
             ingest.join(timeout=15)
             changes.append(f"stopped {cam}")
         self.config = config
@@ -307,7 +307,7 @@ class Recorder:
         if self.agent is not None:
             self.agent.stop()  # hands the token over before recording stops
         for ingest in self.cameras.values():
-            ingest.stop_event.set()
+            ingest.stop()
         for ingest in self.cameras.values():
             ingest.join(timeout=15)
         self.reader.stop()

@@ -75,7 +75,7 @@ class Fragment:
     payload: bytes
     origin: str
     arrival_us: int
-    #: The payload's SHA-256 when the caller has just verified it (backfill); computed otherwise.
+    #: The payload's SHA-256, from whoever built or verified the payload; the writer computes it if None.
     sha256: str | None = None
     #: False for the later pieces of a GOP (split at missing frames, or a backfilled remainder):
     #: playlists serve a GOP's pieces as one segment, so both members of a cluster number it alike.
