@@ -150,6 +150,18 @@ class JobStore:
         )
         return [Job(*r) for r in rows if r[0] not in exclude]
 
+    def next_try_us(self) -> int | None:
+        """When the earliest open job that is not runnable yet (waiting out a retry delay) becomes so."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT MIN(next_try_us) FROM backfill_jobs WHERE state IN ('waiting', 'running') AND next_try_us > ?",
+                (now_us(),),
+            )
+            .fetchone()
+        )
+        return row[0]
+
     def claims(self, camera: str, source: str) -> list[tuple[int, int]]:
         """Time already taken care of with this source: what open jobs have yet to do, and the whole
         range of partial jobs (what they refused would only be refused again)."""

@@ -4,6 +4,10 @@ Runs at startup (from just before our last fragment, so the whole downtime is co
 starts a new run after an interruption (from the end of the previous run), and periodically over
 `backfill.lookback`. Never earlier than our own retention would keep, and never at or past the
 start of our current live run (that time is ours to record).
+
+A startup or new-run scan is *owed* until every partner has answered it (retried every RESCAN_S):
+until then the member is not caught up, so it is not ready to take the token back (failback), and
+a hole it has not even looked for yet cannot reach viewers from its playlists.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ log = logging.getLogger("gapless.backfill")
 
 MARGIN_US = 60_000_000
 STARTUP_WAIT_S = 20.0
+RESCAN_S = 5.0
 #: Pieces shorter than this come from rounding at interval edges, not from missing frames.
 MIN_GAP_US = 10_000
 FAR_FUTURE_US = 1 << 62
@@ -56,10 +61,11 @@ class GapScanner:
         self.feeds = feeds
         self.wake = wake
         self.reload(config)
-        self._seen_runs: dict[str, int | None] = {}
+        self._seen_runs: dict[str, int] = {}  # per camera, the live run we last saw start
+        self._owed: dict[str, int] = {}  # per camera, where an owed scan begins (camera time)
+        self._retry_at: dict[str, float] = {}  # per camera, when a failed owed scan is tried again
         self.scans = 0
         self.last_error: str | None = None
-        self.startup_done = False  # the downtime before this start has been looked at
 
     def reload(self, config: RecorderConfig) -> None:
         """A new configuration (cameras added or removed at run time)."""
@@ -83,32 +89,25 @@ class GapScanner:
         floor = now_us() - int(max_age * 1e6) if max_age else 0
         return max(floor, self.store.deleted_until(cam) or 0)
 
+    def caught_up(self) -> bool:
+        """Every camera's current run, and the downtime before this start, has been compared with
+        every partner (a gap found is then an open job, which the caller checks)."""
+        for cam in self.cameras:
+            feed = self.feeds.get(cam)
+            run_start = feed.run_start_us() if feed is not None else None
+            if run_start is None or run_start != self._seen_runs.get(cam) or cam in self._owed:
+                return False
+        return True
+
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.cameras:
-            self.startup_done = True
-            return
-        floors = await asyncio.to_thread(self.startup_floors)
+        self._owed.update(await asyncio.to_thread(self.startup_floors))
         # Wait a little for each live run to start, so one job spans the whole downtime.
-        deadline = time.monotonic() + STARTUP_WAIT_S
-        while floors and not stop.is_set():
-            for cam in list(floors):
-                run_start = self.feeds[cam].run_start_us()
-                if run_start is not None or time.monotonic() > deadline:
-                    self._seen_runs[cam] = run_start
-                    await self.scan(cam, floors.pop(cam))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-        self.startup_done = True
+        startup_deadline = time.monotonic() + STARTUP_WAIT_S
         next_periodic = time.monotonic() + self.config.backfill.scan_interval
         while not stop.is_set():
             for cam, feed in list(self.feeds.items()):
-                if cam not in self.cameras:
-                    continue
-                run_start = feed.run_start_us()
-                if run_start is not None and run_start != self._seen_runs.get(cam):
-                    self._seen_runs[cam] = run_start
-                    previous_end = feed.previous_run_end_us()
-                    await self.scan(cam, (previous_end or run_start) - MARGIN_US)
+                if cam in self.cameras:
+                    await self._owed_scan(cam, feed, time.monotonic() < startup_deadline)
             if time.monotonic() >= next_periodic:
                 next_periodic = time.monotonic() + self.config.backfill.scan_interval
                 for cam in self.cameras:
@@ -116,27 +115,44 @@ class GapScanner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
-    async def scan(self, cam: str, lo: int) -> int:
-        """Queue jobs for what partners hold of [lo, our live run) that we lack. Returns jobs created.
-        A failure is logged and shown in health; the next scan tries again."""
+    async def _owed_scan(self, cam: str, feed: FeedView, starting: bool) -> None:
+        run_start = feed.run_start_us()
+        if run_start is not None and run_start != self._seen_runs.get(cam):  # a new run: scan up to it
+            self._seen_runs[cam] = run_start
+            lo = (feed.previous_run_end_us() or run_start) - MARGIN_US
+            self._owed[cam] = min(self._owed.get(cam, lo), lo)
+            self._retry_at.pop(cam, None)
+        if cam not in self._owed or (starting and run_start is None):
+            return
+        if time.monotonic() < self._retry_at.get(cam, 0.0):
+            return
+        if await self.scan(cam, self._owed[cam]):
+            del self._owed[cam]
+        else:
+            self._retry_at[cam] = time.monotonic() + RESCAN_S
+
+    async def scan(self, cam: str, lo: int) -> bool:
+        """Queue jobs for what partners hold of [lo, our live run) that we lack. True when every
+        partner answered (or nothing is missing). A failure is logged and shown in health."""
         try:
             return await self._scan(cam, lo)
         except Exception as exc:  # the scanner must outlive any one bad scan
             self.last_error = f"internal error scanning {cam}: {exc!r}"
             log.exception("gap scan of %s failed", cam)
-            return 0
+            return False
 
-    async def _scan(self, cam: str, lo: int) -> int:
+    async def _scan(self, cam: str, lo: int) -> bool:
         lo = max(lo, self._retention_floor(cam))
         run_start = self.feeds[cam].run_start_us()
         hi = run_start if run_start is not None else FAR_FUTURE_US
         if hi <= lo:
-            return 0
+            return True
         own = merged(await asyncio.to_thread(self.store.fragments, cam, lo, hi), FRAME_GAP_FRAMES)
         missing = holes(own, lo, hi)
         if not missing:
-            return 0
+            return True
         created = 0
+        answered = True
         self.scans += 1
         for partner in self.config.partners_of(self.cameras[cam]):
             query_hi = min(hi, now_us() + MARGIN_US)
@@ -146,6 +162,7 @@ class GapScanner:
             except (httpx.HTTPError, PartnerError) as exc:
                 self.last_error = f"{partner.id}: {type(exc).__name__}: {exc}"
                 log.warning("gap scan of %s: partner %s unreachable: %s", cam, partner.id, exc)
+                answered = False
                 continue
             for start, end in intersect(missing, theirs):
                 if end - start < MIN_GAP_US:
@@ -168,4 +185,4 @@ class GapScanner:
                 )
         if created:
             self.wake.set()
-        return created
+        return answered

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +32,9 @@ BATCH_FRAGMENTS = 16
 FETCH_PARALLEL = 4
 RETRY_MAX_S = 60.0
 LIVE_START_WAIT_S = 30.0
+#: The longest the worker sleeps with nothing due: a safety net, since every change that can make
+#: a job runnable (created, ended, retried from the API) wakes it.
+IDLE_CHECK_S = 30.0
 #: Our own live run, as the storage writer must see it: (a session is connected but has not delivered
 #: its first fragment yet, camera time of the current session's first fragment or None).
 LiveGuard = Callable[[], tuple[bool, int | None]]
@@ -154,21 +156,37 @@ class BackfillWorker:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
+                self.wake.clear()  # before looking, so that a wake-up meanwhile is not lost
                 free = self.concurrency - len(self.active)
-                if free > 0:
-                    for job in (await asyncio.to_thread(self.jobs.runnable, self.newest_first, set(self.active)))[
-                        :free
-                    ]:
-                        task = asyncio.create_task(self._run_job(job), name=f"backfill-{job.id}")
-                        self.active[job.id] = task
-                        task.add_done_callback(lambda _t, job_id=job.id: self.active.pop(job_id, None))
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                runnable, next_try_us = await asyncio.to_thread(self._schedule, set(self.active))
+                for job in runnable[: max(0, free)]:
+                    task = asyncio.create_task(self._run_job(job), name=f"backfill-{job.id}")
+                    self.active[job.id] = task
+                    task.add_done_callback(lambda _t, job_id=job.id: self._job_ended(job_id))
+                # Asleep until a job is created or ends, or a retry falls due (an idle recorder
+                # does not query its job table every second).
+                wait_s = IDLE_CHECK_S if next_try_us is None else (next_try_us - now_us()) / 1e6
+                await self._sleep(stop, min(IDLE_CHECK_S, max(0.05, wait_s)))
         finally:
             for task in list(self.active.values()):
                 task.cancel()
             await asyncio.gather(*self.active.values(), return_exceptions=True)
+
+    async def _sleep(self, stop: asyncio.Event, timeout: float) -> None:
+        """Until woken, stopped, or the timeout."""
+        waits = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    def _schedule(self, active: set[int]) -> tuple[list[Job], int | None]:
+        return self.jobs.runnable(self.newest_first, active), self.jobs.next_try_us()
+
+    def _job_ended(self, job_id: int) -> None:
+        self.active.pop(job_id, None)
+        self.wake.set()  # its slot is free, and a retry it saved may be due sooner than the last plan
 
     async def _run_job(self, job: Job) -> None:
         started = time.monotonic()

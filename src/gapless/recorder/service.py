@@ -128,7 +128,7 @@ class Recorder:
         recording = all(ingest.feed.state == "recording" for ingest in self.cameras.values())
         failing = self.writer_failing_since
         storage_ok = failing is None or time.monotonic() - failing < STORAGE_FAILING_S
-        ready = self.gap_scanner.startup_done and recording and open_jobs == 0 and storage_ok
+        ready = self.gap_scanner.caught_up() and recording and open_jobs == 0 and storage_ok
         return MemberStatus(ready, open_jobs, None if storage_ok else f"storage failing: {self.writer_error}")
 
     def source_of(self, job: Job) -> Source:
