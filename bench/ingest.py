@@ -175,7 +175,7 @@ def main() -> None:
     Console().print(table)
     sustained = max((r["cameras"] for r in results if r["lost"] == 0), default=0)
     limit = (
-        " (the largest count this run tried: the limit is higher)"
+        " (the largest count this run tried: the limit was not reached)"
         if sustained == max(r["cameras"] for r in results)
         else ""
     )
