@@ -183,7 +183,7 @@ class _Session:
         self.first_data = client.take_buffered()
         self.opened = self.last_data = time.monotonic()
         self.next_keepalive = self.opened + KEEPALIVE_S
-        self.units = self.malformed = 0
+        self.units = self.malformed = self.lost_reported = 0
         self.last_dts: int | None = None
         self.checked = False
         self.ended = threading.Event()
@@ -198,14 +198,15 @@ class _Session:
             self.first_data = b""
         for unit in self.depacketizer.feed(data):
             self._push(unit)
-        lost = self.depacketizer.lost_packets
-        if lost != self.ingest.feed.lost_packets:
+        newly_lost = self.depacketizer.lost_packets - self.lost_reported
+        if newly_lost:  # the feed's count runs across sessions, the depacketizer's per session
             log.warning(
                 "camera %s: %d RTP packets lost (their frames are missing and left as holes)",
                 self.camera_id,
-                lost - self.ingest.feed.lost_packets,
+                newly_lost,
             )
-            self.ingest.feed.lost_packets = lost
+            self.ingest.feed.lost_packets += newly_lost
+            self.lost_reported += newly_lost
 
     def on_tick(self, now: float) -> None:
         if now - self.last_data > READ_TIMEOUT_S:
