@@ -18,7 +18,6 @@ NAL_SEI = 6
 NAL_SPS = 7
 NAL_PPS = 8
 NAL_AUD = 9
-VCL_TYPES = frozenset(range(1, 6))
 
 #: UUID of the Gapless frame-stamp SEI (user_data_unregistered, payload type 5).
 GAPLESS_SEI_UUID = uuid.UUID("6a3f1c2e-9b4d-4e58-a1f0-5d0c7e9b2a11").bytes
@@ -76,16 +75,15 @@ def nal_type(nal: bytes) -> int:
     return nal[0] & 0x1F
 
 
-def check_nal(nal: bytes) -> None:
-    """Reject NAL units that cannot be H.264: forbidden bit set or a reserved/unspecified type."""
-    if not nal:
-        raise BitstreamError("empty NAL unit")
-    header = nal[0]
+def nal_header_problem(header: int) -> str | None:
+    """Why a NAL unit header byte cannot be H.264 (forbidden bit set, or a type that is unspecified
+    or only exists inside RTP packetization), or None when it can."""
     if header & 0x80:
-        raise BitstreamError("forbidden_zero_bit set")
+        return f"NAL unit header {header:#04x} has the forbidden_zero_bit set"
     kind = header & 0x1F
     if kind == 0 or kind >= 24:
-        raise BitstreamError(f"unspecified NAL unit type {kind}")
+        return f"NAL unit header {header:#04x} has the unspecified type {kind}"
+    return None
 
 
 def escape_rbsp(rbsp: bytes) -> bytes:

@@ -15,7 +15,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from gapless.media.h264 import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS
+from gapless.media.h264 import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS, nal_header_problem
 from gapless.recorder.rtsp import RtspError
 
 NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
@@ -55,8 +55,9 @@ class _Unit:
 
     def add_nal(self, header: int, pieces: list, size: int) -> None:
         kind = header & 0x1F
-        if header & 0x80 or kind == 0 or kind >= 24:
-            self.malformed = f"NAL unit header {header:#04x} is not H.264 (forbidden bit or reserved type)"
+        problem = nal_header_problem(header)
+        if problem:
+            self.malformed = problem
         elif kind in (NAL_SPS, NAL_PPS):
             self.parameter_sets.append(b"".join(pieces))
         elif kind != NAL_AUD:
