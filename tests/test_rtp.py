@@ -9,7 +9,7 @@ import pytest
 
 from gapless.media.h264 import to_avcc
 from gapless.recorder.rtp import InterleavedH264
-from gapless.recorder.rtsp import RtspError
+from gapless.recorder.rtsp import CameraFault, RtspError
 from gapless.sim.rtp import packetize_h264, rtp_header, sender_report
 
 SPS = bytes([0x67, 0x64, 0x00, 0x1F]) + bytes(range(20))
@@ -72,17 +72,31 @@ def test_every_access_unit_comes_out_whole_however_the_bytes_are_split(seed):
         assert unit.avcc == to_avcc([n for n in nals if n[0] & 0x1F not in (7, 8)])
         assert unit.keyframe == (i % 10 == 0)
         assert unit.parameter_sets == ([SPS, PPS] if i % 10 == 0 else [])
-        assert unit.rtp_ticks == i * FRAME_TICKS
-        assert unit.camera_us == REPORT_US + i * 40_000
-        assert unit.malformed is None
+        assert unit.rtp_ts == 1000 + i * FRAME_TICKS
+        assert unit.ssrc == 0x1234
+        assert unit.reports == ([(0x1234, REPORT_US, 1000)] if i == 0 else None)
+        assert unit.malformed is None and not unit.seq_jump
 
 
-def test_timestamps_unwrap_across_the_32_bit_boundary():
+def test_a_sequence_jump_is_a_discontinuity_not_loss():
     sent = access_units(12)
+    first = rtp_packets(sent[:6], first_seq=100)
+    second = rtp_packets(sent[6:], first_ts=1000 + 6 * FRAME_TICKS, first_seq=40000)[1:]
     depacketizer = InterleavedH264()
-    got = depacketizer.feed(b"".join(rtp_packets(sent, first_ts=(1 << 32) - 5 * FRAME_TICKS)))
-    assert [u.rtp_ticks for u in got] == [i * FRAME_TICKS for i in range(12)]
-    assert [u.camera_us for u in got] == [REPORT_US + i * 40_000 for i in range(12)]
+    got = depacketizer.feed(b"".join(first + second))
+    assert depacketizer.lost_packets == 0
+    assert [u.seq_jump for u in got] == [False] * 6 + [True] + [False] * 5
+
+
+def test_an_access_unit_that_never_ends_is_refused_in_words():
+    depacketizer = InterleavedH264()
+    start = bytes([0x7C, 0x85]) + bytes(60000)  # FU-A start of an IDR slice, never ended
+    middle = bytes([0x7C, 0x05]) + bytes(60000)
+    packets = [interleave(0, rtp_header(96, 1, 0, 1, False) + start)]
+    packets += [interleave(0, rtp_header(96, 2 + i, 0, 1, False) + middle) for i in range(200)]
+    with pytest.raises(CameraFault, match="access unit over 8 MB"):
+        for packet in packets:
+            depacketizer.feed(packet)
 
 
 def test_a_lost_packet_drops_only_its_access_unit_and_is_counted():
@@ -93,7 +107,7 @@ def test_a_lost_packet_drops_only_its_access_unit_and_is_counted():
     depacketizer = InterleavedH264()
     got = depacketizer.feed(b"".join(packets))
     assert depacketizer.lost_packets == 1
-    numbers = [u.rtp_ticks // FRAME_TICKS for u in got]
+    numbers = [(u.rtp_ts - 1000) // FRAME_TICKS for u in got]
     assert numbers == [i for i in range(20) if i != 3]
     assert [u.avcc for u in got] == [to_avcc([n for n in sent[i] if n[0] & 0x1F not in (7, 8)]) for i in numbers]
 
@@ -117,7 +131,7 @@ def test_stap_a_aggregates_are_split_into_their_nal_units():
     got = InterleavedH264().feed(interleave(0, rtp_header(96, 1, 0, 1, True) + stap))
     assert len(got) == 1
     assert (got[0].parameter_sets, got[0].avcc, got[0].keyframe) == ([SPS, PPS], to_avcc([idr]), True)
-    assert got[0].camera_us is None  # no sender report yet
+    assert got[0].reports is None  # no sender report yet
 
 
 def test_garbage_is_marked_malformed_and_lost_framing_is_an_error():

@@ -42,9 +42,23 @@ def main() -> None:
     "--sr-interval",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(0.1, 60),
-    help="seconds between RTCP sender reports",
+    type=click.FloatRange(0, 600),
+    help="seconds between RTCP sender reports (0: none, as some cameras do)",
 )
+@click.option(
+    "--auth",
+    metavar="SCHEME:USER:PASSWORD",
+    help="demand credentials; SCHEME is basic, digest, digest-qop or both (Digest with qop and Basic offered)",
+)
+@click.option(
+    "--session-timeout",
+    default=60,
+    show_default=True,
+    type=click.IntRange(2, 3600),
+    help="seconds announced in SETUP; sessions not kept alive that long are ended",
+)
+@click.option("--clock-error", default=0.0, type=float, help="seconds the cameras' clocks are off (e.g. -1.7e9: 1970)")
+@click.option("--bframes", default=0, type=click.IntRange(0, 3), help="B-frames between references (main profile)")
 @click.option(
     "--special",
     multiple=True,
@@ -58,16 +72,40 @@ def main() -> None:
 )
 @click.option("-v", "--verbose", is_flag=True)
 def camera_sim(
-    cameras, host, port, control_port, width, height, fps, gop, bitrate, sr_interval, special, substream, verbose
+    cameras,
+    host,
+    port,
+    control_port,
+    width,
+    height,
+    fps,
+    gop,
+    bitrate,
+    sr_interval,
+    auth,
+    session_timeout,
+    clock_error,
+    bframes,
+    special,
+    substream,
+    verbose,
 ) -> None:
     """Simulated RTSP/H.264 cameras with per-frame SEI stamps and fault injection."""
     import re
 
     from gapless.sim.encoder import Profile
+    from gapless.sim.rtsp import AUTH_SCHEMES, Auth
     from gapless.sim.server import SimSettings, serve
 
     _setup_logging(verbose)
-    profile = Profile(width, height, fps, gop, bitrate * 1000)
+    credentials = None
+    if auth:
+        scheme, _, rest = auth.partition(":")
+        user, _, password = rest.partition(":")
+        if scheme not in AUTH_SCHEMES or not user:
+            raise click.BadParameter(f"use SCHEME:USER:PASSWORD, SCHEME one of {', '.join(AUTH_SCHEMES)}")
+        credentials = Auth(scheme, user, password)
+    profile = Profile(width, height, fps, gop, bitrate * 1000, bframes=bframes)
     sub_profile = None
     if substream:
         match = re.fullmatch(r"(\d+)x(\d+)@(\d+)", substream)
@@ -75,7 +113,19 @@ def camera_sim(
             raise click.BadParameter("use WxH@FPS, e.g. 320x180@10", param_hint="--substream")
         sub_w, sub_h, sub_fps = (int(v) for v in match.groups())
         sub_profile = Profile(sub_w, sub_h, sub_fps, max(1, round(gop * sub_fps / fps)), max(50_000, bitrate * 250))
-    settings = SimSettings(cameras, host, port, control_port, profile, sr_interval, list(special), sub_profile)
+    settings = SimSettings(
+        cameras,
+        host,
+        port,
+        control_port,
+        profile,
+        sr_interval,
+        list(special),
+        sub_profile,
+        credentials,
+        session_timeout,
+        clock_error,
+    )
     asyncio.run(serve(settings))
 
 

@@ -37,7 +37,7 @@ def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: 
     current: list[Sample] = []
     for sample in samples:
         slack = ticks_to_us(sample.duration) // 2
-        if _held(ticks_to_us(sample.dts), slack, covered):
+        if _held(ticks_to_us(sample.dts + sample.cts_offset), slack, covered):  # presentation time
             if current:
                 runs.append(current)
                 current = []
@@ -50,7 +50,8 @@ def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: 
     kept = []
     for run in runs:
         first, last = run[0], run[-1]
-        run_start = start_us if first is samples[0] else ticks_to_us(first.dts)
-        run_end = end_us if last is samples[-1] else ticks_to_us(last.dts + last.duration)
+        shown = [s.dts + s.cts_offset for s in run]
+        run_start = start_us if first is samples[0] else ticks_to_us(min(shown))
+        run_end = end_us if last is samples[-1] else ticks_to_us(max(shown) + last.duration)
         kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run), first.keyframe))
     return kept

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from gapless.recorder.rtsp import parse_camera_url
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$", re.IGNORECASE)
@@ -119,14 +121,28 @@ class Partner(Strict):
     camera: str | None = Field(default=None, pattern=_CAMERA_ID)
 
 
+def camera_url(value: str) -> str:
+    parse_camera_url(value)  # raises ValueError naming what is wrong
+    return value
+
+
 class CameraConfig(Strict):
     id: str = Field(pattern=_CAMERA_ID)
-    url: str = Field(pattern=r"^rtsps?://")
+    #: rtsp://[user:password@]host[:port]/path[?query]; reserved characters in credentials percent-encoded.
+    url: Annotated[str, AfterValidator(camera_url)]
+    #: Credentials given apart from the URL (any characters); they win over the URL's.
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
     retention: Retention = Retention()
     enabled: bool = True
     #: Replaces the recorder-wide partners for this camera; an entry may name only a partner's id
     #: (and its camera id there) and take url and token from the recorder-wide list.
     partners: list[Partner] | None = None
+
+    @property
+    def source(self) -> tuple[str, str | None, str | None]:
+        """What ingest connects with: a change of any of it restarts the camera's ingest."""
+        return self.url, self.username, self.password
 
 
 def unique_camera_ids(cameras: list[CameraConfig]) -> list[CameraConfig]:

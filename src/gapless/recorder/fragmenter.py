@@ -1,11 +1,14 @@
 """Turn a camera's H.264 access units into GOP fragments stamped with camera time.
 
-Camera time comes from the RTCP sender reports (each access unit's RTP timestamp mapped through the
-latest report, `recorder/rtp.py`). Per RTSP session (a *run*) the mapping media clock -> camera
-time is one offset. The first report can be wrong by seconds, so an offset is only trusted once it
-has held for `confirm_us` of media; packets wait (in memory, never dropped) until then. A later
-report that disagrees with the trusted offset by more than `tolerance_us` is rejected and counted,
-not followed.
+Time comes from `recorder/clock.py`: each access unit belongs to a clock segment and has a media
+time in it; once the segment is settled, its time is `segment.base_us + media_us`. Until then
+frames wait in memory (bounded by PENDING_MAX_BYTES, past which the segment settles on what it
+has), never dropped. Each segment is a run of its own: a clock discontinuity ends the GOP in
+progress and starts a new run, so no fragment spans a break.
+
+RTP timestamps are presentation times, and frames arrive in decode order: with B-frames they are
+not sorted. A GOP's decode times are its sorted presentation times moved back by the segment's
+reorder delay, so every composition offset is positive and decode times always increase.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from dataclasses import dataclass, field
 
 from gapless.media.fmp4 import Sample, build_fragment, build_init_segment, us_to_ticks
 from gapless.media.h264 import NAL_PPS, NAL_SPS, BitstreamError, nal_type, parse_sps
+from gapless.recorder.clock import Segment, SessionClock
 from gapless.storage.store import Fragment, InitSegment
+
+#: Frames held while a segment waits for its time; past this the segment settles at once.
+PENDING_MAX_BYTES = 32 << 20
+#: A GOP is cut into fragments of at most this much media, or this many bytes.
+MAX_FRAGMENT_US = 5_000_000
+MAX_FRAGMENT_BYTES = 64 << 20
 
 
 @dataclass(slots=True)
@@ -27,49 +37,28 @@ class Packet:
     avcc: bytes
     keyframe: bool
     parameter_sets: list[bytes]
-    pts_us: int
-    dts_us: int
-    prft_us: int | None
+    segment: Segment
+    media_us: int  # presentation time within its segment
     arrival_us: int
-
-
-@dataclass
-class CameraClock:
-    confirm_us: int = 2_000_000
-    tolerance_us: int = 50_000
-    offset: int | None = None
-    candidate: int | None = None
-    candidate_since: int = 0
-    rejected: int = 0
-
-    def observe(self, pts_us: int, prft_us: int | None) -> None:
-        if prft_us is None:
-            return
-        seen = prft_us - pts_us
-        if self.offset is not None:
-            if abs(seen - self.offset) > self.tolerance_us:
-                self.rejected += 1
-            return
-        if self.candidate is None or abs(seen - self.candidate) > self.tolerance_us:
-            self.candidate, self.candidate_since = seen, pts_us
-        elif pts_us - self.candidate_since >= self.confirm_us:
-            self.offset = self.candidate
 
 
 @dataclass
 class Fragmenter:
     camera: str
     origin: str
-    max_fragment_us: int = 5_000_000
-    clock: CameraClock = field(default_factory=CameraClock)
-    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+    clock: SessionClock
+    run: str = ""
     seq: int = 0
     init: InitSegment | None = None
     sps: bytes = b""
     pps: bytes = b""
+    segment: Segment | None = None
     pending: list[Packet] = field(default_factory=list)
+    pending_bytes: int = 0
     gop: list[Packet] = field(default_factory=list)
+    gop_bytes: int = 0
     frame_us: int = 0  # typical frame interval of this run (median step of the last GOP)
+    reorder_us: int = 0  # this segment's decode delay (B-frames), only grows within a segment
     discarded_before_keyframe: int = 0
     invalid_packets: int = 0
 
@@ -102,14 +91,24 @@ class Fragmenter:
             raise
         if not packet.avcc:  # parameter sets alone, in a packet of their own
             return []
-        self.clock.observe(packet.pts_us, packet.prft_us)
+        out: list[Fragment] = []
+        if packet.segment is not self.segment:
+            out += self.flush()
+            self.segment, self.run, self.seq, self.reorder_us = packet.segment, uuid.uuid4().hex, 0, 0
         self.pending.append(packet)
-        if self.clock.offset is None:
-            return []
+        self.pending_bytes += len(packet.avcc)
+        if packet.segment.base_us is None and self.pending_bytes > PENDING_MAX_BYTES:
+            self.clock.settle(packet.segment)
+        if packet.segment.base_us is not None:
+            out += self._release()
+        return out
+
+    def _release(self) -> list[Fragment]:
         out: list[Fragment] = []
         for waiting in self.pending:
             out.extend(self._add(waiting))
         self.pending.clear()
+        self.pending_bytes = 0
         return out
 
     def _add(self, packet: Packet) -> list[Fragment]:
@@ -117,28 +116,45 @@ class Fragmenter:
             self.discarded_before_keyframe += 1
             return []
         out: list[Fragment] = []
-        if self.gop and (packet.keyframe or packet.dts_us - self.gop[0].dts_us >= self.max_fragment_us):
-            out.extend(self._emit(packet.dts_us))
+        if self.gop and (
+            packet.keyframe
+            or packet.media_us - self.gop[0].media_us >= MAX_FRAGMENT_US
+            or self.gop_bytes > MAX_FRAGMENT_BYTES
+        ):
+            out.extend(self._emit(packet.media_us))
         self.gop.append(packet)
+        self.gop_bytes += len(packet.avcc)
         return out
 
     def flush(self) -> list[Fragment]:
-        """Close the GOP in progress at the end of a run (its last frame gets the previous duration).
-        Pending frames stay unstored: their run never had a trusted camera time (see CameraClock)."""
-        if not self.gop:
+        """Close the segment in progress (a discontinuity, or the end of the session): its waiting
+        frames are timed with what the segment knows, and its last GOP is kept (its last frame gets
+        the typical frame duration)."""
+        if self.segment is None:
             return []
-        last = self.gop[-1].dts_us
-        step = self.frame_us or (last - self.gop[-2].dts_us if len(self.gop) > 1 else 0)
-        end = last + (step if step > 0 else 40_000)
-        return self._emit(end)
+        if self.pending:
+            self.clock.settle(self.segment)
+        out = self._release()
+        if self.gop:
+            segment = self.segment
+            if segment.end_us is not None and segment.base_us is not None:  # closed by a discontinuity
+                out += self._emit(segment.end_us - segment.base_us)
+            else:
+                out += self._emit(max(p.media_us for p in self.gop) + (self.frame_us or 40_000))
+        return out
 
-    def _emit(self, next_dts_us: int) -> list[Fragment]:
+    def _emit(self, next_us: int) -> list[Fragment]:
         """The GOP as fragments: one, or one per stretch when frames are missing inside it.
 
         A missing frame (a step of more than 1.5 frame intervals) ends a fragment, so the hole shows
         in the index like any other gap and backfill can fill it with exactly that frame."""
-        assert self.init is not None and self.clock.offset is not None
-        times = [packet.dts_us for packet in self.gop] + [next_dts_us]
+        assert self.init is not None and self.segment is not None and self.segment.base_us is not None
+        presented = sorted(p.media_us for p in self.gop)
+        next_us = max(next_us, presented[-1] + 1)
+        self.reorder_us = max(
+            self.reorder_us, *(shown - p.media_us for shown, p in zip(presented, self.gop, strict=True))
+        )
+        times = [*presented, next_us]
         steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
         if len(steps) >= 2:
             self.frame_us = steps[len(steps) // 2]
@@ -148,35 +164,33 @@ class Fragmenter:
         for i in range(len(self.gop)):
             hole = limit is not None and times[i + 1] - times[i] > limit
             if hole or i == len(self.gop) - 1:
-                end = times[i] + self.frame_us if hole else next_dts_us
-                fragments.append(self._fragment(self.gop[first : i + 1], end))
+                end = times[i] + self.frame_us if hole else next_us
+                fragments.append(self._fragment(first, i + 1, times, end))
                 first = i + 1
         self.gop = []
+        self.gop_bytes = 0
+        self.clock.end_of(self.segment, fragments[-1].end_us)
         return fragments
 
-    def _fragment(self, items: list[Packet], next_dts_us: int) -> Fragment:
-        offset = self.clock.offset
+    def _fragment(self, first: int, stop: int, presented: list[int], end_us: int) -> Fragment:
+        """Frames gop[first:stop]; decode time i is the i-th presentation time less the reorder delay."""
+        assert self.segment is not None and self.segment.base_us is not None and self.init is not None
+        base = self.segment.base_us
+        items = self.gop[first:stop]
         samples = []
-        for i, packet in enumerate(items):
-            nxt = items[i + 1].dts_us if i + 1 < len(items) else next_dts_us
-            dts = us_to_ticks(packet.dts_us + offset)
-            samples.append(
-                Sample(
-                    packet.avcc,
-                    dts,
-                    max(1, us_to_ticks(nxt + offset) - dts),
-                    us_to_ticks(packet.pts_us + offset) - dts,
-                    packet.keyframe,
-                )
-            )
+        for i, packet in enumerate(items, start=first):
+            dts = us_to_ticks(base + presented[i] - self.reorder_us)
+            next_dts = us_to_ticks(base + (presented[i + 1] if i + 1 < stop else end_us) - self.reorder_us)
+            pts = us_to_ticks(base + packet.media_us)
+            samples.append(Sample(packet.avcc, dts, max(1, next_dts - dts), pts - dts, packet.keyframe))
         self.seq += 1
         payload = build_fragment(self.seq, samples)
         return Fragment(
             self.camera,
             self.run,
             self.seq,
-            items[0].dts_us + offset,
-            next_dts_us + offset,
+            base + presented[first],
+            base + end_us,
             len(items),
             self.init,
             payload,

@@ -1,4 +1,10 @@
-"""Per-camera RTSP ingest (our own RTSP/RTP client, TCP-interleaved) with reconnect and backoff, forever."""
+"""Per-camera RTSP ingest (our own RTSP/RTP client, TCP-interleaved) with reconnect and backoff, forever.
+
+Every way a camera can fail is a state with a reason in words (health, metrics, log): it cannot reach
+the camera, the camera refuses the credentials, sends something that is not H.264, or stops sending
+frames. A refused password is retried rarely (AUTH_BACKOFF_S), since cameras lock an account out
+after a few failures.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +19,28 @@ import av
 from gapless import __version__
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
+from gapless.recorder.clock import SessionClock
 from gapless.recorder.fragmenter import Fragmenter, Packet
 from gapless.recorder.reader import StreamReader
 from gapless.recorder.rtp import AccessUnit, InterleavedH264
-from gapless.recorder.rtsp import RtspClient, RtspError, StreamInfo, UnsupportedStream
+from gapless.recorder.rtsp import AuthRefused, CameraFault, RtspClient, RtspError, StreamInfo
 from gapless.storage.store import Fragment
 
 log = logging.getLogger("gapless.ingest")
 
-KEYFRAME_TIMEOUT_S = 10.0
+#: The first fragment of a session may take the clock's settle wait (10 s of media) plus a GOP.
+FIRST_FRAGMENT_TIMEOUT_S = 25.0
+#: A session that delivers no fragment for this long is ended (the camera sends, but no frames).
+NO_FRAGMENT_S = 20.0
 READ_TIMEOUT_S = 5.0
-KEEPALIVE_S = 25.0
 END_WAIT_S = 10.0
 #: A camera whose access units are malformed this often is sending something that is not H.264.
 MALFORMED_LIMIT = (20, 0.05)  # at least this many, and at least this share of all packets
 BACKOFF_MAX_S = 30.0
-
-
-class CameraFailure(Exception):
-    """The camera answered but what it sends cannot be recorded."""
+#: After refused credentials: wait this long, doubling to AUTH_BACKOFF_MAX_S (a lockout typically
+#: follows 5 failures within minutes).
+AUTH_BACKOFF_S = 60.0
+AUTH_BACKOFF_MAX_S = 600.0
 
 
 def _check_decodes(fragment, sps: bytes, pps: bytes) -> None:
@@ -43,21 +52,25 @@ def _check_decodes(fragment, sps: bytes, pps: bytes) -> None:
     try:
         frames = ctx.decode(av.Packet(to_annexb([sps, pps, *split_avcc(sample.data)]))) + ctx.decode(None)
     except av.FFmpegError as exc:
-        raise CameraFailure(f"stream is not valid H.264: its first keyframe does not decode ({exc})") from None
+        raise CameraFault(f"stream is not valid H.264: its first keyframe does not decode ({exc})") from None
     if not frames:
-        raise CameraFailure("stream is not valid H.264: its first keyframe does not decode")
+        raise CameraFault("stream is not valid H.264: its first keyframe does not decode")
 
 
 @dataclass
 class FeedState:
-    state: str = "starting"  # starting | recording | reconnecting | failed
+    state: str = "starting"  # starting | connecting | recording | reconnecting | failed
     reason: str = ""
     reconnects: int = 0
     fragments: int = 0
     frames: int = 0
     last_fragment_end_us: int | None = None
-    timing_rejected: int = 0
     lost_packets: int = 0
+    # How this camera's frames are timed (recorder/clock.py), for the operator:
+    time_source: str = ""  # sender reports | sender report (unconfirmed) | estimated: …
+    camera_clock_offset_ms: int | None = None  # the camera's clock minus the recorder's, when it reports one
+    clock_discontinuities: int = 0
+    timing_rejected: int = 0  # sender reports that disagreed once and were not followed
     # For backfill, which must never store time that the live run records (camera time, µs):
     session_pending: bool = False  # connected, first fragment not delivered yet
     run_start_us: int | None = None  # first fragment of the current run
@@ -80,15 +93,20 @@ class CameraIngest(threading.Thread):
         url: str,
         out: queue.Queue,
         reader: StreamReader,
+        recorded_until_us: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
         self.reader = reader
         self.recorder_id = recorder_id
         self.camera_id = camera_id
         self.url = url
+        self.credentials = (username, password)
+        self.source = (url, username, password)  # compared with CameraConfig.source on reconfiguration
         self.out = out
         self.stop_event = threading.Event()
-        self.feed = FeedState()
+        self.feed = FeedState(last_fragment_end_us=recorded_until_us)
         self.session: _Session | None = None
 
     def stop(self) -> None:
@@ -99,15 +117,22 @@ class CameraIngest(threading.Thread):
 
     def run(self) -> None:
         backoff = 1.0
+        auth_failures = 0
         while not self.stop_event.is_set():
             started = time.monotonic()
+            wait = None
             try:
                 self._session()
-            except CameraFailure as exc:
+            except AuthRefused as exc:
+                auth_failures += 1
+                wait = min(AUTH_BACKOFF_S * 2 ** (auth_failures - 1), AUTH_BACKOFF_MAX_S)
+                self.feed.state, self.feed.reason = "failed", str(exc)
+                log.error("camera %s: %s (trying again in %.0f s)", self.camera_id, exc, wait)
+            except CameraFault as exc:
                 self.feed.state, self.feed.reason = "failed", str(exc)
                 log.error("camera %s failed: %s (retrying in %.0f s)", self.camera_id, exc, backoff)
             except (RtspError, OSError, BitstreamError) as exc:
-                self.feed.state, self.feed.reason = "reconnecting", f"{type(exc).__name__}: {exc}"
+                self.feed.state, self.feed.reason = "reconnecting", str(exc)
                 log.warning("camera %s: %s (reconnecting in %.0f s)", self.camera_id, exc, backoff)
             except Exception as exc:  # a bug must not silently end this camera's recording
                 self.feed.state, self.feed.reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
@@ -115,10 +140,13 @@ class CameraIngest(threading.Thread):
             if self.stop_event.is_set():
                 break
             self.feed.reconnects += 1
-            if time.monotonic() - started > 30:
-                backoff = 1.0
-            self.stop_event.wait(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            if wait is None:
+                auth_failures = 0  # the camera took the credentials (or needed none)
+                if time.monotonic() - started > 30:
+                    backoff = 1.0
+                wait = backoff
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            self.stop_event.wait(wait)
 
     def _session(self) -> None:
         self.feed.previous_run_end_us = self.feed.last_fragment_end_us
@@ -131,12 +159,10 @@ class CameraIngest(threading.Thread):
             self.feed.run_start_us = None
 
     def _record(self) -> None:
-        client = RtspClient(self.url, f"gapless-recorder/{__version__} ({self.recorder_id})")
+        username, password = self.credentials
+        client = RtspClient(self.url, f"gapless-recorder/{__version__} ({self.recorder_id})", username, password)
         try:
-            try:
-                info = client.open()
-            except UnsupportedStream as exc:
-                raise CameraFailure(str(exc)) from None
+            info = client.open()
             if self.feed.state != "failed":  # a failed camera stays failed until it delivers a fragment
                 self.feed.state, self.feed.reason = "connecting", ""
             session = self.session = _Session(self, client, info)
@@ -156,8 +182,15 @@ class CameraIngest(threading.Thread):
         finally:
             client.close()
 
-    def deliver(self, fragments: list[Fragment], frag: Fragmenter) -> None:
-        self.feed.timing_rejected = frag.clock.rejected
+    def deliver(self, fragments: list[Fragment], session: _Session) -> None:
+        clock = session.clock
+        self.feed.timing_rejected = clock.rejected_reports
+        self.feed.clock_discontinuities = session.breaks_before + sum(clock.breaks.values())
+        segment = clock.segment
+        if segment is not None and segment.base_us is not None:
+            self.feed.time_source = segment.source
+            offset = segment.camera_offset_us
+            self.feed.camera_clock_offset_ms = None if offset is None else round(offset / 1000)
         for fragment in fragments:
             if self.feed.run_start_us is None:
                 self.feed.run_start_us = fragment.start_us
@@ -167,6 +200,8 @@ class CameraIngest(threading.Thread):
             self.feed.fragments += 1
             self.feed.frames += fragment.frames
             self.feed.last_fragment_end_us = fragment.end_us
+        if fragments:
+            session.last_fragment_at = time.monotonic()
 
 
 class _Session:
@@ -176,15 +211,17 @@ class _Session:
         self.ingest, self.client, self.info = ingest, client, info
         self.sock = client.sock
         self.camera_id = ingest.camera_id
-        self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id)
+        self.clock = SessionClock(info.clock_rate, ingest.feed.last_fragment_end_us)
+        self.breaks_before = ingest.feed.clock_discontinuities
+        self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id, self.clock)
         if info.sps and info.pps:
             self.frag.set_parameter_sets([info.sps, info.pps])
-        self.depacketizer = InterleavedH264(info.rtp_channel, info.rtcp_channel, info.clock_rate)
+        self.depacketizer = InterleavedH264(info.rtp_channel, info.rtcp_channel)
         self.first_data = client.take_buffered()
-        self.opened = self.last_data = time.monotonic()
-        self.next_keepalive = self.opened + KEEPALIVE_S
+        self.opened = self.last_data = self.last_fragment_at = time.monotonic()
+        self.keepalive_s = client.keepalive_interval_s
+        self.next_keepalive = self.opened + self.keepalive_s
         self.units = self.malformed = self.lost_reported = 0
-        self.last_dts: int | None = None
         self.checked = False
         self.ended = threading.Event()
         self.error: BaseException | None = None
@@ -211,10 +248,16 @@ class _Session:
     def on_tick(self, now: float) -> None:
         if now - self.last_data > READ_TIMEOUT_S:
             raise RtspError(f"no data from the camera for {READ_TIMEOUT_S:.0f} s")
-        if self.frag.seq == 0 and now - self.opened > KEYFRAME_TIMEOUT_S + 5:
-            raise CameraFailure(f"no usable H.264 keyframe with camera time in {KEYFRAME_TIMEOUT_S:.0f} s")
+        quiet = now - self.last_fragment_at
+        if not self.checked and quiet > FIRST_FRAGMENT_TIMEOUT_S:
+            raise CameraFault(
+                f"no recordable H.264 in {FIRST_FRAGMENT_TIMEOUT_S:.0f} s although the camera sends data"
+                f" ({self.units} frames, none a usable keyframe)"
+            )
+        if self.checked and quiet > NO_FRAGMENT_S:
+            raise RtspError(f"no complete frame for {quiet:.0f} s although the camera sends data")
         if now > self.next_keepalive:
-            self.next_keepalive = now + KEEPALIVE_S
+            self.next_keepalive = now + self.keepalive_s
             self.client.keepalive()
 
     def on_end(self, error: BaseException | None) -> None:
@@ -226,29 +269,29 @@ class _Session:
     # ---- parsing --------------------------------------------------------------------------------
     def _push(self, unit: AccessUnit) -> None:
         self.units += 1
-        pts_us = unit.rtp_ticks * 1_000_000 // self.info.clock_rate
-        # RTP carries presentation time; decode order is arrival order (B-frames: one µs apart).
-        dts_us = pts_us if self.last_dts is None or pts_us > self.last_dts else self.last_dts + 1
-        self.last_dts = dts_us
+        if unit.reports:
+            for ssrc, camera_us, ts32 in unit.reports:
+                self.clock.report(ssrc, camera_us, ts32)
+        segment, media_us = self.clock.frame(unit.ssrc, unit.rtp_ts, unit.seq_jump, unit.arrival_us)
         try:
             if unit.malformed:
                 raise BitstreamError(unit.malformed)
             done = self.frag.push(
-                Packet(unit.avcc, unit.keyframe, unit.parameter_sets, pts_us, dts_us, unit.camera_us, unit.arrival_us)
+                Packet(unit.avcc, unit.keyframe, unit.parameter_sets, segment, media_us, unit.arrival_us)
             )
         except BitstreamError as exc:
             self.malformed += 1
             if self.malformed <= 3 or self.malformed % 100 == 0:
                 log.warning("camera %s: dropped malformed access unit %d: %s", self.camera_id, self.malformed, exc)
             if self.malformed >= MALFORMED_LIMIT[0] and self.malformed > MALFORMED_LIMIT[1] * self.units:
-                raise CameraFailure(
+                raise CameraFault(
                     f"stream is not valid H.264: {self.malformed} of {self.units} access units malformed (last: {exc})"
                 ) from None
             return
         if done and not self.checked:
             _check_decodes(done[0], self.frag.sps, self.frag.pps)
             self.checked = True
-        self.ingest.deliver(done, self.frag)
+        self.ingest.deliver(done, self)
 
     def finish(self) -> None:
         """The run ended: the GOP in progress is kept too (called once the reader let go)."""
@@ -256,7 +299,7 @@ class _Session:
         if rest and not self.checked:
             try:
                 _check_decodes(rest[0], self.frag.sps, self.frag.pps)
-            except CameraFailure as exc:
+            except CameraFault as exc:
                 log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
                 rest = []
-        self.ingest.deliver(rest, self.frag)
+        self.ingest.deliver(rest, self)

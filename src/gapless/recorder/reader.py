@@ -47,7 +47,7 @@ class StreamReader(threading.Thread):
         self._lock = threading.Lock()
         self._attach: list[Stream] = []
         self._detach: list[Stream] = []
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # not _stop: threading.Thread has a _stop method
         self._active: set[Stream] = set()  # touched by the reader thread only
         self._buffer = bytearray(RECV_BYTES)
 
@@ -61,22 +61,22 @@ class StreamReader(threading.Thread):
             self._detach.append(stream)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout=5)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             started = time.monotonic()
             self._apply_changes()
             if not self._active:
-                self._stop.wait(READ_INTERVAL_S)
+                self._stopping.wait(READ_INTERVAL_S)
                 continue
             for key, _events in self._selector.select(timeout=READ_INTERVAL_S):
                 self._read(key.data)
             now = time.monotonic()
             for stream in list(self._active):
                 self._guard(stream, stream.on_tick, now)
-            self._stop.wait(max(0.0, started + READ_INTERVAL_S - time.monotonic()))
+            self._stopping.wait(max(0.0, started + READ_INTERVAL_S - time.monotonic()))
         for stream in list(self._active):
             self._release(stream, None)
 

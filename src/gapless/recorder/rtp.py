@@ -16,10 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 from gapless.media.h264 import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS, nal_header_problem
-from gapless.recorder.rtsp import RtspError
+from gapless.recorder.clock import SEQ_JUMP
+from gapless.recorder.rtsp import CameraFault, RtspError
 
 NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
-_RTP_HEAD = struct.Struct(">BBHI")
+_RTP_HEAD = struct.Struct(">BBHII")
+#: The largest access unit (one frame) accepted: a 4K keyframe is about 1-2 MB.
+MAX_ACCESS_UNIT_BYTES = 8 << 20
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
 #: An RTSP reply (to a keep-alive) inside the interleaved stream is never longer than this.
 MAX_REPLY_BYTES = 65536
@@ -34,10 +37,13 @@ class AccessUnit:
     avcc: bytes
     parameter_sets: list[bytes]  # SPS and PPS sent in band, usually with each keyframe
     keyframe: bool  # holds an IDR slice
-    rtp_ticks: int  # media clock, unwrapped; relative to this session
-    camera_us: int | None  # from the latest sender report; None before the first one
+    rtp_ts: int  # the RTP timestamp as sent (32 bits); recorder/clock.py makes it time
+    ssrc: int
     arrival_us: int
     malformed: str | None = None  # why this is not H.264 (forbidden bit, reserved NAL type)
+    seq_jump: bool = False  # the sequence numbers jumped before this unit (a restarted sender)
+    #: RTCP sender reports received since the previous unit: (ssrc, camera µs, RTP timestamp)
+    reports: list[tuple[int, int, int]] | None = None
 
 
 @dataclass
@@ -49,6 +55,7 @@ class _Unit:
     keyframe: bool = False
     malformed: str | None = None
     damaged: bool = False  # a packet of it was lost: it is dropped, never stored half
+    size: int = 0  # payload bytes so far, bounded by MAX_ACCESS_UNIT_BYTES
 
     def has_content(self) -> bool:
         return bool(self.parts or self.parameter_sets or self.malformed)
@@ -81,9 +88,9 @@ class InterleavedH264:
         self._fu: list | None = None  # pieces of the FU-A NAL unit in progress
         self._expected_seq = -1
         self._current_ts = -1
-        self._last_ts32 = 0
-        self._ext_ts = 0
-        self._sender_report: tuple[int, int] | None = None  # (camera µs, 32-bit RTP timestamp)
+        self._ssrc = -1
+        self._seq_jump = False
+        self._reports: list[tuple[int, int, int]] | None = None  # sender reports for the next unit
 
     def feed(self, chunk: bytes | memoryview) -> list[AccessUnit]:
         # Immutable bytes, so that slices of it can wait in a unit across feeds without copies.
@@ -110,28 +117,40 @@ class InterleavedH264:
             pos = end
             if channel != rtp_channel:
                 if channel == self.rtcp_channel:
-                    self._sender_report = _sender_report(data, start, end) or self._sender_report
+                    report = _sender_report(data, start, end)
+                    if report is not None:
+                        self._reports = [*(self._reports or ()), report]
                 continue
             if end - start < 12:
                 continue
-            first, second, seq, ts = unpack(data, start)
+            first, second, seq, ts, ssrc = unpack(data, start)
             at = start + 12
             if first != 0x80:  # CSRCs, a header extension or padding
                 at, end = _payload_bounds(data, first, start, end)
             if seq != expected and expected >= 0:
-                self.lost_packets += (seq - expected) & 0xFFFF
-                self._unit.damaged = True
+                gap = (seq - expected) & 0xFFFF
+                if gap > SEQ_JUMP:  # far ahead or behind: a restarted sender, not lost packets
+                    self._seq_jump = True
+                    if fu is not None or self._unit.has_content():
+                        self._unit.damaged = True  # the unit in progress was cut off
+                else:
+                    self.lost_packets += gap
+                    self._unit.damaged = True
                 fu = None
             expected = (seq + 1) & 0xFFFF
-            if ts != current_ts:
+            if ts != current_ts or ssrc != self._ssrc:
                 if fu is not None or self._unit.has_content():  # its marker was lost
                     if fu is not None:
                         self._unit.damaged, fu = True, None
                     self._finish(units, current_ts)
-                self._advance_clock(current_ts, ts)
-                current_ts = ts
+                current_ts, self._ssrc = ts, ssrc
             if at >= end:
                 continue
+            self._unit.size += end - at
+            if self._unit.size > MAX_ACCESS_UNIT_BYTES:
+                raise CameraFault(
+                    f"access unit over {MAX_ACCESS_UNIT_BYTES >> 20} MB refused (a frame that never ends)"
+                )
             indicator = data[at]
             kind = indicator & 0x1F
             if kind == _FU_A and end - at > 2:
@@ -170,36 +189,25 @@ class InterleavedH264:
             self._unit.add_nal(data[at + 2], [view[at + 2 : at + 2 + size]], size)
             at += 2 + size
 
-    def _advance_clock(self, previous_ts32: int, ts32: int) -> None:
-        if previous_ts32 < 0:  # the session's first packet
-            self._last_ts32 = ts32
-            return
-        delta = (ts32 - self._last_ts32) & 0xFFFFFFFF
-        self._ext_ts += delta - (1 << 32) if delta >= 1 << 31 else delta
-        self._last_ts32 = ts32
-
     def _finish(self, units: list[AccessUnit], ts32: int) -> None:
         unit, self._unit = self._unit, _Unit()
         if unit.damaged or not unit.has_content():
             return
-        camera_us = None
-        if self._sender_report is not None:
-            report_us, report_ts = self._sender_report
-            delta = (ts32 - report_ts) & 0xFFFFFFFF
-            if delta >= 1 << 31:
-                delta -= 1 << 32
-            camera_us = report_us + delta * 1_000_000 // self.clock_rate
         units.append(
             AccessUnit(
                 b"".join(unit.parts),
                 unit.parameter_sets,
                 unit.keyframe,
-                self._ext_ts,
-                camera_us,
+                ts32,
+                self._ssrc,
                 time.time_ns() // 1000,
                 unit.malformed,
+                self._seq_jump,
+                self._reports,
             )
         )
+        self._seq_jump = False
+        self._reports = None
 
     @staticmethod
     def _skip_reply(data: bytes, pos: int) -> int | None:
@@ -226,13 +234,13 @@ def _payload_bounds(data: bytes, first: int, start: int, end: int) -> tuple[int,
     return at, end
 
 
-def _sender_report(data: bytes, at: int, end: int) -> tuple[int, int] | None:
-    """(camera µs, RTP timestamp) from the first sender report in a compound RTCP packet."""
+def _sender_report(data: bytes, at: int, end: int) -> tuple[int, int, int] | None:
+    """(ssrc, camera µs, RTP timestamp) from the first sender report in a compound RTCP packet."""
     while at + 20 <= end:
         packet_type = data[at + 1]
         words = (data[at + 2] << 8) | data[at + 3]
         if packet_type == 200 and at + 28 <= end:
-            ntp_sec, ntp_frac, rtp_ts = struct.unpack_from(">III", data, at + 8)
-            return ntp_sec * 1_000_000 + (ntp_frac * 1_000_000 >> 32) - NTP_EPOCH_OFFSET_US, rtp_ts
+            ssrc, ntp_sec, ntp_frac, rtp_ts = struct.unpack_from(">IIII", data, at + 4)
+            return ssrc, ntp_sec * 1_000_000 + (ntp_frac * 1_000_000 >> 32) - NTP_EPOCH_OFFSET_US, rtp_ts
         at += 4 * (words + 1)
     return None

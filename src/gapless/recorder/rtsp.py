@@ -3,27 +3,94 @@
 Why not PyAV: profiling the ingest benchmark put about 75 % of the recorder's CPU in libavformat's
 RTSP demuxer and the H.264 parser it forces on RTP streams, work Gapless does not need (it never
 decodes; it needs NAL units, the RTP clock and the RTCP sender reports). This client does only
-the requests: DESCRIBE/SETUP/PLAY, keep-alives, TEARDOWN, with Basic or Digest authentication.
-Once playing, `recorder/rtp.py` turns the interleaved stream into access units.
+the requests: DESCRIBE/SETUP/PLAY, keep-alives, TEARDOWN, with Basic or Digest authentication
+(RFC 2617, with and without `qop=auth`). Once playing, `recorder/rtp.py` turns the interleaved
+stream into access units.
+
+A camera is untrusted input: every reply is bounded in size, every handshake step has a deadline,
+and every refusal says in words what the camera did.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+#: Longest reply body accepted (an SDP is a few hundred bytes).
+MAX_REPLY_BODY = 1 << 20
+MAX_REPLY_HEADER = 64 << 10
+#: The whole DESCRIBE/SETUP/PLAY handshake must be answered within this.
+HANDSHAKE_TIMEOUT_S = 20.0
 
 
 class RtspError(Exception):
     """The connection or the server failed; reconnecting may help."""
 
 
-class UnsupportedStream(Exception):
+class CameraFault(Exception):
+    """The camera answered with something Gapless refuses (the message says what); retried with backoff."""
+
+
+class UnsupportedStream(CameraFault):
     """The camera answered, but with nothing Gapless can record."""
+
+
+class AuthRefused(CameraFault):
+    """The camera refused the credentials: retried rarely, so as not to provoke a lockout."""
+
+
+@dataclass(frozen=True)
+class CameraUrl:
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as the camera wants them
+    username: str
+    password: str
+
+    @property
+    def request_url(self) -> str:
+        """The URL without credentials, for requests, logs and APIs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"rtsp://{host}:{self.port}{self.path}"
+
+
+def parse_camera_url(url: str) -> CameraUrl:
+    """Validate a camera URL fully; ValueError says what is wrong (never echoing a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"camera URL {redact_url(url)!r}: {exc}") from None
+    if parts.scheme == "rtsps":
+        raise ValueError("rtsps:// (RTSP over TLS) is not supported yet: use rtsp:// on a trusted network")
+    if parts.scheme != "rtsp":
+        raise ValueError(f"camera URL must start with rtsp://, not {parts.scheme or '(no scheme)'}://")
+    if not parts.hostname:
+        raise ValueError(f"camera URL {redact_url(url)!r} has no host")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"camera URL port {port} is out of range 1-65535")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return CameraUrl(
+        "rtsp", parts.hostname, port or 554, path, unquote(parts.username or ""), unquote(parts.password or "")
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user:password removed (for logs and API answers)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
 @dataclass
@@ -36,149 +103,207 @@ class StreamInfo:
     rtcp_channel: int = 1
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _challenge_params(challenge: str) -> dict[str, str]:
+    """key=value and key="quoted, value" pairs of a WWW-Authenticate challenge."""
+    return {k.lower(): v if v else q for k, v, q in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]*))', challenge)}
+
+
 class RtspClient:
-    def __init__(self, url: str, user_agent: str, connect_timeout: float = 10.0, read_timeout: float = 5.0) -> None:
-        parts = urlsplit(url)
-        self.username = unquote(parts.username or "")
-        self.password = unquote(parts.password or "")
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-        self.url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        self.host, self.port = parts.hostname, parts.port or 554
+    def __init__(
+        self,
+        url: str,
+        user_agent: str,
+        username: str | None = None,
+        password: str | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 5.0,
+    ) -> None:
+        camera = parse_camera_url(url)
+        self.username = username if username is not None else camera.username
+        self.password = password if password is not None else camera.password
+        self.url = camera.request_url
+        self.host, self.port = camera.host, camera.port
         self.user_agent = user_agent
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.sock: socket.socket | None = None
         self.buf = bytearray()
         self.cseq = 0
         self.session = ""
-        self.auth_header: str | None = None  # "basic" or "digest" once the server asked
+        self.session_timeout_s = 60.0  # RFC 2326's default when the camera announces none
+        self.auth_scheme: str | None = None  # "basic" or "digest" once the camera asked
         self.digest: dict[str, str] = {}
+        self.nonce_count = 0
+        self.deadline = float("inf")
 
     # ---- requests ----------------------------------------------------------------------------
     def open(self) -> StreamInfo:
+        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError as exc:
-            raise RtspError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+            raise RtspError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.sock.settimeout(self.read_timeout)
         headers, body = self._request("DESCRIBE", self.url, {"Accept": "application/sdp"})
-        base = headers.get("content-base", self.url)
-        info, control = self._parse_sdp(body.decode("utf-8", "replace"), base)
+        base = headers.get("content-base") or headers.get("content-location") or self.url
+        info, control = parse_sdp(body.decode("utf-8", "replace"), base)
         headers, _ = self._request("SETUP", control, {"Transport": "RTP/AVP/TCP;unicast;interleaved=0-1"})
-        self.session = headers.get("session", "").split(";")[0]
+        session = headers.get("session", "")
+        self.session = session.split(";")[0].strip()
+        if not self.session:
+            raise CameraFault("SETUP answered without a Session header")
+        timeout = re.search(r"timeout=(\d+)", session)
+        if timeout and int(timeout.group(1)) > 0:
+            self.session_timeout_s = float(timeout.group(1))
         channels = re.search(r"interleaved=(\d+)-(\d+)", headers.get("transport", ""))
         if channels:  # the server may choose other channels than the ones asked for
             info.rtp_channel, info.rtcp_channel = int(channels.group(1)), int(channels.group(2))
         self._request("PLAY", base, {"Range": "npt=0.000-"})
+        self.deadline = float("inf")
         return info
 
+    @property
+    def keepalive_interval_s(self) -> float:
+        """Keep-alives at a third of the session timeout the camera announced (at most every 25 s)."""
+        return max(1.0, min(25.0, self.session_timeout_s / 3))
+
     def _request(self, method: str, url: str, extra: dict[str, str]) -> tuple[dict[str, str], bytes]:
-        for _attempt in range(2):
+        sent_credentials = False
+        for _attempt in range(3):
             self._send(method, url, extra)
             status, headers, body = self._read_response()
-            if status == 401 and self.username and self.auth_header is None:
-                self.auth_header = self._authorization(headers.get("www-authenticate", ""))
-                continue
-            if status != 200:
-                raise RtspError(f"{method} {url}: RTSP {status}")
-            return headers, body
-        raise RtspError(f"{method} {url}: authentication refused")
+            if status != 401:
+                if status != 200:
+                    reason = {404: "no stream at this path", 454: "session not found", 503: "service unavailable"}
+                    raise RtspError(f"{method}: RTSP {status} ({reason.get(status, 'refused')})")
+                return headers, body
+            challenges = headers.get("www-authenticate", "")
+            stale = "stale=true" in challenges.lower().replace('"', "")
+            if not (self.username or self.password):
+                raise AuthRefused("the camera requires a user name and password (RTSP 401)")
+            if sent_credentials and not stale:
+                raise AuthRefused("authentication refused (RTSP 401): check the camera's user name and password")
+            self._choose_auth(challenges)
+            sent_credentials = True
+        raise AuthRefused("authentication refused (RTSP 401 after a fresh nonce)")
 
     def _send(self, method: str, url: str, extra: dict[str, str]) -> None:
         self.cseq += 1
         lines = [f"{method} {url} RTSP/1.0", f"CSeq: {self.cseq}", f"User-Agent: {self.user_agent}"]
         if self.session:
             lines.append(f"Session: {self.session}")
-        if self.auth_header:
+        if self.auth_scheme:
             lines.append(f"Authorization: {self._auth_for(method, url)}")
         lines += [f"{k}: {v}" for k, v in extra.items()]
+        assert self.sock is not None
         try:
             self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         except OSError as exc:
-            raise RtspError(f"{method}: {exc}") from None
+            raise RtspError(f"{method}: {exc.strerror or exc}") from None
 
-    def _authorization(self, challenge: str) -> str:
-        if challenge.lower().startswith("basic"):
-            return "basic"
-        if challenge.lower().startswith("digest"):
-            self.digest = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
-            return "digest"
-        raise RtspError(f"unsupported authentication: {challenge[:40]!r}")
+    def _choose_auth(self, challenges: str) -> None:
+        """Digest when offered (never sends the password), else Basic; challenges arrive joined by newlines."""
+        offered = challenges.split("\n")
+        digest = next((c for c in offered if c.strip().lower().startswith("digest")), None)
+        if digest is not None:
+            self.digest = _challenge_params(digest.strip()[6:])
+            algorithm = self.digest.get("algorithm", "MD5").upper()
+            if algorithm not in ("MD5", "MD5-SESS"):
+                raise CameraFault(f"the camera asks for Digest algorithm {algorithm}, which Gapless does not speak")
+            self.auth_scheme, self.nonce_count = "digest", 0
+        elif any(c.strip().lower().startswith("basic") for c in offered):
+            self.auth_scheme = "basic"
+        else:
+            raise CameraFault(
+                f"the camera asks for an authentication scheme Gapless does not speak: {challenges[:40]!r}"
+            )
 
     def _auth_for(self, method: str, url: str) -> str:
-        if self.auth_header == "basic":
+        if self.auth_scheme == "basic":
             return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         realm, nonce = self.digest.get("realm", ""), self.digest.get("nonce", "")
-        ha1 = hashlib.md5(f"{self.username}:{realm}:{self.password}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"{method}:{url}".encode()).hexdigest()
-        response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-        return (
-            f'Digest username="{self.username}", realm="{realm}", nonce="{nonce}", uri="{url}", response="{response}"'
-        )
-
-    def _parse_sdp(self, sdp: str, base: str) -> tuple[StreamInfo, str]:
-        media = sdp.split("\nm=")
-        video = next((m for m in media[1:] if m.startswith("video")), None)
-        if video is None:
-            raise UnsupportedStream("the stream has no video track")
-        payload_type = video.split()[3] if len(video.split()) > 3 else ""
-        rtpmap = re.search(rf"a=rtpmap:{payload_type} ([\w.-]+)/(\d+)", video)
-        codec = rtpmap.group(1).upper() if rtpmap else "unknown"
-        if codec != "H264":
-            name = {"MP4V-ES": "mpeg4", "H265": "hevc"}.get(codec, codec.lower())
-            raise UnsupportedStream(f"unsupported codec {name}; Gapless records H.264")
-        sps = pps = b""
-        sprop = re.search(r"sprop-parameter-sets=([A-Za-z0-9+/=]+),([A-Za-z0-9+/=]+)", video)
-        if sprop:
-            sps, pps = base64.b64decode(sprop.group(1)), base64.b64decode(sprop.group(2))
-        control = re.search(r"a=control:(\S+)", video)
-        target = control.group(1) if control else "*"
-        if target.startswith("rtsp://"):
-            url = target
-        elif target == "*":
-            url = base
+        qop_offered = [q.strip() for q in self.digest.get("qop", "").split(",") if q.strip()]
+        ha1 = _md5(f"{self.username}:{realm}:{self.password}")
+        cnonce = os.urandom(8).hex()
+        if self.digest.get("algorithm", "").upper() == "MD5-SESS":
+            ha1 = _md5(f"{ha1}:{nonce}:{cnonce}")
+        ha2 = _md5(f"{method}:{url}")
+        fields = f'username="{self.username}", realm="{realm}", nonce="{nonce}", uri="{url}"'
+        if "auth" in qop_offered:
+            self.nonce_count += 1
+            nc = f"{self.nonce_count:08x}"
+            response = _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+            fields += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
         else:
-            url = base.rstrip("/") + "/" + target
-        return StreamInfo("h264", int(rtpmap.group(2)), sps, pps), url
+            response = _md5(f"{ha1}:{nonce}:{ha2}")
+        if "opaque" in self.digest:
+            fields += f', opaque="{self.digest["opaque"]}"'
+        if "algorithm" in self.digest:
+            fields += f", algorithm={self.digest['algorithm']}"
+        return f'Digest {fields}, response="{response}"'
 
     # ---- reading -------------------------------------------------------------------------------
-    def _fill(self, need: int) -> None:
+    def _fill(self, need: int, what: str) -> None:
         """Blocking read, for the requests before PLAY; once streaming, StreamReader reads."""
+        assert self.sock is not None
         while len(self.buf) < need:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise CameraFault(
+                    f"the camera took over {HANDSHAKE_TIMEOUT_S:.0f} s to answer {what}"
+                    f" ({len(self.buf)} bytes of its reply arrived)"
+                )
+            self.sock.settimeout(min(self.read_timeout, remaining))
             try:
                 chunk = self.sock.recv(1 << 18)
             except TimeoutError:
-                raise RtspError(f"no data from the camera for {self.read_timeout:.0f} s") from None
+                if remaining <= self.read_timeout:
+                    continue  # the deadline, not the read timeout, says what happened
+                raise RtspError(f"no answer to {what} for {self.read_timeout:.0f} s") from None
             except OSError as exc:
-                raise RtspError(f"connection lost: {exc}") from None
+                raise RtspError(f"connection lost: {exc.strerror or exc}") from None
             if not chunk:
-                raise RtspError("stream ended")
+                raise RtspError(f"the camera closed the connection during {what}")
             self.buf += chunk
 
     def _read_response(self) -> tuple[int, dict[str, str], bytes]:
+        what = "the request"
         while True:
-            self._fill(1)
+            self._fill(1, what)
             if self.buf[0] == 0x24:  # interleaved data before the reply (after PLAY): skip it
-                self._fill(4)
+                self._fill(4, what)
                 length = struct.unpack_from(">H", self.buf, 2)[0]
-                self._fill(4 + length)
+                self._fill(4 + length, what)
                 del self.buf[: 4 + length]
                 continue
             while (end := self.buf.find(b"\r\n\r\n")) < 0:
-                if len(self.buf) > 65536:
-                    raise RtspError("RTSP reply header too long")
-                self._fill(len(self.buf) + 1)
+                if len(self.buf) > MAX_REPLY_HEADER:
+                    raise CameraFault(f"reply header over {_size(MAX_REPLY_HEADER)} refused")
+                self._fill(len(self.buf) + 1, what)
             lines = self.buf[:end].decode("utf-8", "replace").split("\r\n")
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0") or 0)
-            self._fill(end + 4 + length)
-            body = bytes(self.buf[end + 4 : end + 4 + length])
-            del self.buf[: end + 4 + length]
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("RTSP/") or not parts[1].isdigit():
-                raise RtspError(f"not an RTSP reply: {lines[0][:60]!r}")
+                raise CameraFault(f"not an RTSP reply: {lines[0][:60]!r}")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                key = name.strip().lower()
+                headers[key] = f"{headers[key]}\n{value.strip()}" if key in headers else value.strip()
+            raw_length = headers.get("content-length", "0").strip() or "0"
+            if not raw_length.isdigit():
+                raise CameraFault(f"reply with an invalid Content-Length {raw_length[:20]!r}")
+            length = int(raw_length)
+            if length > MAX_REPLY_BODY:
+                raise CameraFault(f"reply of {_size(length)} refused (limit {_size(MAX_REPLY_BODY)})")
+            self._fill(end + 4 + length, what)
+            body = bytes(self.buf[end + 4 : end + 4 + length])
+            del self.buf[: end + 4 + length]
             return int(parts[1]), headers, body
 
     def take_buffered(self) -> bytes:
@@ -200,3 +325,44 @@ class RtspClient:
                 pass
             self.sock.close()
             self.sock = None
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def parse_sdp(sdp: str, base: str) -> tuple[StreamInfo, str]:
+    """The video track of a session description, and the URL to SETUP it."""
+    media = sdp.replace("\r\n", "\n").split("\nm=")
+    if not sdp.lstrip().startswith("v=") and len(media) < 2:
+        raise CameraFault(f"DESCRIBE answered with something that is not a session description: {sdp[:40]!r}")
+    video = next((m for m in media[1:] if m.startswith("video")), None)
+    if video is None:
+        raise UnsupportedStream("the stream has no video track")
+    fields = video.split("\n", 1)[0].split()
+    payload_type = fields[3] if len(fields) > 3 else ""
+    rtpmap = re.search(rf"a=rtpmap:{re.escape(payload_type)} ([\w.-]+)/(\d+)", video) if payload_type else None
+    codec = rtpmap.group(1).upper() if rtpmap else "unknown"
+    if codec != "H264":
+        name = {"MP4V-ES": "mpeg4", "H265": "hevc"}.get(codec, codec.lower())
+        raise UnsupportedStream(f"unsupported codec {name}; Gapless records H.264")
+    assert rtpmap is not None
+    clock_rate = int(rtpmap.group(2))
+    if not 1000 <= clock_rate <= 1_000_000:
+        raise CameraFault(f"the SDP announces an RTP clock of {clock_rate} Hz")
+    sps = pps = b""
+    sprop = re.search(r"sprop-parameter-sets=([A-Za-z0-9+/=]+),([A-Za-z0-9+/=]+)", video)
+    if sprop:
+        try:
+            sps, pps = base64.b64decode(sprop.group(1)), base64.b64decode(sprop.group(2))
+        except ValueError:
+            sps = pps = b""  # in-band parameter sets will do
+    control = re.search(r"a=control:(\S+)", video)
+    target = control.group(1) if control else "*"
+    if target.lower().startswith("rtsp://"):
+        url = target
+    elif target == "*":
+        url = base
+    else:
+        url = base.rstrip("/") + "/" + target
+    return StreamInfo("h264", clock_rate, sps, pps), url

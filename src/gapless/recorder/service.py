@@ -27,7 +27,7 @@ from gapless.cluster.backends import connect
 from gapless.cluster.vip import VirtualIP
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
-from gapless.recorder.config import RecorderConfig
+from gapless.recorder.config import CameraConfig, RecorderConfig
 from gapless.recorder.ingest import CameraIngest
 from gapless.recorder.managed import ManagedSettings
 from gapless.recorder.reader import StreamReader
@@ -76,7 +76,7 @@ class Recorder:
         self.feeds: dict[str, FeedView] = {}
         for camera in config.cameras:
             if camera.enabled:
-                self._add_camera(camera.id, camera.url)
+                self._add_camera(camera)
         self.jobs = JobStore(self.store.db)
         self.backfill = BackfillWorker(
             self.store,
@@ -94,8 +94,19 @@ class Recorder:
         self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
         self.agent: HaAgent | None = None  # set when the recorder is a cluster member
 
-    def _add_camera(self, camera_id: str, url: str) -> CameraIngest:
-        ingest = CameraIngest(self.config.recorder.id, camera_id, url, self.queue, self.reader)
+    def _add_camera(self, camera: CameraConfig) -> CameraIngest:
+        camera_id = camera.id
+        recent = self.store.recent_fragments(camera_id, 1)
+        ingest = CameraIngest(
+            self.config.recorder.id,
+            camera_id,
+            camera.url,
+            self.queue,
+            self.reader,
+            recorded_until_us=recent[-1].end_us if recent else None,
+            username=camera.username,
+            password=camera.password,
+        )
         self.cameras[camera_id] = ingest
         self.live_guards[camera_id] = ingest.feed.live_guard
         self.feeds[camera_id] = FeedView(lambda: ingest.feed.run_start_us, lambda: ingest.feed.previous_run_end_us)
@@ -104,10 +115,10 @@ class Recorder:
     def reconfigure(self, config: RecorderConfig) -> list[str]:
         """Apply a new configuration at run time: cameras added, removed or moved to another URL
         start or stop; retention applies at its next pass. Returns what changed, for the log."""
-        wanted = {c.id: c.url for c in config.cameras if c.enabled}
-        current = {cam: ingest.url for cam, ingest in self.cameras.items()}
+        wanted = {c.id: c for c in config.cameras if c.enabled}
+        current = {cam: ingest.source for cam, ingest in self.cameras.items()}
         changes = []
-        for cam in [c for c in current if wanted.get(c) != current[c]]:
+        for cam in [c for c in current if c not in wanted or wanted[c].source != current[c]]:
             ingest = self.cameras.pop(cam)
             self.live_guards.pop(cam, None)
             self.feeds.pop(cam, None)
@@ -117,7 +128,7 @@ class Recorder:
         self.config = config
         self.gap_scanner.reload(config)
         for cam in [c for c in wanted if c not in self.cameras]:
-            self._add_camera(cam, wanted[cam]).start()
+            self._add_camera(wanted[cam]).start()
             changes.append(f"started {cam}")
         return changes
 

@@ -1,10 +1,14 @@
 """A simulated camera: a frame clock, its RTP sessions and the faults it can be told to show.
 
 Frames are numbered from the camera's start and timed by the camera's own wall clock
-(`capture_us = start + n / fps`), which is also what its RTCP sender reports announce. Every
-client receives the same frames, as from a real camera serving two recorders. While the camera is
-stopped or stalled its clock keeps running: the frames of that time are lost to every client,
+(`capture_us = start + n / fps + clock error`), which is also what its RTCP sender reports announce.
+Every client receives the same frames, as from a real camera serving two recorders. While the camera
+is stopped or stalled its clock keeps running: the frames of that time are lost to every client,
 and their numbers are missing from every archive.
+
+It can also do what real cameras do wrong to time: restart or jump its RTP timestamps, change its
+SSRC, jump its sequence numbers, step its clock (NTP), run a wrong clock (1970, local time), send
+sender reports rarely or never, and send B-frames (out of presentation order).
 """
 
 from __future__ import annotations
@@ -70,9 +74,11 @@ class SimCamera:
         self.loop = loop
         self.kind = kind
         self.fps = loop.profile.fps
-        self.sr_interval_us = int(sr_interval * 1_000_000)
+        self.sr_interval_us = int(sr_interval * 1_000_000)  # 0: no sender reports at all
         self.ssrc = random.randrange(1, 1 << 32)
         self.rtp_base = random.randrange(1 << 32)
+        self.clock_error_us = 0  # the camera's clock minus the true time
+        self.seq_jump = 0  # added to every session's sequence numbers at the next frame
         self.sessions: dict[str, Session] = {}
         self.online = True
         self.stalled_until = 0.0
@@ -101,7 +107,20 @@ class SimCamera:
         return any(now < until and needle in user_agent for needle, until in self.blocked.items())
 
     def rtp_timestamp(self, frame: int) -> int:
+        """The RTP timestamp of the frame presented as number `frame`."""
         return (self.rtp_base + frame * 90_000 // self.fps) & 0xFFFFFFFF
+
+    # ---- faults (the control API's) --------------------------------------------------------
+    def jump_rtp(self, seconds: float) -> None:
+        """Restart the RTP timeline (negative: back, as a restarted encoder or restreamer does)."""
+        self.rtp_base = (self.rtp_base + int(seconds * 90_000)) & 0xFFFFFFFF
+
+    def change_ssrc(self) -> None:
+        self.ssrc = random.randrange(1, 1 << 32)
+
+    def step_clock(self, seconds: float) -> None:
+        """Step the camera's wall clock (what sender reports and stamps say), as NTP does."""
+        self.clock_error_us += int(seconds * 1_000_000)
 
     def add_session(self, session: Session) -> None:
         self.sessions[session.id] = session
@@ -119,8 +138,7 @@ class SimCamera:
             self.drop(sid)
         return len(ids)
 
-    def _payloads(self, frame: int, capture_us: int) -> list[tuple[bytes, bool]]:
-        index = frame % len(self.loop.frames)
+    def _payloads(self, index: int, frame: int, capture_us: int) -> list[tuple[bytes, bool]]:
         if self.kind == "mpeg4":
             return packetize_mpeg4(self.loop.frames[index][0])
         if self.kind == "garbage":
@@ -136,24 +154,33 @@ class SimCamera:
     async def _run(self) -> None:
         start_mono = time.monotonic()
         self.start_us = time.time_ns() // 1000
-        frame_us = 1_000_000 / self.fps
         n = 0
         while True:
             delay = start_mono + n / self.fps - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            capture_us = self.start_us + int(n * frame_us)
             self.frame_no = n
             live = [s for s in self.sessions.values() if s.playing]
             if self.online and time.monotonic() >= self.stalled_until and live:
-                self._send_frame(live, n, capture_us)
+                self._send_frame(live, n)
             n += 1
 
-    def _send_frame(self, sessions: list[Session], frame: int, capture_us: int) -> None:
+    def capture_us(self, frame: int) -> int:
+        """The camera's clock at the capture of the frame presented as number `frame`."""
+        return self.start_us + frame * 1_000_000 // self.fps + self.clock_error_us
+
+    def _send_frame(self, sessions: list[Session], sent: int) -> None:
+        """Send the `sent`-th frame in decode order; with B-frames its presentation number differs."""
+        index = sent % len(self.loop.frames)
+        frame = sent + self.loop.reorder[index]
+        capture_us = self.capture_us(frame)
         rtp_ts = self.rtp_timestamp(frame)
-        payloads = self._payloads(frame, capture_us)
+        payloads = self._payloads(index, frame, capture_us)
+        jump, self.seq_jump = self.seq_jump, 0
         for session in sessions:
-            if capture_us - session.last_sr_us >= self.sr_interval_us:
+            session.seq = (session.seq + jump) & 0xFFFF
+            due = self.sr_interval_us and capture_us - session.last_sr_us >= self.sr_interval_us
+            if due or (self.sr_interval_us and capture_us < session.last_sr_us):  # the clock stepped back
                 report = sender_report(self.ssrc, capture_us, rtp_ts, session.packets, session.octets)
                 session.last_sr_us = capture_us
                 if not session.send(1, report):
@@ -186,6 +213,8 @@ class SimCamera:
             "fps": self.fps,
             "gop": self.loop.profile.gop,
             "start_us": self.start_us,
+            "clock_error_us": self.clock_error_us,
+            "sender_reports": self.sr_interval_us / 1e6,
             "stalled": time.monotonic() < self.stalled_until,
             "sessions": [s.describe() for s in self.sessions.values()],
         }

@@ -1,4 +1,6 @@
-"""The simulator's fault-injection API (HTTP, loopback): stop, start, drop, stall, block."""
+"""The simulator's fault-injection API (HTTP, loopback): stop, start, drop, stall, block, and what
+real cameras do to time: RTP timestamp jumps, SSRC changes, sequence jumps, clock steps, sender
+reports rarely or never."""
 
 from __future__ import annotations
 
@@ -18,18 +20,18 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
             raise web.HTTPNotFound(text=f"no camera {request.match_info['camera']!r}\n")
         return camera
 
-    def seconds(request: web.Request, default: float | None = None) -> float:
-        raw = request.query.get("seconds")
+    def seconds(request: web.Request, default: float | None = None, name: str = "seconds", low: float = 0) -> float:
+        raw = request.query.get(name)
         if raw is None:
             if default is None:
-                raise web.HTTPBadRequest(text="seconds= is required\n")
+                raise web.HTTPBadRequest(text=f"{name}= is required\n")
             return default
         try:
             value = float(raw)
         except ValueError:
-            raise web.HTTPBadRequest(text=f"seconds must be a number, not {raw!r}\n") from None
-        if not 0 <= value <= 86_400:
-            raise web.HTTPBadRequest(text="seconds must be between 0 and 86400\n")
+            raise web.HTTPBadRequest(text=f"{name} must be a number, not {raw!r}\n") from None
+        if not low <= value <= 86_400:
+            raise web.HTTPBadRequest(text=f"{name} must be between {low:.0f} and 86400\n")
         return value
 
     @routes.get("/cameras")
@@ -81,6 +83,40 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
         """Keep connections open but send nothing for ?seconds= (those frames are lost)."""
         camera = camera_or_404(request)
         camera.stalled_until = time.monotonic() + seconds(request)
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/rtp-jump")
+    async def rtp_jump(request: web.Request) -> web.Response:
+        """Jump the RTP timestamps by ?seconds= (negative: back, as a restarted encoder does)."""
+        camera = camera_or_404(request)
+        camera.jump_rtp(seconds(request, low=-86_400))
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/ssrc-change")
+    async def ssrc_change(request: web.Request) -> web.Response:
+        camera = camera_or_404(request)
+        camera.change_ssrc()
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/seq-jump")
+    async def seq_jump(request: web.Request) -> web.Response:
+        """Jump every session's RTP sequence numbers by ?packets= at the next frame."""
+        camera = camera_or_404(request)
+        camera.seq_jump = int(seconds(request, name="packets", low=1)) & 0xFFFF
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/clock-step")
+    async def clock_step(request: web.Request) -> web.Response:
+        """Step the camera's clock by ?seconds= (negative: back), as NTP does."""
+        camera = camera_or_404(request)
+        camera.step_clock(seconds(request, low=-86_400 * 365 * 60))
+        return web.json_response(camera.describe())
+
+    @routes.post("/cameras/{camera}/sender-reports")
+    async def sender_reports(request: web.Request) -> web.Response:
+        """Send RTCP sender reports every ?every= seconds (0: none)."""
+        camera = camera_or_404(request)
+        camera.sr_interval_us = int(seconds(request, name="every") * 1_000_000)
         return web.json_response(camera.describe())
 
     @routes.delete("/sessions/{session}")

@@ -28,6 +28,7 @@ class Profile:
     gop: int = 50
     bitrate: int = 2_000_000
     codec: str = "h264"
+    bframes: int = 0  # B-frames between references (main profile), as many cameras send
 
 
 @dataclass
@@ -37,6 +38,9 @@ class EncodedLoop:
     pps: bytes
     frames: list[list[bytes]]  # NAL units per frame, without parameter sets
     keyframes: list[bool]
+    #: Per frame in decode (sending) order, its presentation number minus its decode number
+    #: (all 0 without B-frames): a B-frame is sent after the later frame it refers to.
+    reorder: list[int]
 
 
 def _picture(profile: Profile, index: int) -> np.ndarray:
@@ -78,7 +82,7 @@ def _cache_dir() -> Path:
 
 def encode_loop(profile: Profile, gops: int = 2) -> EncodedLoop:
     """Encode (or load from cache) `gops` GOPs of the test pattern with the given profile."""
-    key = hashlib.sha256(repr((profile, gops, 2)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr((profile, gops, 3)).encode()).hexdigest()[:16]
     cached = _cache_dir() / f"{key}.pickle"
     if cached.exists():
         try:
@@ -103,11 +107,14 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
     ctx.time_base = Fraction(1, profile.fps)
     ctx.framerate = Fraction(profile.fps)
     ctx.bit_rate = profile.bitrate
+    if profile.bframes:
+        ctx.profile = "Main"
     ctx.options = {
         "preset": "veryfast",
-        "tune": "zerolatency",
+        **({} if profile.bframes else {"tune": "zerolatency"}),  # zerolatency forbids B-frames
         "x264-params": (
-            f"keyint={profile.gop}:min-keyint={profile.gop}:scenecut=0:bframes=0:repeat-headers=1"
+            f"keyint={profile.gop}:min-keyint={profile.gop}:scenecut=0:bframes={profile.bframes}:repeat-headers=1"
+            ":open-gop=0:b-pyramid=none"
             f":vbv-maxrate={profile.bitrate // 1000}:vbv-bufsize={profile.bitrate // 1000}"
         ),
     }
@@ -121,6 +128,8 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
     sps = pps = b""
     frames: list[list[bytes]] = []
     keyframes: list[bool] = []
+    first_pts = min(packet.pts for packet in packets)
+    reorder = [packet.pts - first_pts - index for index, packet in enumerate(packets)]
     for packet in packets:
         nals = split_annexb(bytes(packet))
         for nal in nals:
@@ -130,9 +139,9 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
                 pps = nal
         frames.append([n for n in nals if nal_type(n) not in (NAL_SPS, NAL_PPS, 6, 9)])
         keyframes.append(packet.is_keyframe)
-    if len(frames) != total or not keyframes[0]:
+    if len(frames) != total or not keyframes[0] or sorted(i + r for i, r in enumerate(reorder)) != list(range(total)):
         raise RuntimeError("encoder did not produce one packet per frame starting with a keyframe")
-    return EncodedLoop(profile, sps, pps, frames, keyframes)
+    return EncodedLoop(profile, sps, pps, frames, keyframes, reorder)
 
 
 def _encode_mpeg4(profile: Profile, gops: int) -> EncodedLoop:
@@ -155,4 +164,4 @@ def _encode_mpeg4(profile: Profile, gops: int) -> EncodedLoop:
         frames.append([bytes(packet)])
         keyframes.append(packet.is_keyframe)
     config = bytes(ctx.extradata or b"")
-    return EncodedLoop(profile, config, b"", frames, keyframes)
+    return EncodedLoop(profile, config, b"", frames, keyframes, [0] * len(frames))

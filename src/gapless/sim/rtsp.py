@@ -1,15 +1,22 @@
-"""A small RTSP/1.0 server (RFC 2326) for the simulated cameras: TCP-interleaved and UDP."""
+"""A small RTSP/1.0 server (RFC 2326) for the simulated cameras: TCP-interleaved and UDP.
+
+Like a camera it can demand credentials (Basic, Digest, Digest with `qop=auth`, or Digest and Basic
+both offered) and end a session that is not kept alive within the timeout it announces.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
+import re
 import secrets
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gapless.sim.camera import SEND_BUFFER_BYTES, SLOW_CLIENT_BACKLOG, SLOW_CLIENT_SECONDS, Session, SimCamera
@@ -17,7 +24,48 @@ from gapless.sim.camera import SEND_BUFFER_BYTES, SLOW_CLIENT_BACKLOG, SLOW_CLIE
 log = logging.getLogger("gapless.sim.rtsp")
 
 METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
-SESSION_TIMEOUT = 60
+AUTH_SCHEMES = ("basic", "digest", "digest-qop", "both")
+REALM = "gapless-camera-sim"
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Credentials the cameras demand; scheme one of AUTH_SCHEMES ("both": Digest with qop and Basic)."""
+
+    scheme: str
+    username: str
+    password: str
+
+    def challenges(self, nonce: str) -> list[str]:
+        digest = f'Digest realm="{REALM}", nonce="{nonce}"'
+        if self.scheme in ("digest-qop", "both"):
+            digest += ', qop="auth", algorithm=MD5'
+        return {"basic": [f'Basic realm="{REALM}"'], "both": [digest, f'Basic realm="{REALM}"']}.get(
+            self.scheme, [digest]
+        )
+
+    def accepts(self, header: str, method: str, nonce: str) -> bool:
+        if header.startswith("Basic ") and self.scheme in ("basic", "both"):
+            expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            return secrets.compare_digest(header[6:].strip(), expected)
+        if not header.startswith("Digest ") or self.scheme == "basic":
+            return False
+        fields = {k: v or q for k, v, q in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]*))', header[7:])}
+        if fields.get("nonce") != nonce or fields.get("username") != self.username:
+            return False
+        ha1 = _md5(f"{self.username}:{REALM}:{self.password}")
+        ha2 = _md5(f"{method}:{fields.get('uri', '')}")
+        if self.scheme in ("digest-qop", "both"):
+            if fields.get("qop") != "auth" or not fields.get("nc") or not fields.get("cnonce"):
+                return False
+            expected = _md5(f"{ha1}:{nonce}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
+        else:
+            expected = _md5(f"{ha1}:{nonce}:{ha2}")
+        return secrets.compare_digest(fields.get("response", ""), expected)
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
 
 
 class _UdpSender(asyncio.DatagramProtocol):
@@ -34,8 +82,22 @@ class RtspConnection:
         self.peer = f"{peer[0]}:{peer[1]}"
         self.sessions: dict[str, Session] = {}
         self.udp: dict[str, tuple[asyncio.DatagramTransport, asyncio.DatagramTransport, tuple, tuple]] = {}
+        self.nonce = secrets.token_hex(16)
+        self.last_request = time.monotonic()
+
+    async def _expire(self) -> None:
+        """A camera ends sessions that are not kept alive (any request counts) within its timeout."""
+        timeout = self.server.session_timeout
+        while True:
+            await asyncio.sleep(0.5)
+            if self.sessions and time.monotonic() - self.last_request > timeout:
+                log.info("session timeout (%d s) for %s", timeout, self.peer)
+                self.close_sessions()
+                self.writer.close()
+                return
 
     async def serve(self) -> None:
+        expiry = asyncio.get_running_loop().create_task(self._expire())
         try:
             while True:
                 first = await self.reader.readexactly(1)
@@ -54,10 +116,12 @@ class RtspConnection:
                 length = int(headers.get("content-length", "0") or 0)
                 if length:
                     await self.reader.readexactly(length)
+                self.last_request = time.monotonic()
                 await self.respond(method.upper(), url, headers)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
+            expiry.cancel()
             self.close_sessions()
             with contextlib.suppress(Exception):
                 self.writer.close()
@@ -71,9 +135,12 @@ class RtspConnection:
             rtcp.close()
         self.udp.clear()
 
-    def reply(self, cseq: str, status: str, extra: dict[str, str] | None = None, body: bytes = b"") -> None:
+    def reply(
+        self, cseq: str, status: str, extra: dict[str, str] | list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> None:
         head = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", "Server: gapless-camera-sim"]
-        for name, value in (extra or {}).items():
+        pairs = extra.items() if isinstance(extra, dict) else (extra or [])
+        for name, value in pairs:
             head.append(f"{name}: {value}")
         if body:
             head.append(f"Content-Length: {len(body)}")
@@ -87,6 +154,10 @@ class RtspConnection:
         cseq = headers.get("cseq", "0")
         if method == "OPTIONS":
             self.reply(cseq, "200 OK", {"Public": METHODS})
+            return
+        auth = self.server.auth
+        if auth is not None and not auth.accepts(headers.get("authorization", ""), method, self.nonce):
+            self.reply(cseq, "401 Unauthorized", [("WWW-Authenticate", c) for c in auth.challenges(self.nonce)])
             return
         if method in ("GET_PARAMETER", "SET_PARAMETER"):
             self.reply(cseq, "200 OK")
@@ -186,7 +257,9 @@ class RtspConnection:
         self.sessions[sid] = session
         camera.add_session(session)
         asyncio.get_running_loop().create_task(self._close_when_dropped(session))
-        self.reply(cseq, "200 OK", {"Transport": reply_transport, "Session": f"{sid};timeout={SESSION_TIMEOUT}"})
+        self.reply(
+            cseq, "200 OK", {"Transport": reply_transport, "Session": f"{sid};timeout={self.server.session_timeout}"}
+        )
 
     async def _close_when_dropped(self, session: Session) -> None:
         """A session dropped by a fault (or for being too slow) closes the client's connection."""
@@ -237,10 +310,19 @@ def _param(transport: str, name: str) -> str | None:
 
 
 class RtspServer:
-    def __init__(self, cameras: dict[str, SimCamera], host: str = "127.0.0.1", port: int = 8554) -> None:
+    def __init__(
+        self,
+        cameras: dict[str, SimCamera],
+        host: str = "127.0.0.1",
+        port: int = 8554,
+        auth: Auth | None = None,
+        session_timeout: int = 60,
+    ) -> None:
         self.cameras = cameras
         self.host = host
         self.port = port
+        self.auth = auth
+        self.session_timeout = session_timeout
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 from gapless.sim.camera import SimCamera
 from gapless.sim.control import build_control_app
 from gapless.sim.encoder import Profile, encode_loop
-from gapless.sim.rtsp import RtspServer
+from gapless.sim.rtsp import Auth, RtspServer
 
 log = logging.getLogger("gapless.sim")
 
@@ -27,6 +27,9 @@ class SimSettings:
     sr_interval: float = 1.0
     special: list[str] = field(default_factory=list)  # extra cameras of kind "garbage" / "mpeg4"
     substream: Profile | None = None  # if set, every camera also serves /camN-sub with this profile
+    auth: Auth | None = None
+    session_timeout: int = 60  # seconds announced in SETUP, and enforced
+    clock_error: float = 0.0  # seconds the cameras' clocks are off at start
 
 
 def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
@@ -47,7 +50,9 @@ def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
 
 async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> None:
     cameras = build_cameras(settings)
-    rtsp = RtspServer(cameras, settings.host, settings.port)
+    for camera in cameras.values():
+        camera.step_clock(settings.clock_error)
+    rtsp = RtspServer(cameras, settings.host, settings.port, settings.auth, settings.session_timeout)
     await rtsp.start()
     runner = web.AppRunner(build_control_app(cameras), access_log=None)
     await runner.setup()

@@ -1,0 +1,163 @@
+"""Camera time per clock segment (recorder/clock.py), driven frame by frame as a camera would send:
+what real streams do to the NTP/RTP mapping, and what time each frame gets."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from gapless.recorder.clock import ARRIVAL_BOUND_US, SETTLE_WAIT_US, SessionClock
+
+NOW_US = 1_780_000_000_000_000
+FRAME_US = 40_000
+TICKS = 3600
+
+
+@dataclass
+class Camera:
+    """A 25 fps camera: true capture times, its RTP clock, its own (possibly wrong) wall clock."""
+
+    ssrc: int = 0x1234
+    rtp_base: int = 123_456
+    clock_error_us: int = 0
+    report_every: int | None = 25  # frames between sender reports; None: no reports
+    latency_us: int = 30_000
+    first_report_error_us: int = 0
+    frame: int = 0
+    rtp_offset: int = 0  # added to the RTP timestamps from now on (a restarted timeline)
+    reports_sent: int = 0
+    rng: random.Random = field(default_factory=lambda: random.Random(5))
+
+    def true_us(self, n: int) -> int:
+        return NOW_US + n * FRAME_US
+
+    def rtp(self, n: int) -> int:
+        return (self.rtp_base + self.rtp_offset + n * TICKS) & 0xFFFFFFFF
+
+    def send(self, clock: SessionClock, count: int) -> list[tuple[int, int, object, int]]:
+        """(frame number, true time, segment, media µs) of each frame sent."""
+        out = []
+        for _ in range(count):
+            n = self.frame
+            if self.report_every and n % self.report_every == 0:
+                error = self.first_report_error_us if self.reports_sent == 0 else 0
+                clock.report(self.ssrc, self.true_us(n) + self.clock_error_us + error, self.rtp(n))
+                self.reports_sent += 1
+            # the recorder reads every 0.5 s: a frame waits up to that long in the socket
+            arrival = self.true_us(n) + self.latency_us + self.rng.randrange(0, 500_000)
+            segment, media = clock.frame(self.ssrc, self.rtp(n), False, arrival)
+            out.append((n, self.true_us(n), segment, media))
+            self.frame += 1
+        return out
+
+
+def times(clock: SessionClock, sent) -> list[tuple[int, int, int]]:
+    """(frame number, true time, stamped time) once every segment has settled."""
+    for _, _, segment, _ in sent:
+        clock.settle(segment)
+    return [(n, true, segment.base_us + media) for n, true, segment, media in sent]
+
+
+def test_two_agreeing_sender_reports_give_every_frame_its_true_time():
+    clock, camera = SessionClock(90_000), Camera()
+    sent = camera.send(clock, 100)
+    assert sent[0][2].base_us is not None, "settles as soon as two reports agree"
+    assert all(stamped == true for _, true, stamped in times(clock, sent))
+    assert clock.segment.source == "sender reports"
+
+
+def test_a_wrong_first_report_is_never_used():
+    clock, camera = SessionClock(90_000), Camera(first_report_error_us=1_500_000)
+    sent = camera.send(clock, 100)
+    assert all(stamped == true for _, true, stamped in times(clock, sent))
+
+
+def test_without_sender_reports_frames_are_timed_by_arrival_within_the_bound():
+    clock, camera = SessionClock(90_000), Camera(report_every=None)
+    sent = camera.send(clock, 400)
+    stamped = times(clock, sent)
+    assert sent[0][2].source == "estimated: no sender reports"
+    assert sent[0][2].base_us is not None, "settled after the settle wait, not at the end"
+    assert all(abs(s - true) <= ARRIVAL_BOUND_US for _, true, s in stamped)
+    steps = {b[2] - a[2] for a, b in itertools.pairwise(stamped)}
+    assert steps == {FRAME_US}, "never compressed, never stretched"
+
+
+@pytest.mark.parametrize("error_us", [-56 * 365 * 86_400_000_000, 3_600_000_000, -5_000_000])
+def test_a_wrong_camera_clock_is_reported_and_frames_are_found_by_wall_clock(error_us):
+    clock, camera = SessionClock(90_000), Camera(clock_error_us=error_us)
+    sent = camera.send(clock, 100)
+    stamped = times(clock, sent)
+    segment = sent[0][2]
+    assert segment.source.startswith("estimated: camera clock off by")
+    assert abs(segment.camera_offset_us - error_us) < 600_000
+    assert all(abs(s - true) <= ARRIVAL_BOUND_US for _, true, s in stamped)
+
+
+def test_a_timestamp_restart_opens_a_segment_and_time_stays_true():
+    """gst-rtsp-server restarts a shared stream's RTP timestamps when another client PLAYs."""
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 60)
+    camera.rtp_offset = -camera.frame * TICKS - 5000  # back to about where it began
+    after = camera.send(clock, 120)
+    stamped = times(clock, before + after)
+    assert clock.breaks == {"RTP timestamp jump back": 1}
+    assert before[-1][2] is not after[0][2]
+    assert all(s == true for _, true, s in stamped)
+
+
+def test_a_forward_timestamp_jump_opens_a_segment():
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 60)
+    camera.rtp_offset = 90_000 * 3600  # an hour ahead
+    after = camera.send(clock, 120)
+    assert clock.breaks == {"RTP timestamp jump forward": 1}
+    assert all(s == true for _, true, s in times(clock, before + after))
+
+
+def test_an_ssrc_change_opens_a_segment():
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 60)
+    camera.ssrc, camera.rtp_offset = 0x9999, 77_777
+    after = camera.send(clock, 120)
+    assert clock.breaks == {"SSRC change": 1}
+    assert all(s == true for _, true, s in times(clock, before + after))
+
+
+@pytest.mark.parametrize("step_us", [-800_000, 700_000])
+def test_a_camera_clock_step_within_a_session_is_absorbed(step_us):
+    """NTP steps the camera's clock; the RTP timeline goes on, so no frame is missing: the time goes
+    on seamlessly (no overlap, no empty gap), and the step is counted."""
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 100)
+    camera.clock_error_us = step_us
+    after = camera.send(clock, 150)
+    stamped = times(clock, before + after)
+    assert clock.breaks == {"sender report step": 1}
+    assert {b[2] - a[2] for a, b in itertools.pairwise(stamped)} == {FRAME_US}
+    assert after[-1][2].source == "sender reports"
+    assert clock.rejected_reports == 1  # the first report of the step, until the second confirmed it
+
+
+def test_reports_arriving_late_replace_the_estimate_in_a_new_segment():
+    clock, camera = SessionClock(90_000), Camera(report_every=None)
+    before = camera.send(clock, SETTLE_WAIT_US // FRAME_US + 50)
+    camera.report_every = 25
+    after = camera.send(clock, 100)
+    assert clock.breaks == {"sender reports arrived": 1}
+    assert after[-1][2].source == "sender reports"
+    stamped = times(clock, before + after)
+    # The estimate was late by the latency; the reports' time is earlier, so the new segment is moved
+    # forward onto the end of the estimated one (never overlapping it), by less than the bound.
+    shift = {s - true for _, true, s in stamped[-50:]}
+    assert len(shift) == 1 and 0 <= shift.pop() < 600_000
+    assert all(b[2] > a[2] for a, b in itertools.pairwise(stamped))
+
+
+def test_a_new_session_never_starts_before_what_was_recorded():
+    clock, camera = SessionClock(90_000, floor_us=NOW_US + 200_000), Camera()
+    sent = camera.send(clock, 50)
+    assert times(clock, sent)[0][2] >= NOW_US + 200_000
