@@ -75,7 +75,13 @@ class Proc:
 
 class Sim:
     def __init__(
-        self, tmp: Path, cameras: int = 1, special: tuple[str, ...] = (), gop: int = 25, substream: str | None = None
+        self,
+        tmp: Path,
+        cameras: int = 1,
+        special: tuple[str, ...] = (),
+        gop: int = 25,
+        substream: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.rtsp_port, self.control_port = free_port(), free_port()
         self.gop = gop
@@ -101,6 +107,7 @@ class Sim:
             args += ["--special", kind]
         if substream:
             args += ["--substream", substream]
+        args += extra
         self.proc = Proc(args, tmp / "sim.log").start()
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.control_port}", timeout=10)
         wait_for(lambda: self.control.get("/cameras").status_code == 200, 120, "camera-sim to start")

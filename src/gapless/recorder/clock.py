@@ -106,12 +106,16 @@ class SessionClock:
         self._last_ts32 = 0
         self._ext = 0
         self._step: Report | None = None  # a disagreeing report waiting for a second one
+        self._early: list[tuple[int, int, int]] = []  # reports before the first frame
 
     # ---- input ----------------------------------------------------------------------------
     def report(self, ssrc: int, camera_us: int, ts32: int) -> None:
         segment = self.segment
-        if segment is None or ssrc != segment.ssrc:
-            return  # before the first frame, or another sender's report
+        if segment is None:  # before the first frame: kept for it (a camera reports first)
+            self._early.append((ssrc, camera_us, ts32))
+            return
+        if ssrc != segment.ssrc:
+            return  # another sender's report
         report = Report(camera_us, self._extend_near(ts32))
         if segment.base_us is None or not segment.source.startswith("sender report"):
             segment.reports.append(report)
@@ -140,6 +144,9 @@ class SessionClock:
             self._ssrc = ssrc
             self._last_ts32, self._ext = ts32, 0
             segment = self._open(reason, ssrc, 0)
+            early, self._early = self._early, []
+            for report in early:
+                self.report(*report)
         elif segment.first_ts == PENDING:  # opened by a report (a clock step): this is its first frame
             ext = self._extend(ts32)
             segment.first_ts = segment.last_ts = segment.max_ts = ext

@@ -4,7 +4,8 @@ Time comes from `recorder/clock.py`: each access unit belongs to a clock segment
 time in it; once the segment is settled, its time is `segment.base_us + media_us`. Until then
 frames wait in memory (bounded by PENDING_MAX_BYTES, past which the segment settles on what it
 has), never dropped. Each segment is a run of its own: a clock discontinuity ends the GOP in
-progress and starts a new run, so no fragment spans a break.
+progress and starts a new run, so no fragment spans a break (the rest of that GOP begins the new
+run without a keyframe, like any later piece of a GOP: it decodes after the piece before it).
 
 RTP timestamps are presentation times, and frames arrive in decode order: with B-frames they are
 not sorted. A GOP's decode times are its sorted presentation times moved back by the segment's
@@ -59,6 +60,7 @@ class Fragmenter:
     gop_bytes: int = 0
     frame_us: int = 0  # typical frame interval of this run (median step of the last GOP)
     reorder_us: int = 0  # this segment's decode delay (B-frames), only grows within a segment
+    decoding: bool = False  # a keyframe has been seen this session: later frames decode, whatever segment
     discarded_before_keyframe: int = 0
     invalid_packets: int = 0
 
@@ -112,9 +114,10 @@ class Fragmenter:
         return out
 
     def _add(self, packet: Packet) -> list[Fragment]:
-        if not self.gop and not packet.keyframe:
+        if not packet.keyframe and not self.decoding:
             self.discarded_before_keyframe += 1
             return []
+        self.decoding = True
         out: list[Fragment] = []
         if self.gop and (
             packet.keyframe
