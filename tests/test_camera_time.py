@@ -11,7 +11,7 @@ import time
 
 import av
 import pytest
-from conftest import Sim, wait_for
+from conftest import Sim
 
 from gapless.media.fmp4 import parse_fragment, ticks_to_us
 from gapless.media.h264 import find_stamp, split_avcc

@@ -109,6 +109,16 @@ def test_a_timestamp_restart_opens_a_segment_and_time_stays_true():
     assert all(s == true for _, true, s in stamped)
 
 
+def test_a_keyframe_a_little_back_in_time_is_a_restart_not_a_b_frame():
+    clock = SessionClock(90_000)
+    for n in range(13):
+        clock.frame(1, 1000 + n * TICKS, False, NOW_US + n * FRAME_US, keyframe=n == 0)
+    segment, _ = clock.frame(1, 1000 + 2 * TICKS, False, NOW_US + 13 * FRAME_US, keyframe=True)
+    assert clock.breaks == {"RTP timestamp jump back": 1} and segment.number == 2
+    segment, _ = clock.frame(1, 1000 + 1 * TICKS, False, NOW_US + 14 * FRAME_US)
+    assert segment.number == 2, "a B-frame a frame back is not a restart"
+
+
 def test_a_forward_timestamp_jump_opens_a_segment():
     clock, camera = SessionClock(90_000), Camera()
     before = camera.send(clock, 60)

@@ -137,7 +137,9 @@ class SessionClock:
         self.rejected_reports += 1
         self._step = report
 
-    def frame(self, ssrc: int, ts32: int, seq_jump: bool, arrival_us: int) -> tuple[Segment, int]:
+    def frame(
+        self, ssrc: int, ts32: int, seq_jump: bool, arrival_us: int, keyframe: bool = False
+    ) -> tuple[Segment, int]:
         segment = self.segment
         if segment is None or ssrc != self._ssrc:
             reason = "start" if segment is None else "SSRC change"
@@ -157,7 +159,10 @@ class SessionClock:
             reason = None
             if seq_jump:
                 reason = "sequence jump"
-            elif ext < segment.max_ts - REORDER_US * self.clock_rate // 1_000_000:
+            elif ext < segment.max_ts - REORDER_US * self.clock_rate // 1_000_000 or (
+                keyframe and ext <= segment.max_ts
+            ):
+                # A B-frame may go back a little; a keyframe is shown after every frame before it.
                 reason = "RTP timestamp jump back"
             elif media_step - arrival_step > FORWARD_SLACK_US:
                 reason = "RTP timestamp jump forward"

@@ -272,7 +272,7 @@ class _Session:
         if unit.reports:
             for ssrc, camera_us, ts32 in unit.reports:
                 self.clock.report(ssrc, camera_us, ts32)
-        segment, media_us = self.clock.frame(unit.ssrc, unit.rtp_ts, unit.seq_jump, unit.arrival_us)
+        segment, media_us = self.clock.frame(unit.ssrc, unit.rtp_ts, unit.seq_jump, unit.arrival_us, unit.keyframe)
         try:
             if unit.malformed:
                 raise BitstreamError(unit.malformed)

@@ -131,10 +131,12 @@ class InterleavedH264:
                 gap = (seq - expected) & 0xFFFF
                 if gap > SEQ_JUMP:  # far ahead or behind: a restarted sender, not lost packets
                     self._seq_jump = True
-                    if fu is not None or self._unit.has_content():
-                        self._unit.damaged = True  # the unit in progress was cut off
                 else:
                     self.lost_packets += gap
+                # The unit in progress lost its end. At a unit boundary the loss was whole units
+                # (their frames are a hole), or a restreamer's flush: the next unit starts clean
+                # (an FU-A piece without its start still marks it damaged below).
+                if fu is not None or self._unit.has_content():
                     self._unit.damaged = True
                 fu = None
             expected = (seq + 1) & 0xFFFF
