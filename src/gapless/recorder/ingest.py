@@ -215,7 +215,10 @@ class _Session:
         self.breaks_before = ingest.feed.clock_discontinuities
         self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id, self.clock)
         if info.sps and info.pps:
-            self.frag.set_parameter_sets([info.sps, info.pps])
+            try:
+                self.frag.set_parameter_sets([info.sps, info.pps])
+            except BitstreamError as exc:
+                raise CameraFault(f"the parameter sets the camera announces (SDP) are not valid H.264: {exc}") from None
         self.depacketizer = InterleavedH264(info.rtp_channel, info.rtcp_channel)
         self.first_data = client.take_buffered()
         self.opened = self.last_data = self.last_fragment_at = time.monotonic()

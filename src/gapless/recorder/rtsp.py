@@ -177,7 +177,7 @@ class RtspClient:
         sent_credentials = False
         for _attempt in range(3):
             self._send(method, url, extra)
-            status, headers, body = self._read_response()
+            status, headers, body = self._read_response(method)
             if status != 401:
                 if status != 200:
                     reason = {404: "no stream at this path", 454: "session not found", 503: "service unavailable"}
@@ -272,8 +272,7 @@ class RtspClient:
                 raise RtspError(f"the camera closed the connection during {what}")
             self.buf += chunk
 
-    def _read_response(self) -> tuple[int, dict[str, str], bytes]:
-        what = "the request"
+    def _read_response(self, what: str) -> tuple[int, dict[str, str], bytes]:
         while True:
             self._fill(1, what)
             if self.buf[0] == 0x24:  # interleaved data before the reply (after PLAY): skip it
