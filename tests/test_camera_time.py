@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
+import subprocess
 import time
 
 import av
 import pytest
-from conftest import Sim
+from conftest import GAPLESS, TOKEN, Sim
 
 from gapless.media.fmp4 import parse_fragment, ticks_to_us
 from gapless.media.h264 import find_stamp, split_avcc
@@ -122,6 +124,13 @@ def test_two_recorders_agree_on_every_frame_through_the_fault(
         worst = max(abs(archives[0][n] - archives[1][n]) for n in common)
         assert worst <= tolerance_us, f"the recorders disagree by up to {worst} µs on one frame"
         check_export(recorders[0], "cam", archives[0])
+        numbers = sorted(archives[0])
+        window = (str(archives[0][numbers[0]] / 1e6), str(archives[0][numbers[-1]] / 1e6))
+        command = [*GAPLESS, "audit", "--recorder", recorders[0].url, "--token", TOKEN, "--camera", "cam"]
+        command += ["--start", window[0], "--end", window[1], "--json"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        audited = json.loads(result.stdout)
+        assert result.returncode == 0 and not audited["time_problems"] and not audited["missing"], audited
         health = recorders[0].health()["cameras"]["cam"]
         assert health["time_source"].startswith(source), health
         if fault:

@@ -238,7 +238,7 @@ def switchover_cmd(management_url: str, token: str, cluster_id: str, target: str
 @click.option("--compare-camera", help="the camera's id on the second recorder (default: --camera)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_token, compare_camera, as_json) -> None:
-    """Report coverage gaps and missing/duplicated frames; exit 1 on any loss."""
+    """Report coverage gaps, missing/duplicated frames and time that cannot be true; exit 1 on any."""
     import dataclasses
     import json
 
@@ -257,14 +257,15 @@ def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_toke
         detail = exc.response.text.strip() if isinstance(exc, httpx.HTTPStatusError) else str(exc)
         click.echo(f"error: {detail}", err=True)
         sys.exit(2)
+    failed = result.lost if compare_url else result.failed
     if as_json:
         extra = {} if compare_url else {"gaps": result.gaps}
-        click.echo(json.dumps({**dataclasses.asdict(result), **extra, "lost": result.lost}))
+        click.echo(json.dumps({**dataclasses.asdict(result), **extra, "lost": result.lost, "failed": failed}))
     elif compare_url:
         _print_compare(result, recorder_url, compare_url)
     else:
         _print_audit(result, recorder_url)
-    sys.exit(1 if result.lost else 0)
+    sys.exit(1 if failed else 0)
 
 
 def _print_audit(report, recorder_url: str) -> None:
@@ -291,6 +292,7 @@ def _print_audit(report, recorder_url: str) -> None:
             f"frames {frames.first} … {frames.last}; missing {missing}; duplicated {len(frames.duplicates)}",
         )
     table.add_row("checksum failures", str(len(report.bad_checksums)))
+    table.add_row("time problems", "\n".join(report.time_problems) or "none")
     Console().print(table)
 
 

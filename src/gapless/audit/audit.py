@@ -2,7 +2,9 @@
 
 Reads the coverage and every fragment's bytes through the recorder's API (verifying each
 checksum), then reports coverage gaps and, for streams stamped with the Gapless SEI, missing and
-duplicated frame numbers per stamped stream. `compare` lists what a second recorder holds that the
+duplicated frame numbers per stamped stream. It also checks time itself: fragments that overlap,
+fragments shorter than their frames, and fragments whose time disagrees with when they arrived
+beyond the bound of docs/design/storage.md. `compare` lists what a second recorder holds that the
 first lacks: time, and frame-exact for SEI streams.
 """
 
@@ -17,13 +19,19 @@ import httpx
 
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import find_stamp, split_avcc
-from gapless.recorder.timeparse import parse_time_us
+from gapless.recorder.clock import ARRIVAL_BOUND_US
+from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import holes, intersect
 
 #: An edge of the audited window counts as uncovered beyond this (a fragment ends on a frame time).
 EDGE_SLACK_US = 100_000
 #: How far past an uncovered edge the audit looks for footage that would make the edge a hole.
 EDGE_LOOK_US = 3_600_000_000
+#: A fragment's first frame arrives within this of its time: the clock's bound, plus the stream
+#: reader's wait (0.5 s) and a camera's encoding and network latency.
+ARRIVAL_SLACK_US = ARRIVAL_BOUND_US + 1_500_000
+#: No frame is shorter than this (1000 frames a second).
+MIN_FRAME_US = 1_000
 
 
 @dataclass
@@ -48,6 +56,9 @@ class AuditReport:
     missing: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges, over all streams
     duplicates: list[int] = field(default_factory=list)
     bad_checksums: list[int] = field(default_factory=list)
+    #: Time that cannot be true: overlapping fragments, fragments shorter than their frames, time
+    #: that disagrees with arrival beyond ARRIVAL_SLACK_US. Not loss, but `gapless audit` exits 1.
+    time_problems: list[str] = field(default_factory=list)
     streams: dict[str, StreamFrames] = field(default_factory=dict)
     #: Seconds of the window before the first / after the last covered interval, and whether the
     #: recorder holds footage beyond that edge (then the uncovered edge is a hole, i.e. loss; else
@@ -65,6 +76,10 @@ class AuditReport:
     @property
     def lost(self) -> bool:
         return bool(self.gaps or self.missing or self.duplicates or self.bad_checksums or not self.intervals)
+
+    @property
+    def failed(self) -> bool:
+        return self.lost or bool(self.time_problems)
 
 
 @dataclass
@@ -101,7 +116,9 @@ def _read(client: httpx.Client, camera: str, params: dict) -> tuple[AuditReport,
     listing = client.get(f"/api/v1/cameras/{camera}/fragments", params=params)
     listing.raise_for_status()
     numbers: dict[str, list[int]] = defaultdict(list)
-    for meta in listing.json()["fragments"]:
+    metas = listing.json()["fragments"]
+    report.time_problems = time_problems(metas)
+    for meta in metas:
         body = client.get(f"/api/v1/fragments/{meta['id']}")
         report.fragments += 1
         if body.status_code == 500 and "checksum" in body.text:  # the recorder's own copy is damaged
@@ -117,6 +134,29 @@ def _read(client: httpx.Client, camera: str, params: dict) -> tuple[AuditReport,
             if stamp is not None:
                 numbers[stamp.camera].append(stamp.frame)
     return report, numbers
+
+
+def time_problems(metas: list[dict]) -> list[str]:
+    """What in a fragment listing (sorted by start) cannot be true of time."""
+    problems = []
+    previous: dict | None = None
+    for meta in metas:
+        start, end, frames = meta["start_us"], meta["end_us"], meta["frames"]
+        if end - start < frames * MIN_FRAME_US:
+            problems.append(f"fragment {meta['id']} at {iso(start)}: {frames} frames in {end - start} µs")
+        arrival = meta.get("arrival_us")
+        if arrival is not None and abs(arrival - start) > ARRIVAL_SLACK_US:
+            problems.append(
+                f"fragment {meta['id']} at {iso(start)} arrived {(arrival - start) / 1e6:+.1f} s from its time"
+            )
+        if previous is not None and start < previous["end_us"]:
+            problems.append(
+                f"fragments {previous['id']} and {meta['id']} overlap by {previous['end_us'] - start} µs"
+                f" at {iso(start)}"
+            )
+        if previous is None or end > previous["end_us"]:
+            previous = meta
+    return problems
 
 
 def _recorded_between(client: httpx.Client, camera: str, start_us: int, end_us: int) -> bool:

@@ -87,7 +87,7 @@ class WriteBatch:
                         self.inits[meta["init"]],
                         run.payload,
                         self.origin,
-                        self.arrival_us,
+                        meta.get("arrival_us") or self.arrival_us,  # when the partner received it
                         meta["sha256"] if run.whole else None,
                         run.keyframe_first,
                     )

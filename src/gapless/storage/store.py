@@ -99,6 +99,7 @@ class FragmentRow:
     init: str
     origin: str
     keyframe_first: bool
+    arrival_us: int | None
 
     def public(self) -> dict:
         return {
@@ -114,13 +115,15 @@ class FragmentRow:
             "init": self.init,
             "origin": self.origin,
             "keyframe_first": bool(self.keyframe_first),
+            "arrival_us": self.arrival_us,
         }
 
 
 _ROW_COLUMNS = (
-    "id, camera, run, seq, start_us, end_us, frames, bytes, chunk, offset, length, sha256, init, origin, keyframe_first"
+    "id, camera, run, seq, start_us, end_us, frames, bytes, chunk, offset, length, sha256, init, origin,"
+    " keyframe_first, arrival_us"
 )
-_INSERT_FRAGMENT = f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}, arrival_us) VALUES ({', '.join('?' * 15)})"
+_INSERT_FRAGMENT = f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}) VALUES ({', '.join('?' * 15)})"
 
 
 def record_head(kind: bytes, header: dict, payload_length: int) -> bytes:
