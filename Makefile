@@ -5,11 +5,18 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint bench clean system-deps
 
-# Debian packages the tests use: etcd-server (the etcd coordinator backend). Needs root; without
-# it the etcd tests are skipped with that reason.
+# Debian packages the tests use: etcd-server (the etcd coordinator backend) and GStreamer's RTSP
+# server (a camera Gapless did not write). Needs root; without them those tests are skipped with
+# that reason.
+DEBIAN_TEST_PACKAGES := etcd-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+
 system-deps:
-	@command -v etcd >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends etcd-server) \
-		|| echo "warning: could not install etcd-server; the etcd tests will be skipped"
+	@missing=$$(for p in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing) \
+			|| echo "warning: could not install$$(echo $$missing | sed 's/^/ /'); their tests will be skipped"; \
+	fi
 
 $(BIN)/gapless: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +32,7 @@ lint: $(BIN)/gapless
 	$(BIN)/ruff format --check src tests bench
 
 test: lint system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 bench: $(BIN)/gapless system-deps
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)
