@@ -3,6 +3,7 @@ gateway, or etcd), two managed recorders, one simulated camera, and a live HLS r
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from pathlib import Path
@@ -157,3 +158,27 @@ def wait_holder(management: Management, member: str, timeout: float = 60) -> dic
         timeout,
         f"{member} to hold the token",
     )
+
+
+@contextlib.contextmanager
+def running_cluster(
+    tmp_path, sim, coordinator: dict | None = None, storage_a: Path | None = None, failback: str = "auto"
+):
+    """Management server, rec-a (primary, holding the token) and rec-b, all recording; stopped after."""
+    management = Management(tmp_path, sim, coordinator, failback=failback)
+    members = [
+        managed_recorder(tmp_path, "rec-a", management, **({"storage": str(storage_a)} if storage_a else {})),
+        managed_recorder(tmp_path, "rec-b", management),
+    ]
+    try:
+        management.start()
+        for member in members:
+            member.start()
+        wait_holder(management, "rec-a")
+        for member in members:
+            member.wait_fragments(CAMERA, 2)
+        yield management, *members
+    finally:
+        for member in members:
+            member.close()
+        management.close()

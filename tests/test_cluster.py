@@ -4,17 +4,15 @@ management server going away. Real processes on loopback (etcd: Debian's etcd-se
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from cluster_harness import CAMERA, LiveReader, Management, assert_continuous, managed_recorder, wait_holder
+from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
 from conftest import GAPLESS, TOKEN, Proc, Sim, free_port, wait_for
 
 from gapless.audit.audit import audit
@@ -25,30 +23,6 @@ def sim(tmp_path):
     simulator = Sim(tmp_path, cameras=1)
     yield simulator
     simulator.close()
-
-
-@contextlib.contextmanager
-def running_cluster(
-    tmp_path, sim, coordinator: dict | None = None, storage_a: Path | None = None, failback: str = "auto"
-):
-    """Management server, rec-a (primary, holding the token) and rec-b, all recording; stopped after."""
-    management = Management(tmp_path, sim, coordinator, failback=failback)
-    members = [
-        managed_recorder(tmp_path, "rec-a", management, **({"storage": str(storage_a)} if storage_a else {})),
-        managed_recorder(tmp_path, "rec-b", management),
-    ]
-    try:
-        management.start()
-        for member in members:
-            member.start()
-        wait_holder(management, "rec-a")
-        for member in members:
-            member.wait_fragments(CAMERA, 2)
-        yield management, *members
-    finally:
-        for member in members:
-            member.close()
-        management.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import pytest
+from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
 from conftest import TOKEN, Proc, free_port, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -138,3 +139,34 @@ def test_kill_restart_backfill_with_a_gstreamer_camera(gst_camera, make_recorder
     assert_every_frame(b_frames, start, end, restarts=2)  # rec-a PLAYed twice
     a_frames = exported(a, "gst", start, end)
     assert a_frames == b_frames, "after backfill, rec-a holds every frame rec-b holds, at the same times"
+
+
+def test_cluster_failover_with_a_gstreamer_camera(tmp_path, gst_camera):
+    """A symmetrical cluster recording the GStreamer camera: the holder is killed under a live reader
+    on the gateway, which keeps reading every segment once; rec-a comes back, backfills, takes the
+    token back, and then holds every frame rec-b holds."""
+
+    class Camera:  # what the cluster harness asks of a camera source
+        def url(self, _name: str) -> str:
+            return gst_camera
+
+    with running_cluster(tmp_path, Camera()) as (management, a, b):
+        reader = LiveReader(management.url, CAMERA)
+        reader.start()
+        try:
+            time.sleep(6)
+            a.proc.kill()
+            wait_holder(management, "rec-b", timeout=30)
+            time.sleep(6)
+            a.start()
+            wait_holder(management, "rec-a", timeout=120)  # after its backfill closed the gap
+            time.sleep(6)
+        finally:
+            reader.stop()
+        assert_continuous(reader)
+        a_start, a_end = continuous(a, CAMERA, gaps=2)
+        b_start, b_end = continuous(b, CAMERA, gaps=2)
+        start, end = max(a_start, b_start), min(a_end, b_end) - 2_000_000
+        b_frames = exported(b, CAMERA, start, end)
+        assert_every_frame(b_frames, start, end, restarts=2)  # rec-a PLAYed twice
+        assert exported(a, CAMERA, start, end) == b_frames
