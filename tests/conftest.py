@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import os
 import signal
 import socket
@@ -10,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import httpx
 import pytest
 import yaml
@@ -37,6 +40,25 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc})")
+
+
+def exported(rec, camera: str, start_us: int, end_us: int) -> tuple[list[int], int]:
+    """Presentation times (90 kHz) of every frame of a recorder's MP4 export, in file order, and how
+    many frames decode (the decoder flushed); fails unless decode times strictly increase."""
+    body = rec.api.get(f"/api/v1/cameras/{camera}/export.mp4", params={"start": start_us / 1e6, "end": end_us / 1e6})
+    assert body.status_code == 200, body.text
+    with av.open(io.BytesIO(body.content)) as container:
+        stream = container.streams.video[0]
+        pts, dts, decoded = [], [], 0
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            pts.append(packet.pts)
+            dts.append(packet.dts)
+            decoded += len(packet.decode())
+        decoded += len(stream.codec_context.decode(None))
+    assert all(b > a for a, b in itertools.pairwise(dts)), "export decode timestamps go backwards"
+    return pts, decoded
 
 
 class Proc:

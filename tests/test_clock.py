@@ -171,3 +171,9 @@ def test_a_new_session_never_starts_before_what_was_recorded():
     clock, camera = SessionClock(90_000, floor_us=NOW_US + 200_000), Camera()
     sent = camera.send(clock, 50)
     assert times(clock, sent)[0][2] >= NOW_US + 200_000
+
+
+def test_footage_recorded_in_the_future_does_not_drag_new_footage_there():
+    clock, camera = SessionClock(90_000, floor_us=NOW_US + 3_600_000_000), Camera()
+    sent = camera.send(clock, 50)
+    assert all(s == true for _, true, s in times(clock, sent))

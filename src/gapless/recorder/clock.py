@@ -141,14 +141,16 @@ class SessionClock:
         self, ssrc: int, ts32: int, seq_jump: bool, arrival_us: int, keyframe: bool = False
     ) -> tuple[Segment, int]:
         segment = self.segment
-        if segment is None or ssrc != self._ssrc:
-            reason = "start" if segment is None else "SSRC change"
-            self._ssrc = ssrc
-            self._last_ts32, self._ext = ts32, 0
-            segment = self._open(reason, ssrc, 0)
+        if segment is None:
+            self._ssrc, self._last_ts32 = ssrc, ts32
+            segment = self._open("start", ssrc, 0)
             early, self._early = self._early, []
             for report in early:
                 self.report(*report)
+        elif ssrc != self._ssrc:  # another stream: a timeline of its own from this frame
+            segment = self._break("SSRC change", carry=[])
+            segment.ssrc, self._ssrc, self._last_ts32, self._ext = ssrc, ssrc, ts32, 0
+            segment.first_ts = segment.last_ts = segment.max_ts = 0
         elif segment.first_ts == PENDING:  # opened by a report (a clock step): this is its first frame
             ext = self._extend(ts32)
             segment.first_ts = segment.last_ts = segment.max_ts = ext
@@ -209,7 +211,13 @@ class SessionClock:
                 )
                 base, source = estimate, f"estimated: camera clock off by {(reported - estimate) / 1e6:+.1f} s"
         segment.reported_base_us = base
-        if self.floor_us is not None:
+        if self.floor_us is not None and self.floor_us > estimate + ARRIVAL_BOUND_US:
+            log.warning(
+                "this camera's recorded footage ends %.1f s in the future (a clock that was wrong before):"
+                " not moving new footage after it",
+                (self.floor_us - estimate) / 1e6,
+            )
+        elif self.floor_us is not None:
             if base < self.floor_us:
                 base = self.floor_us  # never overlap what is recorded (bounded: the floor is itself timed)
             elif segment.reason == "sender report step" and base - self.floor_us <= ARRIVAL_BOUND_US:
