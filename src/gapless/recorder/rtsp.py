@@ -224,13 +224,13 @@ class RtspClient:
                 f"the camera asks for an authentication scheme Gapless does not speak: {challenges[:40]!r}"
             )
 
-    def _auth_for(self, method: str, url: str) -> str:
+    def _auth_for(self, method: str, url: str, cnonce: str | None = None) -> str:
         if self.auth_scheme == "basic":
             return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         realm, nonce = self.digest.get("realm", ""), self.digest.get("nonce", "")
         qop_offered = [q.strip() for q in self.digest.get("qop", "").split(",") if q.strip()]
         ha1 = _md5(f"{self.username}:{realm}:{self.password}")
-        cnonce = os.urandom(8).hex()
+        cnonce = cnonce or os.urandom(8).hex()
         if self.digest.get("algorithm", "").upper() == "MD5-SESS":
             ha1 = _md5(f"{ha1}:{nonce}:{cnonce}")
         ha2 = _md5(f"{method}:{url}")
