@@ -51,11 +51,18 @@ def test_control_urls_relative_absolute_and_aggregate(control, setup_url):
     assert (info.codec, info.clock_rate, url) == ("h264", 90_000, setup_url)
 
 
+def test_h265_parameter_sets_come_from_sprop_vps_sps_pps():
+    sdp = SDP_HEAD + "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\n"
+    sdp += "a=fmtp:96 sprop-vps=QAEM;sprop-sps=QgEB;sprop-pps=RAHB\r\n"
+    info, _ = parse_sdp(sdp, "rtsp://h/x")
+    assert (info.codec, info.parameter_sets) == ("h265", [b"@\x01\x0c", b"B\x01\x01", b"D\x01\xc1"])
+
+
 def test_sessions_without_video_and_garbage_are_refused_in_words():
     with pytest.raises(UnsupportedStream, match="no video track"):
         parse_sdp(SDP_HEAD + "m=audio 0 RTP/AVP 0\r\n", "rtsp://h/x")
-    with pytest.raises(UnsupportedStream, match="unsupported codec hevc"):
-        parse_sdp(SDP_HEAD + "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\n", "rtsp://h/x")
+    with pytest.raises(UnsupportedStream, match="unsupported codec mjpeg"):
+        parse_sdp(SDP_HEAD + "m=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\n", "rtsp://h/x")
     with pytest.raises(CameraFault, match="not a session description"):
         parse_sdp("\x00\x01garbage", "rtsp://h/x")
 

@@ -59,6 +59,7 @@ def main() -> None:
 )
 @click.option("--clock-error", default=0.0, type=float, help="seconds the cameras' clocks are off (e.g. -1.7e9: 1970)")
 @click.option("--bframes", default=0, type=click.IntRange(0, 3), help="B-frames between references (main profile)")
+@click.option("--codec", default="h264", show_default=True, type=click.Choice(["h264", "h265"]))
 @click.option(
     "--special",
     multiple=True,
@@ -86,6 +87,7 @@ def camera_sim(
     session_timeout,
     clock_error,
     bframes,
+    codec,
     special,
     substream,
     verbose,
@@ -105,14 +107,18 @@ def camera_sim(
         if scheme not in AUTH_SCHEMES or not user:
             raise click.BadParameter(f"use SCHEME:USER:PASSWORD, SCHEME one of {', '.join(AUTH_SCHEMES)}")
         credentials = Auth(scheme, user, password)
-    profile = Profile(width, height, fps, gop, bitrate * 1000, bframes=bframes)
+    if codec == "h265" and bframes:
+        raise click.BadParameter("B-frames are simulated for H.264 only", param_hint="--bframes")
+    profile = Profile(width, height, fps, gop, bitrate * 1000, codec, bframes)
     sub_profile = None
     if substream:
         match = re.fullmatch(r"(\d+)x(\d+)@(\d+)", substream)
         if not match or not all(0 < int(v) <= 7680 for v in match.groups()):
             raise click.BadParameter("use WxH@FPS, e.g. 320x180@10", param_hint="--substream")
         sub_w, sub_h, sub_fps = (int(v) for v in match.groups())
-        sub_profile = Profile(sub_w, sub_h, sub_fps, max(1, round(gop * sub_fps / fps)), max(50_000, bitrate * 250))
+        sub_profile = Profile(
+            sub_w, sub_h, sub_fps, max(1, round(gop * sub_fps / fps)), max(50_000, bitrate * 250), codec
+        )
     settings = SimSettings(
         cameras,
         host,

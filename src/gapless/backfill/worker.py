@@ -20,8 +20,7 @@ import httpx
 from gapless.backfill.client import CorruptFragment, PartnerClient, PartnerError
 from gapless.backfill.jobs import Job, JobStore, now_us
 from gapless.backfill.trim import missing_runs
-from gapless.media.fmp4 import init_parameter_sets
-from gapless.media.h264 import parse_sps
+from gapless.media.fmp4 import describe_init
 from gapless.recorder.timeparse import iso
 from gapless.storage.coverage import FRAME_GAP_FRAMES, merged
 from gapless.storage.store import Fragment, FragmentStore, InitSegment
@@ -343,10 +342,10 @@ class BackfillWorker:
             return own
         data = await partner.init_segment(init_id)
         try:
-            info = parse_sps(init_parameter_sets(data)[0])
-        except (ValueError, IndexError) as exc:
+            codec, width, height = describe_init(data)
+        except (ValueError, IndexError, StopIteration) as exc:
             raise PartnerError(f"init segment {init_id} is not usable: {exc}") from None
-        segment = InitSegment.make(info.codec_string, info.width, info.height, data)
+        segment = InitSegment.make(codec, width, height, data)
         if segment.id != init_id:
             raise PartnerError(f"init segment {init_id} does not match its id")
         return segment

@@ -1,4 +1,4 @@
-"""Fragmented MP4 (ISO BMFF) writing and reading for one H.264 video track.
+"""Fragmented MP4 (ISO BMFF) writing and reading for one H.264 (`avc1`) or H.265 (`hvc1`) video track.
 
 Gapless stores each GOP as one `moof+mdat` fragment and each codec configuration as one init
 segment (`ftyp+moov`). Timestamps are on a 90 kHz timescale and the fragment's
@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from gapless.media.h264 import SpsInfo
+from gapless.media import h265
+from gapless.media.h264 import SpsInfo, parse_sps
 
 TIMESCALE = 90_000
 TRACK_ID = 1
@@ -51,24 +52,53 @@ def avcc_record(sps: bytes, pps: bytes, info: SpsInfo) -> bytes:
     )
 
 
-def init_parameter_sets(init: bytes) -> tuple[bytes, bytes]:
-    """The SPS and PPS in an init segment's `avcC` (as written by :func:`build_init_segment`)."""
-    at = init.find(b"avcC")
+def _config_record(init: bytes, kind: bytes) -> bytes | None:
+    at = init.find(kind)
     if at < 4:
-        raise ValueError("init segment has no avcC box")
-    record = init[at + 4 : at - 4 + struct.unpack_from(">I", init, at - 4)[0]]
+        return None
+    return init[at + 4 : at - 4 + struct.unpack_from(">I", init, at - 4)[0]]
+
+
+def init_parameter_sets(init: bytes) -> list[bytes]:
+    """The parameter sets in an init segment's `avcC` (SPS, PPS) or `hvcC` (VPS, SPS, PPS)."""
+    hvcc = _config_record(init, b"hvcC")
+    if hvcc is not None:
+        return h265.hvcc_parameter_sets(hvcc)
+    record = _config_record(init, b"avcC")
+    if record is None:
+        raise ValueError("init segment has neither an avcC nor an hvcC box")
     if len(record) < 8 or record[5] & 0x1F != 1:
         raise ValueError("avcC must hold exactly one SPS")
     sps_len = struct.unpack_from(">H", record, 6)[0]
     sps = record[8 : 8 + sps_len]
     pps_at = 8 + sps_len + 1
     pps_len = struct.unpack_from(">H", record, pps_at)[0]
-    return sps, record[pps_at + 2 : pps_at + 2 + pps_len]
+    return [sps, record[pps_at + 2 : pps_at + 2 + pps_len]]
+
+
+def describe_init(init: bytes) -> tuple[str, int, int]:
+    """(codec string, width, height) of an init segment, read from its parameter sets."""
+    sets = init_parameter_sets(init)
+    if b"hvcC" in init:
+        sps = next((n for n in sets if h265.nal_type(n) == h265.NAL_SPS), b"")
+        hevc = h265.parse_sps(sps)
+        return hevc.codec_string, hevc.width, hevc.height
+    avc = parse_sps(sets[0])
+    return avc.codec_string, avc.width, avc.height
 
 
 def build_init_segment(sps: bytes, pps: bytes, info: SpsInfo) -> bytes:
     """`ftyp+moov` for one H.264 track with an empty sample table (fragments carry the samples)."""
-    ftyp = box(b"ftyp", b"iso5", struct.pack(">I", 512), b"iso5iso6avc1mp41")
+    return _init_segment(b"avc1", box(b"avcC", avcc_record(sps, pps, info)), info.width, info.height)
+
+
+def build_hevc_init_segment(vps: bytes, sps: bytes, pps: bytes, info: h265.HevcSpsInfo) -> bytes:
+    """`ftyp+moov` for one H.265 track (`hvc1`: parameter sets in the record and in band)."""
+    return _init_segment(b"hvc1", box(b"hvcC", h265.hvcc_record(vps, sps, pps, info)), info.width, info.height)
+
+
+def _init_segment(entry: bytes, config: bytes, width: int, height: int) -> bytes:
+    ftyp = box(b"ftyp", b"iso5", struct.pack(">I", 512), b"iso5iso6" + entry + b"mp41")
     mvhd = full_box(
         b"mvhd",
         0,
@@ -88,25 +118,25 @@ def build_init_segment(sps: bytes, pps: bytes, info: SpsInfo) -> bytes:
         bytes(8),
         struct.pack(">hhhH", 0, 0, 0, 0),
         _MATRIX,
-        struct.pack(">II", info.width << 16, info.height << 16),
+        struct.pack(">II", width << 16, height << 16),
     )
     mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, TIMESCALE, 0, 0x55C4, 0))
     hdlr = full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"Gapless video\x00")
     vmhd = full_box(b"vmhd", 0, 1, bytes(8))
     dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
-    avc1 = box(
-        b"avc1",
+    sample_entry = box(
+        entry,
         bytes(6),
         struct.pack(">H", 1),
         bytes(16),
-        struct.pack(">HHIIIH", info.width, info.height, 0x00480000, 0x00480000, 0, 1),
+        struct.pack(">HHIIIH", width, height, 0x00480000, 0x00480000, 0, 1),
         bytes(32),
         struct.pack(">Hh", 0x18, -1),
-        box(b"avcC", avcc_record(sps, pps, info)),
+        config,
     )
     stbl = box(
         b"stbl",
-        full_box(b"stsd", 0, 0, struct.pack(">I", 1), avc1),
+        full_box(b"stsd", 0, 0, struct.pack(">I", 1), sample_entry),
         full_box(b"stts", 0, 0, struct.pack(">I", 0)),
         full_box(b"stsc", 0, 0, struct.pack(">I", 0)),
         full_box(b"stsz", 0, 0, struct.pack(">II", 0, 0)),
@@ -205,12 +235,12 @@ def parse_fragment(data: bytes) -> list[Sample]:
     return samples
 
 
-def with_inband_parameter_sets(fragment: bytes, sequence: int, sps: bytes, pps: bytes) -> bytes | None:
-    """The fragment with SPS and PPS in front of every keyframe, so that a decoder set up from another
+def with_inband_parameter_sets(fragment: bytes, sequence: int, parameter_sets: list[bytes]) -> bytes | None:
+    """The fragment with its parameter sets in front of every keyframe, so that a decoder set up from another
     init segment switches to this one (resolution or profile change inside one export). Frames
     before the fragment's first keyframe cannot be decoded after such a switch and are left out;
     None when no frame is left."""
-    head = len(sps).to_bytes(4, "big") + sps + len(pps).to_bytes(4, "big") + pps
+    head = b"".join(len(nal).to_bytes(4, "big") + nal for nal in parameter_sets)
     samples = parse_fragment(fragment)
     first_key = next((i for i, s in enumerate(samples) if s.keyframe), None)
     if first_key is None:

@@ -19,6 +19,7 @@ NAL_SPS = 7
 NAL_PPS = 8
 NAL_AUD = 9
 
+_HEVC_SEI_PREFIX = 39  # H.265's prefix SEI NAL unit type (media/h265.py)
 #: UUID of the Gapless frame-stamp SEI (user_data_unregistered, payload type 5).
 GAPLESS_SEI_UUID = uuid.UUID("6a3f1c2e-9b4d-4e58-a1f0-5d0c7e9b2a11").bytes
 
@@ -123,8 +124,8 @@ class FrameStamp:
     capture_us: int
 
 
-def build_stamp_sei(stamp: FrameStamp) -> bytes:
-    """A complete SEI NAL unit (header included) carrying the frame stamp."""
+def build_stamp_sei(stamp: FrameStamp, hevc: bool = False) -> bytes:
+    """A complete SEI NAL unit (header included) carrying the frame stamp: H.264, or an H.265 prefix SEI."""
     cam = stamp.camera.encode()
     body = GAPLESS_SEI_UUID + struct.pack(">QQB", stamp.frame, stamp.capture_us, len(cam)) + cam
     payload = bytearray([5])  # payload type: user_data_unregistered
@@ -135,14 +136,24 @@ def build_stamp_sei(stamp: FrameStamp) -> bytes:
     payload.append(size)
     payload += body
     payload.append(0x80)  # rbsp trailing bits
-    return bytes([NAL_SEI]) + escape_rbsp(bytes(payload))
+    header = bytes([_HEVC_SEI_PREFIX << 1, 1]) if hevc else bytes([NAL_SEI])
+    return header + escape_rbsp(bytes(payload))
+
+
+def _sei_rbsp(nal: bytes) -> bytes | None:
+    """The payload of an H.264 SEI or an H.265 prefix SEI NAL unit, else None."""
+    if nal and nal_type(nal) == NAL_SEI:
+        return unescape_rbsp(nal[1:])
+    if len(nal) > 2 and (nal[0] >> 1) & 0x3F == _HEVC_SEI_PREFIX:
+        return unescape_rbsp(nal[2:])
+    return None
 
 
 def parse_stamp_sei(nal: bytes) -> FrameStamp | None:
-    """The frame stamp carried by an SEI NAL unit, or None if it carries none."""
-    if not nal or nal_type(nal) != NAL_SEI:
+    """The frame stamp carried by an SEI NAL unit (H.264 or H.265), or None if it carries none."""
+    rbsp = _sei_rbsp(nal)
+    if rbsp is None:
         return None
-    rbsp = unescape_rbsp(nal[1:])
     pos = 0
     while pos < len(rbsp) and rbsp[pos] != 0x80:
         ptype = 0
@@ -167,10 +178,9 @@ def parse_stamp_sei(nal: bytes) -> FrameStamp | None:
 
 def find_stamp(nals: list[bytes]) -> FrameStamp | None:
     for nal in nals:
-        if nal_type(nal) == NAL_SEI:
-            stamp = parse_stamp_sei(nal)
-            if stamp is not None:
-                return stamp
+        stamp = parse_stamp_sei(nal)
+        if stamp is not None:
+            return stamp
     return None
 
 

@@ -238,8 +238,7 @@ def build_api(recorder) -> web.Application:
         for row in rows:
             data = await asyncio.to_thread(recorder.store.read_payload, row)
             if row.init != first:  # another profile (e.g. a partner's sub-stream): switch in-band
-                sps, pps = init_parameter_sets(inits[row.init].data)
-                data = with_inband_parameter_sets(data, row.seq, sps, pps)
+                data = with_inband_parameter_sets(data, row.seq, init_parameter_sets(inits[row.init].data))
             if data:
                 yield data
 

@@ -19,7 +19,8 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
-from gapless.media.fmp4 import Sample, build_fragment, build_init_segment, us_to_ticks
+from gapless.media import h265
+from gapless.media.fmp4 import Sample, build_fragment, build_hevc_init_segment, build_init_segment, us_to_ticks
 from gapless.media.h264 import NAL_PPS, NAL_SPS, BitstreamError, nal_type, parse_sps
 from gapless.recorder.clock import Segment, SessionClock
 from gapless.storage.store import Fragment, InitSegment
@@ -43,16 +44,20 @@ class Packet:
     arrival_us: int
 
 
+#: The parameter sets an init segment needs, by NAL unit type, per codec.
+_PARAMETER_SETS = {"h264": (NAL_SPS, NAL_PPS), "h265": h265.PARAMETER_SET_TYPES}
+
+
 @dataclass
 class Fragmenter:
     camera: str
     origin: str
     clock: SessionClock
+    codec: str = "h264"  # h264 | h265
     run: str = ""
     seq: int = 0
     init: InitSegment | None = None
-    sps: bytes = b""
-    pps: bytes = b""
+    parameter_sets: list[bytes] = field(default_factory=list)  # those of the current init segment, in order
     segment: Segment | None = None
     pending: list[Packet] = field(default_factory=list)
     pending_bytes: int = 0
@@ -65,21 +70,32 @@ class Fragmenter:
     invalid_packets: int = 0
 
     def set_parameter_sets(self, nals: list[bytes]) -> None:
-        """Parameter sets announced out of band (SDP sprop-parameter-sets)."""
+        """Parameter sets announced out of band (SDP sprop-parameter-sets, sprop-vps/sps/pps)."""
         self._learn(nals)
 
     def _learn(self, nals: list[bytes]) -> None:
         """Take in-band parameter sets; an SPS that does not parse is refused before it is used."""
-        sps = next((n for n in nals if nal_type(n) == NAL_SPS), self.sps)
-        pps = next((n for n in nals if nal_type(n) == NAL_PPS), self.pps)
-        if not (sps and pps) or (sps, pps) == (self.sps, self.pps):
-            self.sps, self.pps = sps, pps
+        hevc = self.codec == "h265"
+        kind_of = h265.nal_type if hevc else nal_type
+        wanted = _PARAMETER_SETS[self.codec]
+        known = {kind_of(n): n for n in self.parameter_sets}
+        known.update((kind_of(n), n) for n in nals if kind_of(n) in wanted)
+        sets = [known[k] for k in wanted if k in known]
+        if len(sets) < len(wanted) or sets == self.parameter_sets:
+            if len(sets) < len(wanted):
+                self.parameter_sets = sets
             return
-        info = parse_sps(sps)  # raises BitstreamError
-        self.sps, self.pps = sps, pps
-        data = build_init_segment(sps, pps, info)
+        if hevc:
+            hevc_info = h265.parse_sps(sets[1])  # raises BitstreamError
+            data = build_hevc_init_segment(*sets, hevc_info)
+            codec, width, height = hevc_info.codec_string, hevc_info.width, hevc_info.height
+        else:
+            info = parse_sps(sets[0])  # raises BitstreamError
+            data = build_init_segment(*sets, info)
+            codec, width, height = info.codec_string, info.width, info.height
+        self.parameter_sets = sets
         if self.init is None or self.init.data != data:
-            self.init = InitSegment.make(info.codec_string, info.width, info.height, data)
+            self.init = InitSegment.make(codec, width, height, data)
 
     def push(self, packet: Packet) -> list[Fragment]:
         """Feed one access unit; returns fragments completed by it."""
@@ -87,7 +103,7 @@ class Fragmenter:
             if packet.parameter_sets:
                 self._learn(packet.parameter_sets)
             if packet.keyframe and self.init is None:
-                raise BitstreamError("keyframe before any SPS/PPS")
+                raise BitstreamError("keyframe before any parameter sets (SPS/PPS)")
         except BitstreamError:
             self.invalid_packets += 1
             raise

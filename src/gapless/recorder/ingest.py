@@ -22,7 +22,7 @@ from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.clock import SessionClock
 from gapless.recorder.fragmenter import Fragmenter, Packet
 from gapless.recorder.reader import StreamReader
-from gapless.recorder.rtp import AccessUnit, InterleavedH264
+from gapless.recorder.rtp import AccessUnit, InterleavedRtp
 from gapless.recorder.rtsp import AuthRefused, CameraFault, RtspClient, RtspError, StreamInfo
 from gapless.storage.store import Fragment
 
@@ -43,18 +43,19 @@ AUTH_BACKOFF_S = 60.0
 AUTH_BACKOFF_MAX_S = 600.0
 
 
-def _check_decodes(fragment, sps: bytes, pps: bytes) -> None:
+def _check_decodes(fragment, codec: str, parameter_sets: list[bytes]) -> None:
     """Decode the first keyframe of a run (one frame per connect, cheap): random bytes can pass every
     NAL header check, but they do not decode. Gapless otherwise never decodes video."""
     sample = parse_fragment(fragment.payload)[0]
-    ctx = av.CodecContext.create("h264", "r")
+    ctx = av.CodecContext.create("hevc" if codec == "h265" else "h264", "r")
     ctx.options = {"err_detect": "explode"}
+    name = codec.upper().replace("H2", "H.2")
     try:
-        frames = ctx.decode(av.Packet(to_annexb([sps, pps, *split_avcc(sample.data)]))) + ctx.decode(None)
+        frames = ctx.decode(av.Packet(to_annexb([*parameter_sets, *split_avcc(sample.data)]))) + ctx.decode(None)
     except av.FFmpegError as exc:
-        raise CameraFault(f"stream is not valid H.264: its first keyframe does not decode ({exc})") from None
+        raise CameraFault(f"stream is not valid {name}: its first keyframe does not decode ({exc})") from None
     if not frames:
-        raise CameraFault("stream is not valid H.264: its first keyframe does not decode")
+        raise CameraFault(f"stream is not valid {name}: its first keyframe does not decode")
 
 
 @dataclass
@@ -213,13 +214,13 @@ class _Session:
         self.camera_id = ingest.camera_id
         self.clock = SessionClock(info.clock_rate, ingest.feed.last_fragment_end_us)
         self.breaks_before = ingest.feed.clock_discontinuities
-        self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id, self.clock)
-        if info.sps and info.pps:
+        self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id, self.clock, info.codec)
+        if info.parameter_sets:
             try:
-                self.frag.set_parameter_sets([info.sps, info.pps])
+                self.frag.set_parameter_sets(info.parameter_sets)
             except BitstreamError as exc:
                 raise CameraFault(f"the parameter sets the camera announces (SDP) are not valid H.264: {exc}") from None
-        self.depacketizer = InterleavedH264(info.rtp_channel, info.rtcp_channel)
+        self.depacketizer = InterleavedRtp(info.rtp_channel, info.rtcp_channel, info.codec)
         self.first_data = client.take_buffered()
         self.opened = self.last_data = self.last_fragment_at = time.monotonic()
         self.keepalive_s = client.keepalive_interval_s
@@ -288,11 +289,12 @@ class _Session:
                 log.warning("camera %s: dropped malformed access unit %d: %s", self.camera_id, self.malformed, exc)
             if self.malformed >= MALFORMED_LIMIT[0] and self.malformed > MALFORMED_LIMIT[1] * self.units:
                 raise CameraFault(
-                    f"stream is not valid H.264: {self.malformed} of {self.units} access units malformed (last: {exc})"
+                    f"stream is not valid {self.info.codec.upper().replace('H2', 'H.2')}: {self.malformed} of"
+                    f" {self.units} access units malformed (last: {exc})"
                 ) from None
             return
         if done and not self.checked:
-            _check_decodes(done[0], self.frag.sps, self.frag.pps)
+            _check_decodes(done[0], self.info.codec, self.frag.parameter_sets)
             self.checked = True
         self.ingest.deliver(done, self)
 
@@ -301,7 +303,7 @@ class _Session:
         rest = self.frag.flush()
         if rest and not self.checked:
             try:
-                _check_decodes(rest[0], self.frag.sps, self.frag.pps)
+                _check_decodes(rest[0], self.info.codec, self.frag.parameter_sets)
             except CameraFault as exc:
                 log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
                 rest = []

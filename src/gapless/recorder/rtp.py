@@ -1,4 +1,5 @@
-"""H.264 over RTP (RFC 6184) in an RTSP interleaved TCP stream (RFC 2326 §10.12) -> access units.
+"""H.264 (RFC 6184) and H.265 (RFC 7798) over RTP in an RTSP interleaved TCP stream (RFC 2326 §10.12)
+-> access units.
 
 This is the recorder's hottest loop: a 2 Mb/s camera sends about 200 RTP packets a second, most of
 them FU-A fragments of one large slice. So the per-packet path does as little as Python allows:
@@ -15,6 +16,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from gapless.media import h265
 from gapless.media.h264 import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS, nal_header_problem
 from gapless.recorder.clock import SEQ_JUMP
 from gapless.recorder.rtsp import CameraFault, RtspError
@@ -27,6 +29,7 @@ _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
 #: An RTSP reply (to a keep-alive) inside the interleaved stream is never longer than this.
 MAX_REPLY_BYTES = 65536
 _STAP_A, _FU_A = 24, 28
+_HEVC_AP, _HEVC_FU = 48, 49
 
 
 @dataclass(slots=True)
@@ -73,18 +76,37 @@ class _Unit:
             self.parts += pieces
 
 
-class InterleavedH264:
+class _HevcUnit(_Unit):
+    """An H.265 access unit: two-byte NAL unit headers (the second byte is the pieces' second byte)."""
+
+    def add_nal(self, header: int, pieces: list, size: int) -> None:
+        second = pieces[0][1] if len(pieces[0]) > 1 else pieces[1][0]
+        problem = h265.nal_header_problem(header, second)
+        kind = (header >> 1) & 0x3F
+        if problem:
+            self.malformed = problem
+        elif kind in h265.PARAMETER_SET_TYPES:
+            self.parameter_sets.append(b"".join(pieces))
+        elif kind != h265.NAL_AUD:
+            self.keyframe = self.keyframe or kind in h265.IRAP_TYPES
+            self.parts.append(size.to_bytes(4, "big"))
+            self.parts += pieces
+
+
+class InterleavedRtp:
     """Push parser: `feed` takes whatever the socket gave and returns the access units it completed.
 
     An access unit ends with the RTP marker bit, or when the timestamp changes (a lost marker). One
     with a lost packet (sequence gap) is dropped and counted in `lost_packets`: its frame is missing
     and shows as a hole in the archive, which backfill can fill from another recorder."""
 
-    def __init__(self, rtp_channel: int = 0, rtcp_channel: int = 1, clock_rate: int = 90_000) -> None:
-        self.rtp_channel, self.rtcp_channel, self.clock_rate = rtp_channel, rtcp_channel, clock_rate
+    def __init__(self, rtp_channel: int = 0, rtcp_channel: int = 1, codec: str = "h264") -> None:
+        self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
+        self.hevc = codec == "h265"
+        self._unit_type = _HevcUnit if self.hevc else _Unit
         self.lost_packets = 0
         self._rest = b""  # an incomplete packet or reply from the previous feed
-        self._unit = _Unit()
+        self._unit: _Unit = self._unit_type()
         self._fu: list | None = None  # pieces of the FU-A NAL unit in progress
         self._expected_seq = -1
         self._current_ts = -1
@@ -154,8 +176,9 @@ class InterleavedH264:
                     f"access unit over {MAX_ACCESS_UNIT_BYTES >> 20} MB refused (a frame that never ends)"
                 )
             indicator = data[at]
-            kind = indicator & 0x1F
-            if kind == _FU_A and end - at > 2:
+            if self.hevc:
+                fu = self._hevc_payload(data, view, at, end, fu)
+            elif (kind := indicator & 0x1F) == _FU_A and end - at > 2:
                 fu_header = data[at + 1]
                 if fu_header & 0x80:
                     fu = [bytes(((indicator & 0xE0) | (fu_header & 0x1F),)), view[at + 2 : end]]
@@ -182,17 +205,46 @@ class InterleavedH264:
         self._expected_seq, self._current_ts, self._fu = expected, current_ts, fu
         return units
 
+    def _hevc_payload(self, data: bytes, view: memoryview, at: int, end: int, fu: list | None) -> list | None:
+        """One H.265 RTP payload (RFC 7798 §4.4): a single NAL unit, an aggregation packet or a
+        fragmentation unit; returns the fragmentation unit in progress."""
+        if end - at < 3:
+            self._unit.malformed = "H.265 RTP payload shorter than its header"
+            return fu
+        first, second = data[at], data[at + 1]
+        kind = (first >> 1) & 0x3F
+        if kind == _HEVC_FU:
+            fu_header = data[at + 2]
+            if fu_header & 0x80:
+                header = bytes(((first & 0x81) | ((fu_header & 0x3F) << 1), second))
+                fu = [header, view[at + 3 : end]]
+            elif fu is not None:
+                fu.append(view[at + 3 : end])
+            else:
+                self._unit.damaged = True  # a fragment without its start
+            if fu_header & 0x40 and fu is not None:
+                self._unit.add_nal(fu[0][0], fu, sum(map(len, fu)))
+                fu = None
+        elif kind == _HEVC_AP:
+            self._aggregate(data, view, at + 2, end)
+        elif kind < _HEVC_AP:
+            self._unit.add_nal(first, [view[at:end]], end - at)
+        else:
+            self._unit.malformed = f"unsupported H.265 RTP packetization (payload type {kind})"
+        return fu
+
     def _aggregate(self, data: bytes, view: memoryview, at: int, end: int) -> None:
+        """STAP-A (H.264) or AP (H.265): NAL units each behind a 16-bit size."""
         while at + 2 <= end:
             size = (data[at] << 8) | data[at + 1]
             if size == 0 or at + 2 + size > end:
-                self._unit.malformed = "STAP-A with a NAL unit size beyond the packet"
+                self._unit.malformed = "aggregation packet with a NAL unit size beyond the packet"
                 return
             self._unit.add_nal(data[at + 2], [view[at + 2 : at + 2 + size]], size)
             at += 2 + size
 
     def _finish(self, units: list[AccessUnit], ts32: int) -> None:
-        unit, self._unit = self._unit, _Unit()
+        unit, self._unit = self._unit, self._unit_type()
         if unit.damaged or not unit.has_content():
             return
         units.append(

@@ -95,10 +95,9 @@ def redact_url(url: str) -> str:
 
 @dataclass
 class StreamInfo:
-    codec: str
+    codec: str  # h264 | h265
     clock_rate: int
-    sps: bytes
-    pps: bytes
+    parameter_sets: list[bytes]  # announced in the SDP (may be empty: then in band)
     rtp_channel: int = 0
     rtcp_channel: int = 1
 
@@ -342,20 +341,27 @@ def parse_sdp(sdp: str, base: str) -> tuple[StreamInfo, str]:
     payload_type = fields[3] if len(fields) > 3 else ""
     rtpmap = re.search(rf"a=rtpmap:{re.escape(payload_type)} ([\w.-]+)/(\d+)", video) if payload_type else None
     codec = rtpmap.group(1).upper() if rtpmap else "unknown"
-    if codec != "H264":
-        name = {"MP4V-ES": "mpeg4", "H265": "hevc"}.get(codec, codec.lower())
-        raise UnsupportedStream(f"unsupported codec {name}; Gapless records H.264")
+    if codec not in ("H264", "H265"):
+        name = {"MP4V-ES": "mpeg4", "JPEG": "mjpeg"}.get(codec, codec.lower())
+        raise UnsupportedStream(f"unsupported codec {name}; Gapless records H.264 and H.265")
     assert rtpmap is not None
     clock_rate = int(rtpmap.group(2))
     if not 1000 <= clock_rate <= 1_000_000:
         raise CameraFault(f"the SDP announces an RTP clock of {clock_rate} Hz")
-    sps = pps = b""
-    sprop = re.search(r"sprop-parameter-sets=([A-Za-z0-9+/=]+),([A-Za-z0-9+/=]+)", video)
-    if sprop:
-        try:
-            sps, pps = base64.b64decode(sprop.group(1)), base64.b64decode(sprop.group(2))
-        except ValueError:
-            sps = pps = b""  # in-band parameter sets will do
+    if codec == "H264":
+        sprop = re.search(r"sprop-parameter-sets=([A-Za-z0-9+/=,]+)", video)
+        encoded = sprop.group(1).split(",") if sprop else []
+    else:
+        encoded = [
+            one
+            for name in ("vps", "sps", "pps")
+            for match in re.finditer(rf"sprop-{name}=([A-Za-z0-9+/=,]+)", video)
+            for one in match.group(1).split(",")
+        ]
+    try:
+        parameter_sets = [base64.b64decode(one) for one in encoded if one]
+    except ValueError:
+        parameter_sets = []  # in-band parameter sets will do
     control = re.search(r"a=control:(\S+)", video)
     target = control.group(1) if control else "*"
     if target.lower().startswith("rtsp://"):
@@ -364,4 +370,4 @@ def parse_sdp(sdp: str, base: str) -> tuple[StreamInfo, str]:
         url = base
     else:
         url = base.rstrip("/") + "/" + target
-    return StreamInfo("h264", clock_rate, sps, pps), url
+    return StreamInfo(codec.lower(), clock_rate, parameter_sets), url

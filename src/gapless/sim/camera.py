@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 from gapless.media.h264 import FrameStamp, build_stamp_sei
 from gapless.sim.encoder import EncodedLoop
-from gapless.sim.rtp import packetize_h264, packetize_mpeg4, rtp_header, sender_report
+from gapless.sim.rtp import packetize_h264, packetize_h265, packetize_mpeg4, rtp_header, sender_report
 
 log = logging.getLogger("gapless.sim")
 
-KINDS = ("h264", "garbage", "mpeg4")
+KINDS = ("h264", "h265", "garbage", "mpeg4")
 #: Like a real camera, a client that stops reading is dropped: its backlog beyond the socket buffer
 #: may hold this much for this long, then the session ends (its frames are lost to that client).
 SLOW_CLIENT_BACKLOG = 512 * 1024
@@ -143,13 +143,17 @@ class SimCamera:
             return packetize_mpeg4(self.loop.frames[index][0])
         if self.kind == "garbage":
             return [(os.urandom(1200), False), (os.urandom(600), True)]
+        hevc = self.kind == "h265"
         nals = list(self.loop.frames[index])
         if self.loop.keyframes[index]:
-            nals = [self.loop.sps, self.loop.pps, *nals]
-        sei = build_stamp_sei(FrameStamp(self.id, frame, capture_us))
-        first_vcl = next(i for i, nal in enumerate(nals) if 1 <= nal[0] & 0x1F <= 5)
+            nals = [*([self.loop.vps] if hevc else []), self.loop.sps, self.loop.pps, *nals]
+        sei = build_stamp_sei(FrameStamp(self.id, frame, capture_us), hevc=hevc)
+        if hevc:
+            first_vcl = next(i for i, nal in enumerate(nals) if (nal[0] >> 1) & 0x3F < 32)
+        else:
+            first_vcl = next(i for i, nal in enumerate(nals) if 1 <= nal[0] & 0x1F <= 5)
         nals.insert(first_vcl, sei)
-        return packetize_h264(nals)
+        return packetize_h265(nals) if hevc else packetize_h264(nals)
 
     async def _run(self) -> None:
         start_mono = time.monotonic()

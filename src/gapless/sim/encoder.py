@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from gapless.media import h265
 from gapless.media.h264 import NAL_PPS, NAL_SPS, nal_type, split_annexb
 
 
@@ -41,6 +42,7 @@ class EncodedLoop:
     #: Per frame in decode (sending) order, its presentation number minus its decode number
     #: (all 0 without B-frames): a B-frame is sent after the later frame it refers to.
     reorder: list[int]
+    vps: bytes = b""  # H.265 only
 
 
 def _picture(profile: Profile, index: int) -> np.ndarray:
@@ -82,7 +84,7 @@ def _cache_dir() -> Path:
 
 def encode_loop(profile: Profile, gops: int = 2) -> EncodedLoop:
     """Encode (or load from cache) `gops` GOPs of the test pattern with the given profile."""
-    key = hashlib.sha256(repr((profile, gops, 3)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr((profile, gops, 4)).encode()).hexdigest()[:16]
     cached = _cache_dir() / f"{key}.pickle"
     if cached.exists():
         try:
@@ -101,6 +103,8 @@ def encode_loop(profile: Profile, gops: int = 2) -> EncodedLoop:
 def _encode(profile: Profile, gops: int) -> EncodedLoop:
     if profile.codec == "mpeg4":
         return _encode_mpeg4(profile, gops)
+    if profile.codec == "h265":
+        return _encode_h265(profile, gops)
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height = profile.width, profile.height
     ctx.pix_fmt = "yuv420p"
@@ -142,6 +146,43 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
     if len(frames) != total or not keyframes[0] or sorted(i + r for i, r in enumerate(reorder)) != list(range(total)):
         raise RuntimeError("encoder did not produce one packet per frame starting with a keyframe")
     return EncodedLoop(profile, sps, pps, frames, keyframes, reorder)
+
+
+def _encode_h265(profile: Profile, gops: int) -> EncodedLoop:
+    """H.265 with libx265: what most cameras sold today send by default."""
+    ctx = av.CodecContext.create("libx265", "w")
+    ctx.width, ctx.height = profile.width, profile.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, profile.fps)
+    ctx.framerate = Fraction(profile.fps)
+    ctx.bit_rate = profile.bitrate
+    ctx.options = {
+        "preset": "ultrafast",
+        "x265-params": (
+            f"keyint={profile.gop}:min-keyint={profile.gop}:scenecut=0:bframes=0:repeat-headers=1"
+            f":open-gop=0:log-level=error:vbv-maxrate={profile.bitrate // 1000}:vbv-bufsize={profile.bitrate // 1000}"
+        ),
+    }
+    packets: list[av.Packet] = []
+    total = profile.gop * gops
+    for i in range(total):
+        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(ctx.encode(frame))
+    packets.extend(ctx.encode(None))
+    sets: dict[int, bytes] = {}
+    frames: list[list[bytes]] = []
+    for packet in packets:
+        nals = split_annexb(bytes(packet))
+        for nal in nals:
+            if h265.nal_type(nal) in h265.PARAMETER_SET_TYPES:
+                sets[h265.nal_type(nal)] = nal
+        frames.append([n for n in nals if h265.nal_type(n) < h265.NAL_VPS])  # video coding layer only
+    keyframes = [packet.is_keyframe for packet in packets]
+    if len(frames) != total or not keyframes[0] or len(sets) != 3:
+        raise RuntimeError("x265 did not produce one packet per frame starting with a keyframe")
+    vps, sps, pps = (sets[kind] for kind in h265.PARAMETER_SET_TYPES)
+    return EncodedLoop(profile, sps, pps, frames, keyframes, [0] * total, vps)
 
 
 def _encode_mpeg4(profile: Profile, gops: int) -> EncodedLoop:

@@ -1,4 +1,4 @@
-"""RTP packetization (RFC 6184 H.264, RFC 6416 MPEG-4) and RTCP sender reports (RFC 3550)."""
+"""RTP packetization (RFC 6184 H.264, RFC 7798 H.265, RFC 6416 MPEG-4) and RTCP sender reports (RFC 3550)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,23 @@ def packetize_h264(nals: list[bytes], max_payload: int = MAX_PAYLOAD) -> list[tu
             last = start + chunk >= len(body)
             fu_header = (0x80 if first else 0) | (0x40 if last else 0) | kind
             payloads.append(bytes([indicator, fu_header]) + body[start : start + chunk])
+    return [(p, i == len(payloads) - 1) for i, p in enumerate(payloads)]
+
+
+def packetize_h265(nals: list[bytes], max_payload: int = MAX_PAYLOAD) -> list[tuple[bytes, bool]]:
+    """RTP payloads for one H.265 access unit (RFC 7798): single NAL unit packets or fragmentation units."""
+    payloads: list[bytes] = []
+    for nal in nals:
+        if len(nal) <= max_payload:
+            payloads.append(nal)
+            continue
+        header = bytes(((nal[0] & 0x81) | (49 << 1), nal[1]))
+        kind = (nal[0] >> 1) & 0x3F
+        body = nal[2:]
+        chunk = max_payload - 3
+        for start in range(0, len(body), chunk):
+            fu_header = (0x80 if start == 0 else 0) | (0x40 if start + chunk >= len(body) else 0) | kind
+            payloads.append(header + bytes([fu_header]) + body[start : start + chunk])
     return [(p, i == len(payloads) - 1) for i, p in enumerate(payloads)]
 
 

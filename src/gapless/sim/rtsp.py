@@ -216,6 +216,12 @@ class RtspConnection:
                 f"a=rtpmap:{camera.payload_type} MP4V-ES/90000",
                 f"a=fmtp:{camera.payload_type} profile-level-id=1;config={camera.loop.sps.hex().upper()}",
             ]
+        elif camera.kind == "h265":
+            sprop = ";".join(
+                f"sprop-{name}={base64.b64encode(nal).decode()}"
+                for name, nal in (("vps", camera.loop.vps), ("sps", camera.loop.sps), ("pps", camera.loop.pps))
+            )
+            lines += [f"a=rtpmap:{camera.payload_type} H265/90000", f"a=fmtp:{camera.payload_type} {sprop}"]
         else:
             sps, pps = camera.loop.sps, camera.loop.pps
             sprop = f"{base64.b64encode(sps).decode()},{base64.b64encode(pps).decode()}"

@@ -34,11 +34,12 @@ class SimSettings:
 
 def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
     loop = encode_loop(settings.profile)
-    cameras = {f"cam{i}": SimCamera(f"cam{i}", loop, "h264", settings.sr_interval) for i in range(settings.cameras)}
+    kind = settings.profile.codec
+    cameras = {f"cam{i}": SimCamera(f"cam{i}", loop, kind, settings.sr_interval) for i in range(settings.cameras)}
     if settings.substream is not None:
         sub_loop = encode_loop(settings.substream)
         for i in range(settings.cameras):
-            cameras[f"cam{i}-sub"] = SimCamera(f"cam{i}-sub", sub_loop, "h264", settings.sr_interval)
+            cameras[f"cam{i}-sub"] = SimCamera(f"cam{i}-sub", sub_loop, kind, settings.sr_interval)
     for kind in settings.special:
         if kind == "mpeg4":
             other = encode_loop(Profile(320, 240, settings.profile.fps, settings.profile.gop, 300_000, "mpeg4"))
