@@ -43,13 +43,17 @@ AUTH_BACKOFF_S = 60.0
 AUTH_BACKOFF_MAX_S = 600.0
 
 
+def _codec_name(codec: str) -> str:
+    return {"h264": "H.264", "h265": "H.265"}[codec]
+
+
 def _check_decodes(fragment, codec: str, parameter_sets: list[bytes]) -> None:
     """Decode the first keyframe of a run (one frame per connect, cheap): random bytes can pass every
     NAL header check, but they do not decode. Gapless otherwise never decodes video."""
     sample = parse_fragment(fragment.payload)[0]
     ctx = av.CodecContext.create("hevc" if codec == "h265" else "h264", "r")
     ctx.options = {"err_detect": "explode"}
-    name = codec.upper().replace("H2", "H.2")
+    name = _codec_name(codec)
     try:
         frames = ctx.decode(av.Packet(to_annexb([*parameter_sets, *split_avcc(sample.data)]))) + ctx.decode(None)
     except av.FFmpegError as exc:
@@ -289,7 +293,7 @@ class _Session:
                 log.warning("camera %s: dropped malformed access unit %d: %s", self.camera_id, self.malformed, exc)
             if self.malformed >= MALFORMED_LIMIT[0] and self.malformed > MALFORMED_LIMIT[1] * self.units:
                 raise CameraFault(
-                    f"stream is not valid {self.info.codec.upper().replace('H2', 'H.2')}: {self.malformed} of"
+                    f"stream is not valid {_codec_name(self.info.codec)}: {self.malformed} of"
                     f" {self.units} access units malformed (last: {exc})"
                 ) from None
             return
