@@ -5,6 +5,7 @@ stream carries no frame numbers: frame count, timestamps 40 ms apart, no gap, no
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import shutil
 import subprocess
@@ -70,9 +71,21 @@ def assert_every_frame(pts: list[int], start_us: int, end_us: int, restarts: int
     (gst-rtsp-server's seek of a shared stream drops a few frames for every client)."""
     steps = [b - a for a, b in itertools.pairwise(pts)]
     odd = [step for step in steps if abs(step - FRAME_TICKS) > 1]  # µs times in 90 kHz: ±1 tick
-    assert len(odd) <= restarts and all(FRAME_TICKS < step <= 10 * FRAME_TICKS for step in odd), odd
+    # gst re-times the restarted stream: the frame after a restart may come at a new phase
+    assert len(odd) <= restarts and all(FRAME_TICKS // 2 <= step <= 10 * FRAME_TICKS for step in odd), odd
     expected = (end_us - start_us - sum(odd) * 100 // 9 + len(odd) * 40_000) // 40_000
     assert abs(len(pts) - expected) <= 2, (len(pts), expected)
+
+
+def assert_holds_every_frame(rec, camera: str, b_frames: list[int], start: int, end: int) -> None:
+    """rec holds a frame for every frame of b_frames (exported over start..end by the other recorder).
+    Their times agree within the jitter of the sender reports each confirmed the camera's clock from
+    (gst-rtsp-server's: measured up to about 12 ms), so rec's export is a frame wider each side."""
+    frames = decoded_export(rec, camera, start - 40_000, end + 40_000)
+    half = FRAME_TICKS // 2
+    for b in b_frames:
+        i = bisect.bisect_left(frames, b - half)
+        assert i < len(frames) and abs(frames[i] - b) <= half, f"no frame near {b} in {rec.url}'s archive"
 
 
 def test_records_and_exports_a_gstreamer_camera(gst_camera, make_recorder):
@@ -122,8 +135,7 @@ def test_kill_restart_backfill_with_a_gstreamer_camera(gst_camera, make_recorder
     start, end = max(a_start, b_start), min(a_end, b_end)
     b_frames = decoded_export(b, "gst", start, end)
     assert_every_frame(b_frames, start, end, restarts=2)  # rec-a PLAYed twice
-    a_frames = decoded_export(a, "gst", start, end)
-    assert a_frames == b_frames, "after backfill, rec-a holds every frame rec-b holds, at the same times"
+    assert_holds_every_frame(a, "gst", b_frames, start, end)
 
 
 def test_cluster_failover_with_a_gstreamer_camera(tmp_path, gst_camera):
@@ -154,4 +166,4 @@ def test_cluster_failover_with_a_gstreamer_camera(tmp_path, gst_camera):
         start, end = max(a_start, b_start), min(a_end, b_end) - 2_000_000
         b_frames = decoded_export(b, CAMERA, start, end)
         assert_every_frame(b_frames, start, end, restarts=2)  # rec-a PLAYed twice
-        assert decoded_export(a, CAMERA, start, end) == b_frames
+        assert_holds_every_frame(a, CAMERA, b_frames, start, end)

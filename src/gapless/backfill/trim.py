@@ -31,7 +31,8 @@ def _held(time_us: int, slack_us: int, covered: list[tuple[int, int]]) -> bool:
 
 def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: list[tuple[int, int]]) -> list[KeptRun]:
     """The runs of frames in the fragment `payload` (spanning start_us..end_us) that no interval in
-    `covered` holds. The whole fragment comes back unchanged when nothing of it is held."""
+    `covered` holds, each fitted between what is held (see `_fit`). The whole fragment comes back
+    unchanged when nothing of it is held and it fits as it is."""
     samples = parse_fragment(payload)
     runs: list[list[Sample]] = []
     current: list[Sample] = []
@@ -45,13 +46,40 @@ def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: 
             current.append(sample)
     if current:
         runs.append(current)
-    if len(runs) == 1 and len(runs[0]) == len(samples):
-        return [KeptRun(start_us, end_us, len(samples), payload, samples[0].keyframe, whole=True)]
     kept = []
     for run in runs:
         first, last = run[0], run[-1]
         shown = [s.dts + s.cts_offset for s in run]
         run_start = start_us if first is samples[0] else ticks_to_us(min(shown))
         run_end = end_us if last is samples[-1] else ticks_to_us(max(shown) + last.duration)
+        fitted = _fit(run, run_start, run_end, covered)
+        if fitted is None and len(run) == len(samples):
+            return [KeptRun(start_us, end_us, len(samples), payload, samples[0].keyframe, whole=True)]
+        if fitted is not None:
+            run, run_start, run_end = fitted
         kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run), first.keyframe))
     return kept
+
+
+def _fit(
+    run: list[Sample], start_us: int, end_us: int, covered: list[tuple[int, int]]
+) -> tuple[list[Sample], int, int] | None:
+    """The run moved to start where a held interval around its start ends, and its last frame cut
+    to end where the next held interval starts; None when it already fits.
+
+    Two recorders' times for one frame can differ by a few milliseconds (each confirms the camera's
+    clock from its own sender reports), so a partner's frame that we lack can overlap our neighbour
+    by less than half a frame (more, and it would count as held). One camera's archive never holds
+    two fragments that overlap in time, so the borrowed frames give way, never ours."""
+    shift = max((end - start_us for start, end in covered if start <= start_us < end), default=0)
+    limit = min((start for start, _end in covered if start_us < start < end_us + shift), default=None)
+    cut = 0 if limit is None else end_us + shift - limit
+    if shift == 0 and cut <= 0:
+        return None
+    shift_ticks = -(-shift * 9 // 100)  # µs to 90 kHz ticks, rounded up: never short of the neighbour
+    moved = [Sample(s.data, s.dts + shift_ticks, s.duration, s.cts_offset, s.keyframe) for s in run]
+    if cut > 0:
+        last = moved[-1]
+        duration = max(1, last.duration - -(-cut * 9 // 100))
+        moved[-1] = Sample(last.data, last.dts, duration, last.cts_offset, last.keyframe)
+    return moved, start_us + shift, min(end_us + shift, limit) if limit is not None else end_us + shift
