@@ -100,17 +100,33 @@ def encode_loop(profile: Profile, gops: int = 2) -> EncodedLoop:
     return loop
 
 
-def _encode(profile: Profile, gops: int) -> EncodedLoop:
-    if profile.codec == "mpeg4":
-        return _encode_mpeg4(profile, gops)
-    if profile.codec == "h265":
-        return _encode_h265(profile, gops)
-    ctx = av.CodecContext.create("libx264", "w")
+def _video_encoder(name: str, profile: Profile) -> av.VideoCodecContext:
+    ctx = av.CodecContext.create(name, "w")
     ctx.width, ctx.height = profile.width, profile.height
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, profile.fps)
     ctx.framerate = Fraction(profile.fps)
     ctx.bit_rate = profile.bitrate
+    return ctx
+
+
+def _encode_pattern(ctx: av.VideoCodecContext, profile: Profile, total: int) -> list[av.Packet]:
+    """`total` frames of the test pattern through the encoder, flushed."""
+    packets: list[av.Packet] = []
+    for i in range(total):
+        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(ctx.encode(frame))
+    packets.extend(ctx.encode(None))
+    return packets
+
+
+def _encode(profile: Profile, gops: int) -> EncodedLoop:
+    if profile.codec == "mpeg4":
+        return _encode_mpeg4(profile, gops)
+    if profile.codec == "h265":
+        return _encode_h265(profile, gops)
+    ctx = _video_encoder("libx264", profile)
     if profile.bframes:
         ctx.profile = "Main"
     ctx.options = {
@@ -122,13 +138,8 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
             f":vbv-maxrate={profile.bitrate // 1000}:vbv-bufsize={profile.bitrate // 1000}"
         ),
     }
-    packets: list[av.Packet] = []
     total = profile.gop * gops
-    for i in range(total):
-        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        packets.extend(ctx.encode(frame))
-    packets.extend(ctx.encode(None))
+    packets = _encode_pattern(ctx, profile, total)
     sps = pps = b""
     frames: list[list[bytes]] = []
     keyframes: list[bool] = []
@@ -150,12 +161,7 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
 
 def _encode_h265(profile: Profile, gops: int) -> EncodedLoop:
     """H.265 with libx265: what most cameras sold today send by default."""
-    ctx = av.CodecContext.create("libx265", "w")
-    ctx.width, ctx.height = profile.width, profile.height
-    ctx.pix_fmt = "yuv420p"
-    ctx.time_base = Fraction(1, profile.fps)
-    ctx.framerate = Fraction(profile.fps)
-    ctx.bit_rate = profile.bitrate
+    ctx = _video_encoder("libx265", profile)
     ctx.options = {
         "preset": "ultrafast",
         "x265-params": (
@@ -163,13 +169,8 @@ def _encode_h265(profile: Profile, gops: int) -> EncodedLoop:
             f":open-gop=0:log-level=error:vbv-maxrate={profile.bitrate // 1000}:vbv-bufsize={profile.bitrate // 1000}"
         ),
     }
-    packets: list[av.Packet] = []
     total = profile.gop * gops
-    for i in range(total):
-        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        packets.extend(ctx.encode(frame))
-    packets.extend(ctx.encode(None))
+    packets = _encode_pattern(ctx, profile, total)
     sets: dict[int, bytes] = {}
     frames: list[list[bytes]] = []
     for packet in packets:
@@ -187,20 +188,11 @@ def _encode_h265(profile: Profile, gops: int) -> EncodedLoop:
 
 def _encode_mpeg4(profile: Profile, gops: int) -> EncodedLoop:
     """MPEG-4 Part 2: a codec Gapless does not record, to show how a recorder refuses one."""
-    ctx = av.CodecContext.create("mpeg4", "w")
-    ctx.width, ctx.height = profile.width, profile.height
-    ctx.pix_fmt = "yuv420p"
-    ctx.time_base = Fraction(1, profile.fps)
+    ctx = _video_encoder("mpeg4", profile)
     ctx.gop_size = profile.gop
-    ctx.bit_rate = profile.bitrate
     frames: list[list[bytes]] = []
     keyframes: list[bool] = []
-    packets: list[av.Packet] = []
-    for i in range(profile.gop * gops):
-        frame = av.VideoFrame.from_ndarray(_picture(profile, i), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        packets.extend(ctx.encode(frame))
-    packets.extend(ctx.encode(None))
+    packets = _encode_pattern(ctx, profile, profile.gop * gops)
     for packet in packets:
         frames.append([bytes(packet)])
         keyframes.append(packet.is_keyframe)
