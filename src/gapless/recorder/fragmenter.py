@@ -87,11 +87,11 @@ class Fragmenter:
             return
         if hevc:
             hevc_info = h265.parse_sps(sets[1])  # raises BitstreamError
-            data = build_hevc_init_segment(*sets, hevc_info)
+            data = build_hevc_init_segment(sets[0], sets[1], sets[2], hevc_info)
             codec, width, height = hevc_info.codec_string, hevc_info.width, hevc_info.height
         else:
             info = parse_sps(sets[0])  # raises BitstreamError
-            data = build_init_segment(*sets, info)
+            data = build_init_segment(sets[0], sets[1], info)
             codec, width, height = info.codec_string, info.width, info.height
         self.parameter_sets = sets
         if self.init is None or self.init.data != data:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -214,7 +215,8 @@ class _Session:
 
     def __init__(self, ingest: CameraIngest, client: RtspClient, info: StreamInfo) -> None:
         self.ingest, self.client, self.info = ingest, client, info
-        self.sock = client.sock
+        assert client.sock is not None, "the session is open"
+        self.sock: socket.socket = client.sock
         self.camera_id = ingest.camera_id
         self.clock = SessionClock(info.clock_rate, ingest.feed.last_fragment_end_us)
         self.breaks_before = ingest.feed.clock_discontinuities

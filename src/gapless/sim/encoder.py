@@ -13,6 +13,7 @@ import pickle
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -101,7 +102,7 @@ def encode_loop(profile: Profile, gops: int = 2) -> EncodedLoop:
 
 
 def _video_encoder(name: str, profile: Profile) -> av.VideoCodecContext:
-    ctx = av.CodecContext.create(name, "w")
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
     ctx.width, ctx.height = profile.width, profile.height
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, profile.fps)
@@ -143,8 +144,9 @@ def _encode(profile: Profile, gops: int) -> EncodedLoop:
     sps = pps = b""
     frames: list[list[bytes]] = []
     keyframes: list[bool] = []
-    first_pts = min(packet.pts for packet in packets)
-    reorder = [packet.pts - first_pts - index for index, packet in enumerate(packets)]
+    shown = [packet.pts or 0 for packet in packets]  # an encoder's packets always carry one
+    first = min(shown)
+    reorder = [pts - first - index for index, pts in enumerate(shown)]
     for packet in packets:
         nals = split_annexb(bytes(packet))
         for nal in nals:
