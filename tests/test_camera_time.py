@@ -11,8 +11,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import GAPLESS, TOKEN, Sim, exported
+from conftest import GAPLESS, TOKEN, Sim, exported, wait_for
 
+from gapless.audit.audit import audit
 from gapless.media.fmp4 import parse_fragment, ticks_to_us
 from gapless.media.h264 import find_stamp, split_avcc
 from gapless.recorder.clock import ARRIVAL_BOUND_US
@@ -38,7 +39,7 @@ def archive(rec, camera: str) -> tuple[list[dict], dict[int, int]]:
     return fragments, frames
 
 
-def check_archive(rec, camera: str, sim_start_us: int, frame_us: int) -> dict[int, int]:
+def check_archive(rec, camera: str, sim_start_us: int, frame_us: int, gaps: int = 0) -> dict[int, int]:
     fragments, frames = archive(rec, camera)
     assert fragments, f"{rec.url} recorded nothing"
     for a, b in itertools.pairwise(sorted(fragments, key=lambda f: f["start_us"])):
@@ -56,7 +57,7 @@ def check_archive(rec, camera: str, sim_start_us: int, frame_us: int) -> dict[in
         f"/api/v1/cameras/{camera}/coverage",
         params={"start": fragments[0]["start_us"] / 1e6, "end": fragments[-1]["end_us"] / 1e6},
     ).json()["intervals"]
-    assert len(coverage) == 1, f"coverage has gaps: {coverage}"
+    assert len(coverage) == 1 + gaps, f"coverage has {len(coverage) - 1} gaps, expected {gaps}: {coverage}"
     return frames
 
 
@@ -72,30 +73,40 @@ SENDER_REPORTS = "sender report"
 CLOCK_OFF = "estimated: camera clock off by"
 FAULTS = [
     # (name, simulator options, control call during recording, tolerance between recorders µs,
-    #  how health says the camera's frames are timed at the end)
-    ("rtp-jump-back", (), "/rtp-jump?seconds=-30", 0, SENDER_REPORTS),
-    ("rtp-jump-forward", (), "/rtp-jump?seconds=3600", 0, SENDER_REPORTS),
-    ("ssrc-change", (), "/ssrc-change", 0, SENDER_REPORTS),
-    ("seq-jump", (), "/seq-jump?packets=20000", 0, SENDER_REPORTS),
-    ("clock-step-back", (), "/clock-step?seconds=-0.8", 0, SENDER_REPORTS),
-    ("clock-step-forward", (), "/clock-step?seconds=1.5", 0, SENDER_REPORTS),
+    #  how health says the camera's frames are timed at the end, gaps in time (no frame missing))
+    ("rtp-jump-back", (), "/rtp-jump?seconds=-30", 0, SENDER_REPORTS, 0),
+    ("rtp-jump-forward", (), "/rtp-jump?seconds=3600", 0, SENDER_REPORTS, 0),
+    ("ssrc-change", (), "/ssrc-change", 0, SENDER_REPORTS, 0),
+    ("seq-jump", (), "/seq-jump?packets=20000", 0, SENDER_REPORTS, 0),
+    ("clock-step-back", (), "/clock-step?seconds=-0.8", 0, SENDER_REPORTS, 0),
+    # followed: the camera's clock jumped, so its time shows a gap though no frame is missing
+    ("clock-step-forward", (), "/clock-step?seconds=1.5", 0, SENDER_REPORTS, 1),
     # beyond the arrival bound: the clock is now wrong, so it is timed by arrival, seamlessly
-    ("clock-step-back-5s", (), "/clock-step?seconds=-5", 0, CLOCK_OFF),
-    ("no-sender-reports", ("--sr-interval", "0"), None, 120_000, "estimated: no sender reports"),
-    ("sender-reports-every-20s", ("--sr-interval", "20"), None, 0, SENDER_REPORTS),
-    ("clock-1970", ("--clock-error", "-1.7e9"), None, 120_000, CLOCK_OFF),
-    ("b-frames", ("--bframes", "2"), None, 0, SENDER_REPORTS),
+    ("clock-step-back-5s", (), "/clock-step?seconds=-5", 0, CLOCK_OFF, 0),
+    ("no-sender-reports", ("--sr-interval", "0"), None, 120_000, "estimated: no sender reports", 0),
+    ("sender-reports-every-20s", ("--sr-interval", "20"), None, 0, SENDER_REPORTS, 0),
+    ("clock-1970", ("--clock-error", "-1.7e9"), None, 120_000, CLOCK_OFF, 0),
+    ("b-frames", ("--bframes", "2"), None, 0, SENDER_REPORTS, 0),
 ]
+#: Kill-restart-backfill needs both recorders to agree on every frame's time within half a frame
+#: after the restart: not for cameras timed by arrival (~120 ms), nor after a clock step back, which
+#: the recorders that saw it continue seamlessly and a restarted one cannot know of (both open
+#: problems in docs/design/storage.md).
+NO_RESTART = {"clock-step-back", "clock-step-back-5s", "no-sender-reports", "clock-1970"}
 
 
-@pytest.mark.parametrize(("name", "options", "fault", "tolerance_us", "source"), FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize(
+    ("name", "options", "fault", "tolerance_us", "source", "gaps"), FAULTS, ids=[f[0] for f in FAULTS]
+)
 def test_two_recorders_agree_on_every_frame_through_the_fault(
-    tmp_path, make_recorder, name, options, fault, tolerance_us, source
+    tmp_path, make_recorder, name, options, fault, tolerance_us, source, gaps
 ):
     sim = Sim(tmp_path, cameras=1, gop=25, extra=options)
     try:
         cameras = [{"id": "cam", "url": sim.url("cam0")}]
-        recorders = [make_recorder(n, cameras).start() for n in ("rec-a", "rec-b")]
+        b = make_recorder("rec-b", cameras).start()
+        backfill = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
+        recorders = [make_recorder("rec-a", cameras, backfill).start(), b]
         for rec in recorders:
             rec.wait_fragments("cam", 3)
         if fault:
@@ -104,7 +115,7 @@ def test_two_recorders_agree_on_every_frame_through_the_fault(
             rec.wait_fragments("cam", 8, timeout=120)
         described = sim.camera("cam0")
         frame_us = 1_000_000 // described["fps"]
-        archives = [check_archive(rec, "cam", described["start_us"], frame_us) for rec in recorders]
+        archives = [check_archive(rec, "cam", described["start_us"], frame_us, gaps) for rec in recorders]
         common = sorted(set(archives[0]) & set(archives[1]))
         assert len(common) >= 150
         worst = max(abs(archives[0][n] - archives[1][n]) for n in common)
@@ -116,15 +127,39 @@ def test_two_recorders_agree_on_every_frame_through_the_fault(
         command += ["--start", window[0], "--end", window[1], "--json"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         audited = json.loads(result.stdout)
-        assert result.returncode == 0 and not audited["time_problems"] and not audited["missing"], audited
+        assert not (audited["time_problems"] or audited["missing"] or audited["duplicates"]), audited
+        assert audited["gaps"] == gaps and result.returncode == (1 if gaps else 0), audited
         health = recorders[0].health()["cameras"]["cam"]
         assert health["time_source"].startswith(source), health
         if fault:
             assert health["clock_discontinuities"] >= 1, health
         if name == "clock-1970":
             assert health["camera_clock_offset_ms"] < -1.6e12, health
+        if name not in NO_RESTART:
+            kill_restart_backfill(recorders[0], archives[0][numbers[0]] / 1e6)
     finally:
         sim.close()
+
+
+def kill_restart_backfill(a, since: float) -> None:
+    """Across the fault: rec-a is killed and restarted; backfill from rec-b leaves no frame missing,
+    none twice."""
+    a.proc.kill()
+    time.sleep(3)
+    a.start()
+    a.wait_fragments("cam", 3)
+    until = time.time() - 2
+    last: list = []
+
+    def clean() -> bool:
+        last[:] = [audit(a.url, TOKEN, "cam", str(since), str(until))]
+        report = last[0]
+        return not (report.missing or report.duplicates or report.time_problems or report.bad_checksums)
+
+    try:
+        wait_for(clean, 120, "backfill to close rec-a's gap")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last audit: {last}") from None
 
 
 def test_a_1970_camera_keeps_its_footage_under_age_retention(tmp_path, make_recorder):

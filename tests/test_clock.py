@@ -137,19 +137,31 @@ def test_an_ssrc_change_opens_a_segment():
     assert all(s == true for _, true, s in times(clock, before + after))
 
 
-@pytest.mark.parametrize("step_us", [-800_000, 700_000])
-def test_a_camera_clock_step_within_a_session_is_absorbed(step_us):
-    """NTP steps the camera's clock; the RTP timeline goes on, so no frame is missing: the time goes
-    on seamlessly (no overlap, no empty gap), and the step is counted."""
+def test_a_camera_clock_step_back_within_a_session_continues_where_the_old_segment_ended():
+    """NTP steps the camera's clock back; the RTP timeline goes on, so no frame is missing: time goes on
+    seamlessly (no overlap), and the step is counted."""
     clock, camera = SessionClock(90_000), Camera()
     before = camera.send(clock, 100)
-    camera.clock_error_us = step_us
+    camera.clock_error_us = -800_000
     after = camera.send(clock, 150)
     stamped = times(clock, before + after)
     assert clock.breaks == {"sender report step": 1}
     assert {b[2] - a[2] for a, b in itertools.pairwise(stamped)} == {FRAME_US}
     assert after[-1][2].source == "sender reports"
     assert clock.rejected_reports == 1  # the first report of the step, until the second confirmed it
+
+
+def test_a_camera_clock_step_forward_is_followed():
+    """Camera time is what recorders connecting later agree on: the step shows as a gap in time."""
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 100)
+    camera.clock_error_us = 700_000
+    after = camera.send(clock, 150)
+    stamped = times(clock, before + after)
+    assert clock.breaks == {"sender report step": 1}
+    steps = [b[2] - a[2] for a, b in itertools.pairwise(stamped)]
+    assert sorted(set(steps)) == [FRAME_US, FRAME_US + 700_000] and steps.count(FRAME_US + 700_000) == 1
+    assert all(s == true + 700_000 for _, true, s in stamped[-100:])
 
 
 def test_reports_arriving_late_replace_the_estimate_in_a_new_segment():

@@ -19,9 +19,10 @@ Whatever the source, a segment's time agrees with arrival within ARRIVAL_BOUND_U
 further off (set to 1970, local time an hour off, a step) is reported in health and the segment is
 timed by arrival instead, so footage is found and aged by wall-clock time. A segment never starts
 before the end of what was already recorded (`floor_us`): one camera's archive never overlaps itself.
-A clock step within a session (the RTP timeline going on unbroken) is absorbed: the new segment
-continues where the old one ended. Frames are never stamped closer than their RTP timestamps say
-(no compression).
+So a step of the camera's clock back within a session continues where the old segment ended; a
+step forward is followed (a gap in time with no frame missing), because camera time is the only
+time that recorders connecting later agree on. Frames are never stamped closer than their RTP
+timestamps say (no compression).
 """
 
 from __future__ import annotations
@@ -217,13 +218,17 @@ class SessionClock:
                 " not moving new footage after it",
                 (self.floor_us - estimate) / 1e6,
             )
-        elif self.floor_us is not None:
-            if base < self.floor_us:
-                base = self.floor_us  # never overlap what is recorded (bounded: the floor is itself timed)
-            elif segment.reason == "sender report step" and base - self.floor_us <= ARRIVAL_BOUND_US:
-                # The RTP timeline went on without a break, so no frame is missing: a step of the
-                # camera's clock forward is absorbed rather than shown as a gap that holds no loss.
-                base = self.floor_us
+        elif self.floor_us is not None and base < self.floor_us:
+            base = self.floor_us  # never overlap what is recorded (bounded: the floor is itself timed)
+        elif (
+            self.floor_us is not None
+            and segment.reason == "sender report step"
+            and source.startswith("estimated")
+            and base - self.floor_us <= ARRIVAL_BOUND_US
+        ):
+            # A clock stepped out of the bound, the RTP timeline unbroken: arrival (late by the
+            # latency) takes over where camera time ended, rather than leaving an empty gap.
+            base = self.floor_us
         segment.base_us, segment.source = base, source
 
     def end_of(self, segment: Segment, end_us: int) -> None:
