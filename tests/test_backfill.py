@@ -138,6 +138,7 @@ def test_backfill_after_feed_lost_by_one_recorder(camera, make_recorder):
     report = settled(a, start, end)
     assert report.missing == [] and report.duplicates == [] and report.gaps == 0, report
     assert sum(j["stored_frames"] for j in a.jobs()) >= 25 * 10
+    b.wait_fragments(CAMERA, 2)  # B has stored the GOP that spans the window's end
     assert not audit(b.url, TOKEN, CAMERA, str(start), str(end)).lost  # B never lost the feed
 
 
