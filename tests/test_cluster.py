@@ -99,7 +99,12 @@ def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(tmp_path, cluste
     try:
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        listed = wait_for(lambda: httpx.get(f"{url}/api/v1/cameras", headers=headers).json(), 60, "the gateway")
+
+        def holder_known() -> dict | None:
+            listed = httpx.get(f"{url}/api/v1/cameras", headers=headers).json()
+            return listed if listed["cameras"] and listed["cameras"][0]["holder"] else None
+
+        listed = wait_for(holder_known, 60, "the gateway to know the holder")
         assert listed["cameras"][0]["id"] == CAMERA and listed["cameras"][0]["holder"] == "rec-a"
         assert httpx.get(f"{url}/api/v1/cameras").status_code == 401
         failover_and_back(management, a, b, "kill", gateway_url=url)
