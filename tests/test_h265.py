@@ -45,6 +45,7 @@ def test_records_and_exports_h265(sim, make_recorder):
     first = rec.api.get("/api/v1/cameras/cam/fragments", params={"start": started - 60, "end": time.time()})
     begin, end = first.json()["fragments"][0]["start_us"] / 1e6, time.time() - 1.5
     audit_clean(rec, "cam", begin, end)
+    rec.wait_fragments("cam", 2)  # the GOP spanning `end` is stored
     body = rec.api.get("/api/v1/cameras/cam/export.mp4", params={"start": begin, "end": end})
     assert body.status_code == 200, body.text
     with av.open(io.BytesIO(body.content)) as container:
