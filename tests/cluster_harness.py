@@ -142,11 +142,13 @@ class LiveReader(threading.Thread):
         self.join(timeout=15)
 
 
-def assert_continuous(reader: LiveReader) -> None:
+def assert_continuous(reader: LiveReader, camera_restarts: int = 0) -> None:
+    """Every segment once, in order, no gap; a discontinuity only where the camera itself restarted
+    its stream (`camera_restarts`: gst-rtsp-server re-times a shared stream when a client PLAYs)."""
     assert len(reader.sequences) >= 5, f"the reader saw too little: {reader.sequences} {reader.errors}"
     steps = [b - a for a, b in zip(reader.sequences, reader.sequences[1:], strict=False)]
     assert all(step == 1 for step in steps), f"media sequence skipped or repeated: {reader.sequences}"
-    assert reader.gaps == 0 and reader.discontinuities == 0, (reader.gaps, reader.discontinuities)
+    assert reader.gaps == 0 and reader.discontinuities <= camera_restarts, (reader.gaps, reader.discontinuities)
     frame_steps = [b - a for a, b in zip(reader.frames, reader.frames[1:], strict=False)]
     bad = [(i, s) for i, s in enumerate(frame_steps) if s != 1]
     assert not bad, f"frame numbers repeated or skipped at {bad[:5]} ({len(reader.frames)} frames)"
