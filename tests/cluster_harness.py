@@ -12,7 +12,7 @@ import httpx
 import yaml
 from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, wait_for
 
-from gapless.media.fmp4 import parse_fragment
+from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
 from gapless.media.h264 import find_stamp, split_avcc
 
 CAMERA = "lobby"
@@ -92,6 +92,7 @@ class LiveReader(threading.Thread):
         self.stop_event = threading.Event()
         self.sequences: list[int] = []
         self.frames: list[int] = []
+        self.audio: list[bytes] = []  # audio units, in the order played
         self.errors: list[str] = []
         self.discontinuities = 0
         self.gaps = 0
@@ -128,10 +129,12 @@ class LiveReader(threading.Thread):
                             self.errors.append(f"segment {msn}: HTTP {segment.status_code}")
                             return msn  # retry this one on the next poll
                         self.sequences.append(msn)
-                        for sample in parse_fragment(segment.content):
+                        tracks = parse_tracks(segment.content)
+                        for sample in tracks.get(TRACK_ID, []):
                             stamp = find_stamp(split_avcc(sample.data))
                             if stamp is not None:
                                 self.frames.append(stamp.frame)
+                        self.audio += [sample.data for sample in tracks.get(AUDIO_TRACK_ID, [])]
                     next_msn = msn + 1
                 msn += 1
                 pending_gap = False

@@ -61,6 +61,12 @@ def main() -> None:
 @click.option("--bframes", default=0, type=click.IntRange(0, 3), help="B-frames between references (main profile)")
 @click.option("--codec", default="h264", show_default=True, type=click.Choice(["h264", "h265"]))
 @click.option(
+    "--audio",
+    type=click.Choice(["aac", "pcmu", "pcma"]),
+    help="every camera also sends audio: AAC 16 kHz, or G.711 (PCMU/PCMA) 8 kHz",
+)
+@click.option("--audio-first", is_flag=True, help="list the audio track before the video in the SDP")
+@click.option(
     "--special",
     multiple=True,
     type=click.Choice(["garbage", "mpeg4"]),
@@ -88,6 +94,8 @@ def camera_sim(
     clock_error,
     bframes,
     codec,
+    audio,
+    audio_first,
     special,
     substream,
     verbose,
@@ -131,6 +139,8 @@ def camera_sim(
         credentials,
         session_timeout,
         clock_error,
+        audio,
+        audio_first,
     )
     asyncio.run(serve(settings))
 
@@ -297,6 +307,9 @@ def _print_audit(report, recorder_url: str) -> None:
             f"stream {stream}",
             f"frames {frames.first} … {frames.last}; missing {missing}; duplicated {len(frames.duplicates)}",
         )
+    if report.audio_units:
+        gaps = "\n".join(f"{at}: {seconds:.3f} s" for at, seconds in report.audio_gaps) or "none"
+        table.add_row("audio units / gaps", f"{report.audio_units} / {gaps}")
     table.add_row("checksum failures", str(len(report.bad_checksums)))
     table.add_row("time problems", "\n".join(report.time_problems) or "none")
     Console().print(table)
@@ -315,6 +328,8 @@ def _print_compare(report, recorder_url: str, compare_url: str) -> None:
     table.add_row("time", spans or "nothing")
     for stream, ranges in report.frames_only_in_b.items():
         table.add_row(f"frames of {stream}", ", ".join(f"{a}-{b}" for a, b in ranges) or "nothing")
+    if report.audio_only_in_b:
+        table.add_row("audio units", str(report.audio_only_in_b))
     Console().print(table)
 
 

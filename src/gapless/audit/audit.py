@@ -4,8 +4,10 @@ Reads the coverage and every fragment's bytes through the recorder's API (verify
 checksum), then reports coverage gaps and, for streams stamped with the Gapless SEI, missing and
 duplicated frame numbers per stamped stream. It also checks time itself: fragments that overlap,
 fragments shorter than their frames, and fragments whose time disagrees with when they arrived
-beyond the bound of docs/design/storage.md. `compare` lists what a second recorder holds that the
-first lacks: time, and frame-exact for SEI streams.
+beyond the bound of docs/design/storage.md. For cameras with audio it checks that the audio is
+continuous where the video is (every unit starts where the one before it ends, within half a unit),
+and that it never overlaps itself. `compare` lists what a second recorder holds that the first
+lacks: time, frame-exact for SEI streams, and audio units by their bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from gapless.media.fmp4 import parse_fragment
+from gapless.media.audio import AudioFormat, audio_of_init
+from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
 from gapless.media.h264 import find_stamp, split_avcc
 from gapless.recorder.clock import ARRIVAL_BOUND_US
 from gapless.recorder.timeparse import iso, parse_time_us
@@ -60,6 +63,9 @@ class AuditReport:
     #: that disagrees with arrival beyond ARRIVAL_SLACK_US. Not loss, but `gapless audit` exits 1.
     time_problems: list[str] = field(default_factory=list)
     streams: dict[str, StreamFrames] = field(default_factory=dict)
+    audio_units: int = 0
+    #: Holes in the audio inside covered video, as (time, seconds); the audio's own loss.
+    audio_gaps: list[tuple[str, float]] = field(default_factory=list)
     #: Seconds of the window before the first / after the last covered interval, and whether the
     #: recorder holds footage beyond that edge (then the uncovered edge is a hole, i.e. loss; else
     #: the window simply reaches past what was recorded, e.g. into the GOP being recorded now).
@@ -75,7 +81,9 @@ class AuditReport:
 
     @property
     def lost(self) -> bool:
-        return bool(self.gaps or self.missing or self.duplicates or self.bad_checksums or not self.intervals)
+        return bool(
+            self.gaps or self.missing or self.duplicates or self.bad_checksums or self.audio_gaps or not self.intervals
+        )
 
     @property
     def failed(self) -> bool:
@@ -89,10 +97,11 @@ class CompareReport:
     camera: str
     only_in_b: list[tuple[int, int]]  # camera-time intervals (µs)
     frames_only_in_b: dict[str, list[tuple[int, int]]]  # per stamped stream, inclusive ranges
+    audio_only_in_b: int = 0  # audio units (by their bytes) that B holds and A does not
 
     @property
     def lost(self) -> bool:
-        return bool(self.only_in_b or any(self.frames_only_in_b.values()))
+        return bool(self.only_in_b or any(self.frames_only_in_b.values()) or self.audio_only_in_b)
 
 
 def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
@@ -109,13 +118,31 @@ def _client(url: str, token: str, timeout: float) -> httpx.Client:
     return httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 
-def _read(client: httpx.Client, camera: str, params: dict) -> tuple[AuditReport, dict[str, list[int]]]:
+@dataclass(frozen=True, slots=True)
+class _AudioUnit:
+    start_us: int
+    end_us: int
+    sha256: str
+
+
+@dataclass
+class _Archive:
+    """What the audit read: the report so far, frame numbers per stamped stream, and audio units."""
+
+    report: AuditReport
+    numbers: dict[str, list[int]]
+    audio: list[_AudioUnit]
+
+
+def _read(client: httpx.Client, camera: str, params: dict) -> _Archive:
     cov = client.get(f"/api/v1/cameras/{camera}/coverage", params=params)
     cov.raise_for_status()
     report = AuditReport(camera, [tuple(i) for i in cov.json()["intervals"]])
     listing = client.get(f"/api/v1/cameras/{camera}/fragments", params=params)
     listing.raise_for_status()
     numbers: dict[str, list[int]] = defaultdict(list)
+    audio: list[_AudioUnit] = []
+    formats: dict[str, AudioFormat | None] = {}
     metas = listing.json()["fragments"]
     report.time_problems = time_problems(metas)
     for meta in metas:
@@ -128,12 +155,50 @@ def _read(client: httpx.Client, camera: str, params: dict) -> tuple[AuditReport,
         if hashlib.sha256(body.content).hexdigest() != meta["sha256"]:
             report.bad_checksums.append(meta["id"])
             continue
-        for sample in parse_fragment(body.content):
+        tracks = parse_tracks(body.content)
+        for sample in tracks.get(TRACK_ID, []):
             report.frames += 1
             stamp = find_stamp(split_avcc(sample.data))
             if stamp is not None:
                 numbers[stamp.camera].append(stamp.frame)
-    return report, numbers
+        if AUDIO_TRACK_ID in tracks:
+            if meta["init"] not in formats:
+                init = client.get(f"/api/v1/inits/{meta['init']}")
+                init.raise_for_status()
+                formats[meta["init"]] = audio_of_init(init.content)
+            audio += _audio_units(tracks[AUDIO_TRACK_ID], formats[meta["init"]])
+    audio.sort(key=lambda unit: unit.start_us)
+    report.audio_units = len(audio)
+    return _Archive(report, numbers, audio)
+
+
+def _audio_units(samples: list, audio: AudioFormat | None) -> list[_AudioUnit]:
+    if audio is None:
+        return []
+    rate = audio.rate
+    return [
+        _AudioUnit(
+            s.dts * 1_000_000 // rate,
+            (s.dts + audio.samples_in(s.data)) * 1_000_000 // rate,
+            hashlib.sha256(s.data).hexdigest(),
+        )
+        for s in samples
+    ]
+
+
+def audio_problems(
+    units: list[_AudioUnit], covered: list[tuple[int, int]]
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """Gaps in the audio where the video is covered, and audio that overlaps itself (units sorted)."""
+    gaps: list[tuple[str, float]] = []
+    overlaps: list[str] = []
+    for prev, cur in itertools.pairwise(units):
+        slack = (prev.end_us - prev.start_us) // 2
+        if cur.start_us < prev.end_us - slack:
+            overlaps.append(f"audio units at {iso(prev.start_us)} and {iso(cur.start_us)} overlap")
+        elif cur.start_us > prev.end_us + slack and intersect([(prev.end_us, cur.start_us)], covered):
+            gaps.append((iso(prev.end_us), (cur.start_us - prev.end_us) / 1e6))
+    return gaps, overlaps
 
 
 def time_problems(metas: list[dict]) -> list[str]:
@@ -182,8 +247,12 @@ def _edges(client: httpx.Client, report: AuditReport, start_us: int, end_us: int
 def audit(recorder_url: str, token: str, camera: str, start: str, end: str, timeout: float = 30.0) -> AuditReport:
     params = _params(start, end)
     with _client(recorder_url, token, timeout) as client:
-        report, numbers = _read(client, camera, params)
+        archive = _read(client, camera, params)
+        report, numbers = archive.report, archive.numbers
         _edges(client, report, parse_time_us(start), parse_time_us(end))
+    covered = [(parse_time_us(a), parse_time_us(b)) for a, b in report.intervals]
+    report.audio_gaps, overlaps = audio_problems(archive.audio, covered)
+    report.time_problems += overlaps
     for stream, found in sorted(numbers.items()):
         found.sort()
         frames = StreamFrames(len(found), found[0], found[-1])
@@ -214,8 +283,9 @@ def compare(
 ) -> CompareReport:
     params = _params(start, end)
     with _client(recorder_a, token_a, timeout) as client_a, _client(recorder_b, token_b, timeout) as client_b:
-        report_a, numbers_a = _read(client_a, camera, params)
-        report_b, numbers_b = _read(client_b, camera_b or camera, params)
+        archive_a = _read(client_a, camera, params)
+        archive_b = _read(client_b, camera_b or camera, params)
+    report_a, numbers_a, report_b, numbers_b = archive_a.report, archive_a.numbers, archive_b.report, archive_b.numbers
     covered_a = [(parse_time_us(a), parse_time_us(b)) for a, b in report_a.intervals]
     covered_b = [(parse_time_us(a), parse_time_us(b)) for a, b in report_b.intervals]
     lo, hi = parse_time_us(start), parse_time_us(end)
@@ -224,7 +294,9 @@ def compare(
         stream: _ranges(sorted(set(found) - set(numbers_a.get(stream, ()))))
         for stream, found in sorted(numbers_b.items())
     }
-    return CompareReport(camera, only_in_b, frames_only_in_b)
+    audio_a = {unit.sha256 for unit in archive_a.audio}
+    audio_only_in_b = sum(unit.sha256 not in audio_a for unit in archive_b.audio)
+    return CompareReport(camera, only_in_b, frames_only_in_b, audio_only_in_b)
 
 
 def _params(start: str, end: str) -> dict:

@@ -6,13 +6,16 @@ for rounding and jitter). Whatever our own archive holds wins; from the partner'
 frames that fall into our holes are kept, as one new fragment per contiguous run. A run may begin
 with a frame that is not a keyframe (our own fragment before it ends mid-GOP): played in order it
 decodes, because the frames it depends on are the ones we already hold.
+
+Audio goes with the video of its time: a fragment holds exactly the audio units whose time falls in
+its span (recorder/fragmenter.py), so a kept run takes the partner's audio units in the run's span.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gapless.media.fmp4 import Sample, build_fragment, parse_fragment, ticks_to_us
+from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, Sample, build_fragment, parse_tracks, ticks_to_us
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +32,21 @@ def _held(time_us: int, slack_us: int, covered: list[tuple[int, int]]) -> bool:
     return any(start - slack_us <= time_us < end - slack_us for start, end in covered)
 
 
-def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: list[tuple[int, int]]) -> list[KeptRun]:
+def missing_runs(
+    payload: bytes,
+    start_us: int,
+    end_us: int,
+    seq: int,
+    covered: list[tuple[int, int]],
+    audio_rate: int | None = None,
+) -> list[KeptRun]:
     """The runs of frames in the fragment `payload` (spanning start_us..end_us) that no interval in
-    `covered` holds, each fitted between what is held (see `_fit`). The whole fragment comes back
-    unchanged when nothing of it is held and it fits as it is."""
-    samples = parse_fragment(payload)
+    `covered` holds, each fitted between what is held (see `_fit`), with the audio of their span
+    (`audio_rate`: the audio track's timescale, when the camera has audio). The whole fragment comes
+    back unchanged when nothing of it is held and it fits as it is."""
+    tracks = parse_tracks(payload)
+    samples = tracks.get(TRACK_ID, [])
+    audio = tracks.get(AUDIO_TRACK_ID, []) if audio_rate else []
     runs: list[list[Sample]] = []
     current: list[Sample] = []
     for sample in samples:
@@ -57,7 +70,8 @@ def missing_runs(payload: bytes, start_us: int, end_us: int, seq: int, covered: 
             return [KeptRun(start_us, end_us, len(samples), payload, samples[0].keyframe, whole=True)]
         if fitted is not None:
             run, run_start, run_end = fitted
-        kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run), first.keyframe))
+        span = [a for a in audio if run_start <= a.dts * 1_000_000 // (audio_rate or 1) < run_end]
+        kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run, span), first.keyframe))
     return kept
 
 

@@ -20,6 +20,7 @@ import httpx
 from gapless.backfill.client import CorruptFragment, PartnerClient, PartnerError
 from gapless.backfill.jobs import Job, JobStore, now_us
 from gapless.backfill.trim import missing_runs
+from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import describe_init
 from gapless.recorder.timeparse import iso
 from gapless.storage.coverage import FRAME_GAP_FRAMES, merged
@@ -74,7 +75,9 @@ class WriteBatch:
             covered.append((live_from, 1 << 62))
         fragments = []
         for meta, payload in self.items:
-            for run in missing_runs(payload, meta["start_us"], meta["end_us"], meta["seq"], covered):
+            audio = audio_of_init(self.inits[meta["init"]].data)
+            rate = audio.rate if audio is not None else None
+            for run in missing_runs(payload, meta["start_us"], meta["end_us"], meta["seq"], covered, rate):
                 fragments.append(
                     Fragment(
                         self.camera,

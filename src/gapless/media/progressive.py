@@ -1,6 +1,10 @@
-"""A plain (progressive, "faststart") MP4 from a fragmented one: `moov` with every sample table
-first, then one `mdat`. Some players and forensic tools want this layout; Gapless stores and
-streams fragmented MP4, so an export converts on request. Remux only (no decoding), with PyAV."""
+"""Progressive MP4 (one `moov` in front, then the media) from a fragmented one, by PyAV remux.
+
+Players and editors that do not read fragmented MP4 get this layout. The camera's audio track, when
+there is one, is copied beside the video. G.711 is kept as the camera sent it; the ISO `mp4`
+brand has no G.711 entry, so such an export is a QuickTime file (`.mov`, same box structure), which
+every player that reads MP4 also reads.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,23 @@ from pathlib import Path
 import av
 
 
-def to_progressive(fragmented: Path, progressive: Path) -> int:
+def progressive_format(audio_codec: str | None) -> str:
+    """The container an export of this audio takes: `mp4`, or `mov` for G.711."""
+    return "mov" if audio_codec in ("pcmu", "pcma") else "mp4"
+
+
+def to_progressive(fragmented: Path, progressive: Path, container: str = "mp4") -> int:
     """Write `progressive` from `fragmented`; returns the number of video packets copied."""
     copied = 0
     with av.open(str(fragmented)) as source:
-        video = source.streams.video[0]
-        with av.open(str(progressive), "w", format="mp4", options={"movflags": "+faststart"}) as target:
-            stream = target.add_stream_from_template(video)
-            for packet in source.demux(video):
+        inputs = [source.streams.video[0], *source.streams.audio[:1]]
+        with av.open(str(progressive), "w", format=container, options={"movflags": "+faststart"}) as target:
+            outputs = {stream.index: target.add_stream_from_template(stream) for stream in inputs}
+            for packet in source.demux(inputs):
                 if packet.dts is None:  # the demuxer's end-of-stream marker
                     continue
-                packet.stream = stream
+                video = packet.stream.type == "video"
+                packet.stream = outputs[packet.stream.index]
                 target.mux(packet)
-                copied += 1
+                copied += video
     return copied

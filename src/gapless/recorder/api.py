@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gapless.backfill.jobs import STATES
 from gapless.http import error
-from gapless.media.fmp4 import init_parameter_sets, with_inband_parameter_sets
-from gapless.media.progressive import to_progressive
+from gapless.media.audio import audio_of_init
+from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
+from gapless.media.progressive import progressive_format, to_progressive
 from gapless.recorder.hls import LIVE_SEGMENTS, MAX_GOP_US, continues_gop, playlist, signature_valid, signed_uris
 from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import merged
@@ -110,6 +111,7 @@ def build_api(recorder) -> web.Application:
         return cam, rows
 
     routes = web.RouteTableDef()
+    hls_audio: dict[str, bool] = {}  # init segment id -> its audio stays in HLS (see browser_audio)
 
     @routes.get("/api/v1/health")
     async def health(_request: web.Request) -> web.Response:
@@ -211,18 +213,21 @@ def build_api(recorder) -> web.Application:
         layout = request.query.get("layout", "fragmented")
         if layout not in ("fragmented", "progressive"):
             raise error(web.HTTPBadRequest, "layout must be fragmented or progressive")
-        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        audio = audio_of_init(inits[rows[0].init].data)
+        container = progressive_format(audio.codec if audio else None) if layout == "progressive" else "mp4"
+        content_type = "video/quicktime" if container == "mov" else "video/mp4"
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         if layout == "fragmented":
             await response.prepare(request)
             async for data in exported(rows, inits):
                 await response.write(data)
         else:  # the whole range first (to a temporary file), then one moov + mdat
             with tempfile.TemporaryDirectory(dir=recorder.store.root, prefix=".export-") as tmp:
-                fragmented, progressive = Path(tmp) / "fragmented.mp4", Path(tmp) / "progressive.mp4"
+                fragmented, progressive = Path(tmp) / "fragmented.mp4", Path(tmp) / f"progressive.{container}"
                 with fragmented.open("wb") as out:
                     async for data in exported(rows, inits):
                         await asyncio.to_thread(out.write, data)
-                await asyncio.to_thread(to_progressive, fragmented, progressive)
+                await asyncio.to_thread(to_progressive, fragmented, progressive, container)
                 response.content_length = progressive.stat().st_size
                 await response.prepare(request)
                 with progressive.open("rb") as result:
@@ -235,10 +240,13 @@ def build_api(recorder) -> web.Application:
         """The range as one fragmented MP4: the first init segment, then every fragment."""
         first = rows[0].init
         yield inits[first].data
+        audio = audio_of_init(inits[first].data)
         for row in rows:
             data = await asyncio.to_thread(recorder.store.read_payload, row)
             if row.init != first:  # another profile (e.g. a partner's sub-stream): switch in-band
-                data = with_inband_parameter_sets(data, row.seq, init_parameter_sets(inits[row.init].data))
+                other = inits[row.init].data
+                keep_audio = audio is not None and audio_of_init(other) == audio  # else the first init says otherwise
+                data = with_inband_parameter_sets(data, row.seq, init_parameter_sets(other), keep_audio)
             if data:
                 yield data
 
@@ -256,8 +264,19 @@ def build_api(recorder) -> web.Application:
             if not continues_gop(start, rows[0].init, row):
                 break
             pieces.append(row)
-        data = b"".join([await asyncio.to_thread(recorder.store.read_payload, r) for r in pieces])
-        return web.Response(body=data, content_type="video/iso.segment")
+        payloads = [await asyncio.to_thread(recorder.store.read_payload, r) for r in pieces]
+        if not await browser_audio(rows[0].init):
+            payloads = [without_audio(payload) for payload in payloads]
+        return web.Response(body=b"".join(payloads), content_type="video/iso.segment")
+
+    async def browser_audio(init_id: str) -> bool:
+        """Whether segments of this init segment keep their audio in HLS: no audio, or one browsers
+        play (AAC). G.711 is left out of HLS (no browser plays it); exports keep it."""
+        if init_id not in hls_audio:
+            segment = await asyncio.to_thread(recorder.store.init, init_id)
+            audio = audio_of_init(segment.data) if segment is not None else None
+            hls_audio[init_id] = audio is None or audio.browser_playable
+        return hls_audio[init_id]
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
     async def camera_init(request: web.Request) -> web.Response:
@@ -265,7 +284,8 @@ def build_api(recorder) -> web.Application:
         segment = await asyncio.to_thread(recorder.store.init, request.match_info["init"])
         if segment is None:
             raise error(web.HTTPNotFound, "no such init segment")
-        return web.Response(body=segment.data, content_type="video/mp4")
+        data = segment.data if await browser_audio(segment.id) else video_only_init(segment.data)
+        return web.Response(body=data, content_type="video/mp4")
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
     async def live(request: web.Request) -> web.Response:

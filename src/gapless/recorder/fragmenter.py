@@ -10,16 +10,25 @@ run without a keyframe, like any later piece of a GOP: it decodes after the piec
 RTP timestamps are presentation times, and frames arrive in decode order: with B-frames they are
 not sorted. A GOP's decode times are its sorted presentation times moved back by the segment's
 reorder delay, so every composition offset is positive and decode times always increase.
+
+Audio (when the camera sends it) has a clock of its own (a second SessionClock: its own SSRC, sender
+reports and breaks) and joins the video by time: a fragment spanning [start, end) carries exactly
+the audio units whose camera time falls in it. A finished GOP therefore waits until the audio of
+its time has arrived (AUDIO_WAIT_US at most). Audio at a time no video fragment covers (before the
+session's first keyframe, inside a hole of the video) is not stored and is counted; backfill brings
+it with the partner's video.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import uuid
 from dataclasses import dataclass, field
 
 from gapless.media import h265
+from gapless.media.audio import AudioFormat
 from gapless.media.fmp4 import Sample, build_fragment, build_hevc_init_segment, build_init_segment, us_to_ticks
 from gapless.media.h264 import NAL_PPS, NAL_SPS, BitstreamError, nal_type, parse_sps
 from gapless.recorder.clock import Segment, SessionClock
@@ -30,6 +39,12 @@ PENDING_MAX_BYTES = 32 << 20
 #: A GOP is cut into fragments of at most this much media, or this many bytes.
 MAX_FRAGMENT_US = 5_000_000
 MAX_FRAGMENT_BYTES = 64 << 20
+#: A finished GOP waits at most this long (recorder time) for the audio of its time,
+AUDIO_WAIT_US = 1_500_000
+#: ... or this long while the audio's own clock waits for its first sender reports.
+AUDIO_SETTLE_WAIT_US = 12_000_000
+#: Audio held while its clock is not settled; past this its segment settles at once.
+AUDIO_PENDING_MAX_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
@@ -42,6 +57,31 @@ class Packet:
     segment: Segment
     media_us: int  # presentation time within its segment
     arrival_us: int
+
+
+@dataclass(slots=True)
+class AudioPacket:
+    """One audio access unit (AAC) or packet of samples (G.711), timed in its audio clock segment."""
+
+    data: bytes
+    segment: Segment
+    media_us: int
+    arrival_us: int
+
+
+@dataclass(slots=True)
+class _Built:
+    """A fragment's video, waiting for the audio of its time."""
+
+    samples: list[Sample]
+    start_us: int
+    end_us: int
+    run: str
+    seq: int
+    init: InitSegment
+    arrival_us: int
+    keyframe_first: bool
+    done_us: int  # recorder time when its video was complete
 
 
 #: The parameter sets an init segment needs, by NAL unit type, per codec.
@@ -68,6 +108,27 @@ class Fragmenter:
     decoding: bool = False  # a keyframe has been seen this session: later frames decode, whatever segment
     discarded_before_keyframe: int = 0
     invalid_packets: int = 0
+    audio: AudioFormat | None = None  # the camera's audio track; None: video only
+    audio_clock: SessionClock | None = None
+    audio_on: bool = False  # False once the audio track is switched off (video goes on alone)
+    audio_pending: collections.deque[AudioPacket] = field(default_factory=collections.deque)
+    audio_pending_bytes: int = 0
+    audio_ready: collections.deque[tuple[int, bytes]] = field(default_factory=collections.deque)  # (µs, unit)
+    audio_until_us: int | None = None  # where the latest timed audio unit ends
+    audio_frames: int = 0  # audio units stored in fragments
+    audio_dropped: int = 0  # audio units not stored: no video fragment at their time, or late
+    held: list[_Built] = field(default_factory=list)
+    now_us: int = 0  # latest arrival seen (recorder time)
+
+    def __post_init__(self) -> None:
+        self.audio_on = self.audio is not None
+        if self.audio is not None and self.audio_clock is None:
+            raise ValueError("an audio track needs its clock")
+
+    def audio_off(self) -> list[Fragment]:
+        """The audio track broke: fragments stop waiting for it (the init segment keeps the track)."""
+        self.audio_on = False
+        return self._release_held()
 
     def set_parameter_sets(self, nals: list[bytes]) -> None:
         """Parameter sets announced out of band (SDP sprop-parameter-sets, sprop-vps/sps/pps)."""
@@ -87,13 +148,15 @@ class Fragmenter:
             return
         if hevc:
             hevc_info = h265.parse_sps(sets[1])  # raises BitstreamError
-            data = build_hevc_init_segment(sets[0], sets[1], sets[2], hevc_info)
+            data = build_hevc_init_segment(sets[0], sets[1], sets[2], hevc_info, self.audio)
             codec, width, height = hevc_info.codec_string, hevc_info.width, hevc_info.height
         else:
             info = parse_sps(sets[0])  # raises BitstreamError
-            data = build_init_segment(sets[0], sets[1], info)
+            data = build_init_segment(sets[0], sets[1], info, self.audio)
             codec, width, height = info.codec_string, info.width, info.height
         self.parameter_sets = sets
+        if self.audio is not None:
+            codec = f"{codec},{self.audio.codec_string}"
         if self.init is None or self.init.data != data:
             self.init = InitSegment.make(codec, width, height, data)
 
@@ -109,6 +172,7 @@ class Fragmenter:
             raise
         if not packet.avcc:  # parameter sets alone, in a packet of their own
             return []
+        self.now_us = max(self.now_us, packet.arrival_us)
         out: list[Fragment] = []
         if packet.segment is not self.segment:
             out += self.flush()
@@ -119,7 +183,65 @@ class Fragmenter:
             self.clock.settle(packet.segment)
         if packet.segment.base_us is not None:
             out += self._release()
+        return out + self._release_held()
+
+    def push_audio(self, packet: AudioPacket) -> list[Fragment]:
+        """Feed one audio unit; returns fragments whose audio is now complete."""
+        if not self.audio_on:
+            return []
+        assert self.audio_clock is not None
+        self.now_us = max(self.now_us, packet.arrival_us)
+        self.audio_pending.append(packet)
+        self.audio_pending_bytes += len(packet.data)
+        if packet.segment.base_us is None and self.audio_pending_bytes > AUDIO_PENDING_MAX_BYTES:
+            self.audio_clock.settle(packet.segment)
+        while self.audio_pending and (base := self.audio_pending[0].segment.base_us) is not None:
+            waiting = self.audio_pending.popleft()
+            self.audio_pending_bytes -= len(waiting.data)
+            self._time_audio(waiting, base + waiting.media_us)
+        return self._release_held()
+
+    def _time_audio(self, packet: AudioPacket, time_us: int) -> None:
+        assert self.audio is not None and self.audio_clock is not None
+        length_us = self.audio.samples_in(packet.data) * 1_000_000 // self.audio.rate
+        if self.audio_until_us is not None and time_us < self.audio_until_us - length_us // 2:
+            self.audio_dropped += 1  # overlaps audio already timed (its clock went back): never stored twice
+            return
+        self.audio_ready.append((time_us, packet.data))
+        self.audio_until_us = time_us + length_us
+        self.audio_clock.end_of(packet.segment, self.audio_until_us)
+
+    def _release_held(self, force: bool = False) -> list[Fragment]:
+        """Fragments whose audio has arrived (or waited long enough), built with it."""
+        out = []
+        while self.held:
+            built = self.held[0]
+            if not force and self.audio_on and (self.audio_until_us or 0) < built.end_us:
+                wait = AUDIO_SETTLE_WAIT_US if self.audio_pending else AUDIO_WAIT_US
+                if self.now_us - built.done_us < wait:
+                    break
+            self.held.pop(0)
+            out.append(self._finish(built, self._audio_for(built) if self.audio is not None else None))
         return out
+
+    def _audio_for(self, built: _Built) -> list[Sample]:
+        """The timed audio units in the fragment's [start, end), as samples on the audio timescale."""
+        assert self.audio is not None
+        rate = self.audio.rate
+        units: list[tuple[int, bytes]] = []
+        ready = self.audio_ready
+        while ready and ready[0][0] < built.end_us:
+            time_us, data = ready.popleft()
+            if time_us >= built.start_us:
+                units.append((time_us * rate // 1_000_000, data))
+            else:
+                self.audio_dropped += 1
+        self.audio_frames += len(units)
+        ends = [tick for tick, _ in units[1:]]
+        return [
+            Sample(data, tick, max(1, ends[i] - tick) if i < len(ends) else self.audio.samples_in(data), 0, True)
+            for i, (tick, data) in enumerate(units)
+        ]
 
     def _release(self) -> list[Fragment]:
         out: list[Fragment] = []
@@ -160,7 +282,7 @@ class Fragmenter:
                 out += self._emit(segment.end_us - segment.base_us)
             else:
                 out += self._emit(max(p.media_us for p in self.gop) + (self.frame_us or 40_000))
-        return out
+        return out + self._release_held(force=True)
 
     def _emit(self, next_us: int) -> list[Fragment]:
         """The GOP as fragments: one, or one per stretch when frames are missing inside it.
@@ -178,20 +300,19 @@ class Fragmenter:
         if len(steps) >= 2:
             self.frame_us = steps[len(steps) // 2]
         limit = 1.5 * self.frame_us if self.frame_us else None
-        fragments = []
         first = 0
         for i in range(len(self.gop)):
             hole = limit is not None and times[i + 1] - times[i] > limit
             if hole or i == len(self.gop) - 1:
                 end = times[i] + self.frame_us if hole else next_us
-                fragments.append(self._fragment(first, i + 1, times, end))
+                self.held.append(self._fragment(first, i + 1, times, end))
                 first = i + 1
         self.gop = []
         self.gop_bytes = 0
-        self.clock.end_of(self.segment, fragments[-1].end_us)
-        return fragments
+        self.clock.end_of(self.segment, self.held[-1].end_us)
+        return self._release_held()
 
-    def _fragment(self, first: int, stop: int, presented: list[int], end_us: int) -> Fragment:
+    def _fragment(self, first: int, stop: int, presented: list[int], end_us: int) -> _Built:
         """Frames gop[first:stop]; decode time i is the i-th presentation time less the reorder delay."""
         assert self.segment is not None and self.segment.base_us is not None and self.init is not None
         base = self.segment.base_us
@@ -203,20 +324,33 @@ class Fragmenter:
             pts = us_to_ticks(base + packet.media_us)
             samples.append(Sample(packet.avcc, dts, max(1, next_dts - dts), pts - dts, packet.keyframe))
         self.seq += 1
-        payload = build_fragment(self.seq, samples)
-        return Fragment(
-            self.camera,
-            self.run,
-            self.seq,
+        return _Built(
+            samples,
             base + presented[first],
             base + end_us,
-            len(items),
+            self.run,
+            self.seq,
             self.init,
+            items[0].arrival_us,
+            items[0].keyframe,
+            self.now_us,
+        )
+
+    def _finish(self, built: _Built, audio: list[Sample] | None) -> Fragment:
+        payload = build_fragment(built.seq, built.samples, audio)
+        return Fragment(
+            self.camera,
+            built.run,
+            built.seq,
+            built.start_us,
+            built.end_us,
+            len(built.samples),
+            built.init,
             payload,
             self.origin,
-            items[0].arrival_us,
+            built.arrival_us,
             # Hashed here, while the payload is still in the CPU cache: measured at 0.77 s per
             # camera-hour in the writer thread, where it is not.
             sha256=hashlib.sha256(payload).hexdigest(),
-            keyframe_first=items[0].keyframe,
+            keyframe_first=built.keyframe_first,
         )

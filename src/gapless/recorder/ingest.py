@@ -21,9 +21,10 @@ from gapless import __version__
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.clock import SessionClock
-from gapless.recorder.fragmenter import Fragmenter, Packet
+from gapless.recorder.fragmenter import AudioPacket, Fragmenter, Packet
 from gapless.recorder.reader import StreamReader
 from gapless.recorder.rtp import AccessUnit, InterleavedRtp
+from gapless.recorder.rtp_audio import AudioRtp
 from gapless.recorder.rtsp import AuthRefused, CameraFault, RtspClient, RtspError, StreamInfo
 from gapless.storage.store import Fragment
 
@@ -77,6 +78,11 @@ class FeedState:
     camera_clock_offset_ms: int | None = None  # the camera's clock minus the recorder's, when it reports one
     clock_discontinuities: int = 0
     timing_rejected: int = 0  # sender reports that disagreed once and were not followed
+    # The camera's audio: "" (none), its format ("AAC 16 kHz mono"), or why it is not recorded
+    audio: str = ""
+    audio_frames: int = 0  # audio units stored
+    audio_dropped: int = 0  # audio units not stored (no video at their time, late, overlapping)
+    audio_lost_packets: int = 0
     # For backfill, which must never store time that the live run records (camera time, µs):
     session_pending: bool = False  # connected, first fragment not delivered yet
     run_start_us: int | None = None  # first fragment of the current run
@@ -197,6 +203,9 @@ class CameraIngest(threading.Thread):
             self.feed.time_source = segment.source
             offset = segment.camera_offset_us
             self.feed.camera_clock_offset_ms = None if offset is None else round(offset / 1000)
+        frag = session.frag
+        self.feed.audio_frames = session.audio_frames_before + frag.audio_frames
+        self.feed.audio_dropped = session.audio_dropped_before + frag.audio_dropped
         for fragment in fragments:
             if self.feed.run_start_us is None:
                 self.feed.run_start_us = fragment.start_us
@@ -220,13 +229,28 @@ class _Session:
         self.camera_id = ingest.camera_id
         self.clock = SessionClock(info.clock_rate, ingest.feed.last_fragment_end_us)
         self.breaks_before = ingest.feed.clock_discontinuities
-        self.frag = Fragmenter(ingest.camera_id, ingest.recorder_id, self.clock, info.codec)
+        feed = ingest.feed
+        self.audio_frames_before, self.audio_dropped_before = feed.audio_frames, feed.audio_dropped
+        self.audio_lost_before = feed.audio_lost_packets
+        self.audio = AudioRtp(info.audio) if info.audio is not None else None
+        audio_clock = SessionClock(info.audio.format.rate) if info.audio is not None else None
+        self.frag = Fragmenter(
+            ingest.camera_id,
+            ingest.recorder_id,
+            self.clock,
+            info.codec,
+            audio=info.audio.format if info.audio is not None else None,
+            audio_clock=audio_clock,
+        )
+        feed.audio = info.audio.format.describe() if info.audio is not None else info.audio_problem
+        if info.audio_problem:
+            log.warning("camera %s: %s", self.camera_id, info.audio_problem)
         if info.parameter_sets:
             try:
                 self.frag.set_parameter_sets(info.parameter_sets)
             except BitstreamError as exc:
                 raise CameraFault(f"the parameter sets the camera announces (SDP) are not valid H.264: {exc}") from None
-        self.depacketizer = InterleavedRtp(info.rtp_channel, info.rtcp_channel, info.codec)
+        self.depacketizer = InterleavedRtp(info.rtp_channel, info.rtcp_channel, info.codec, self.audio)
         self.first_data = client.take_buffered()
         self.opened = self.last_data = self.last_fragment_at = time.monotonic()
         self.keepalive_s = client.keepalive_interval_s
@@ -245,6 +269,8 @@ class _Session:
             self.first_data = b""
         for unit in self.depacketizer.feed(data):
             self._push(unit)
+        if self.audio is not None:
+            self._push_audio(self.audio)
         newly_lost = self.depacketizer.lost_packets - self.lost_reported
         if newly_lost:  # the feed's count runs across sessions, the depacketizer's per session
             log.warning(
@@ -299,10 +325,34 @@ class _Session:
                     f" {self.units} access units malformed (last: {exc})"
                 ) from None
             return
-        if done and not self.checked:
+        if done:
+            self._check_first(done)
+        self.ingest.deliver(done, self)
+
+    def _push_audio(self, audio: AudioRtp) -> None:
+        """The audio units of the data just read. Nothing the audio does may end the video's session."""
+        units, reports = audio.take()
+        clock = self.frag.audio_clock
+        assert clock is not None
+        for ssrc, camera_us, ts32 in reports:
+            clock.report(ssrc, camera_us, ts32)
+        done = []
+        for unit in units:
+            segment, media_us = clock.frame(unit.ssrc, unit.rtp_ts, unit.seq_jump, unit.arrival_us)
+            done += self.frag.push_audio(AudioPacket(unit.data, segment, media_us, unit.arrival_us))
+        self.ingest.feed.audio_lost_packets = self.audio_lost_before + audio.lost_packets
+        if audio.problem and self.frag.audio_on:
+            log.error("camera %s: %s; recording video only", self.camera_id, audio.problem)
+            self.ingest.feed.audio = audio.problem
+            done += self.frag.audio_off()
+        if done:
+            self._check_first(done)
+            self.ingest.deliver(done, self)
+
+    def _check_first(self, done: list[Fragment]) -> None:
+        if not self.checked:
             _check_decodes(done[0], self.info.codec, self.frag.parameter_sets)
             self.checked = True
-        self.ingest.deliver(done, self)
 
     def finish(self) -> None:
         """The run ended: the GOP in progress is kept too (called once the reader let go)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from gapless.media import h265
 from gapless.media.h264 import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS, nal_header_problem
 from gapless.recorder.clock import SEQ_JUMP
+from gapless.recorder.rtp_audio import AudioRtp
 from gapless.recorder.rtsp import CameraFault, RtspError
 
 NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
@@ -100,8 +101,11 @@ class InterleavedRtp:
     with a lost packet (sequence gap) is dropped and counted in `lost_packets`: its frame is missing
     and shows as a hole in the archive, which backfill can fill from another recorder."""
 
-    def __init__(self, rtp_channel: int = 0, rtcp_channel: int = 1, codec: str = "h264") -> None:
+    def __init__(
+        self, rtp_channel: int = 0, rtcp_channel: int = 1, codec: str = "h264", audio: AudioRtp | None = None
+    ) -> None:
         self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
+        self.audio = audio  # the audio track's parser: its channels' packets go there
         self.hevc = codec == "h265"
         self._unit_type = _HevcUnit if self.hevc else _Unit
         self.lost_packets = 0
@@ -142,6 +146,11 @@ class InterleavedRtp:
                     report = _sender_report(data, start, end)
                     if report is not None:
                         self._reports = [*(self._reports or ()), report]
+                elif self.audio is not None:
+                    if channel == self.audio.track.rtp_channel:
+                        self.audio.packet(data, start, end)
+                    elif channel == self.audio.track.rtcp_channel and (report := _sender_report(data, start, end)):
+                        self.audio.reports.append(report)
                 continue
             if end - start < 12:
                 continue

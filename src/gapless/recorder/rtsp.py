@@ -1,4 +1,5 @@
-"""The recorder's own RTSP/1.0 client (RFC 2326) for H.264 over RTP, TCP-interleaved.
+"""The recorder's own RTSP/1.0 client (RFC 2326) for H.264/H.265 video and AAC/G.711 audio over RTP,
+TCP-interleaved.
 
 Why not PyAV: profiling the ingest benchmark put about 75 % of the recorder's CPU in libavformat's
 RTSP demuxer and the H.264 parser it forces on RTP streams, work Gapless does not need (it never
@@ -23,6 +24,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from gapless.media.audio import AudioConfigError, AudioFormat, parse_audio_specific_config
+
 #: Longest reply body accepted (an SDP is a few hundred bytes).
 MAX_REPLY_BODY = 1 << 20
 MAX_REPLY_HEADER = 64 << 10
@@ -36,6 +39,14 @@ class RtspError(Exception):
 
 class CameraFault(Exception):
     """The camera answered with something Gapless refuses (the message says what); retried with backoff."""
+
+
+class RtspRefused(RtspError):
+    """The camera answered a request with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class UnsupportedStream(CameraFault):
@@ -94,12 +105,27 @@ def redact_url(url: str) -> str:
 
 
 @dataclass
+class AudioTrack:
+    """The camera's audio track as its SDP announces it (RFC 3640 AU header sizes for AAC)."""
+
+    format: AudioFormat
+    payload_type: int
+    control: str  # the URL to SETUP it
+    size_length: int = 13
+    index_length: int = 3
+    rtp_channel: int = 2
+    rtcp_channel: int = 3
+
+
+@dataclass
 class StreamInfo:
     codec: str  # h264 | h265
     clock_rate: int
     parameter_sets: list[bytes]  # announced in the SDP (may be empty: then in band)
     rtp_channel: int = 0
     rtcp_channel: int = 1
+    audio: AudioTrack | None = None
+    audio_problem: str = ""  # why the camera's audio is not recorded, when it has audio
 
 
 def _size(n: int) -> str:
@@ -163,9 +189,29 @@ class RtspClient:
         channels = re.search(r"interleaved=(\d+)-(\d+)", headers.get("transport", ""))
         if channels:  # the server may choose other channels than the ones asked for
             info.rtp_channel, info.rtcp_channel = int(channels.group(1)), int(channels.group(2))
+        if info.audio is not None:
+            self._setup_audio(info)
         self._request("PLAY", base, {"Range": "npt=0.000-"})
         self.deadline = float("inf")
         return info
+
+    def _setup_audio(self, info: StreamInfo) -> None:
+        """SETUP the audio track on the next channels; a camera that refuses it records video alone."""
+        audio = info.audio
+        assert audio is not None
+        if audio.rtp_channel in (info.rtp_channel, info.rtcp_channel):
+            audio.rtp_channel, audio.rtcp_channel = info.rtcp_channel + 1, info.rtcp_channel + 2
+        wanted = f"RTP/AVP/TCP;unicast;interleaved={audio.rtp_channel}-{audio.rtcp_channel}"
+        try:
+            headers, _ = self._request("SETUP", audio.control, {"Transport": wanted})
+        except RtspRefused as exc:
+            info.audio, info.audio_problem = None, f"the camera refused to send its audio track ({exc})"
+            return
+        channels = re.search(r"interleaved=(\d+)-(\d+)", headers.get("transport", ""))
+        if channels:
+            audio.rtp_channel, audio.rtcp_channel = int(channels.group(1)), int(channels.group(2))
+        if {audio.rtp_channel, audio.rtcp_channel} & {info.rtp_channel, info.rtcp_channel}:
+            info.audio, info.audio_problem = None, "the camera put its audio on the video's channels"
 
     @property
     def keepalive_interval_s(self) -> float:
@@ -180,7 +226,7 @@ class RtspClient:
             if status != 401:
                 if status != 200:
                     reason = {404: "no stream at this path", 454: "session not found", 503: "service unavailable"}
-                    raise RtspError(f"{method}: RTSP {status} ({reason.get(status, 'refused')})")
+                    raise RtspRefused(f"{method}: RTSP {status} ({reason.get(status, 'refused')})", status)
                 return headers, body
             challenges = headers.get("www-authenticate", "")
             stale = "stale=true" in challenges.lower().replace('"', "")
@@ -329,23 +375,43 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
+def _control_url(section: str, base: str) -> str:
+    control = re.search(r"a=control:(\S+)", section)
+    target = control.group(1) if control else "*"
+    if target.lower().startswith("rtsp://"):
+        return target
+    if target == "*":
+        return base
+    return base.rstrip("/") + "/" + target
+
+
+def _rtpmap(section: str) -> tuple[int | None, str, int, int]:
+    """Payload type, encoding name, clock rate and channels of a media section's first format."""
+    fields = section.split("\n", 1)[0].split()
+    payload = fields[3] if len(fields) > 3 else ""
+    if not payload.isdigit():
+        return None, "", 0, 0
+    rtpmap = re.search(rf"a=rtpmap:{payload} ([\w.-]+)/(\d+)(?:/(\d+))?", section)
+    if rtpmap:
+        return int(payload), rtpmap.group(1).upper(), int(rtpmap.group(2)), int(rtpmap.group(3) or 1)
+    static = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1)}.get(int(payload))  # RFC 3551 static types
+    return (int(payload), *static) if static else (int(payload), "", 0, 0)
+
+
 def parse_sdp(sdp: str, base: str) -> tuple[StreamInfo, str]:
-    """The video track of a session description, and the URL to SETUP it."""
+    """The video track of a session description (and its audio track, if any), and the URL to SETUP
+    the video."""
     media = sdp.replace("\r\n", "\n").split("\nm=")
     if not sdp.lstrip().startswith("v=") and len(media) < 2:
         raise CameraFault(f"DESCRIBE answered with something that is not a session description: {sdp[:40]!r}")
     video = next((m for m in media[1:] if m.startswith("video")), None)
     if video is None:
         raise UnsupportedStream("the stream has no video track")
-    fields = video.split("\n", 1)[0].split()
-    payload_type = fields[3] if len(fields) > 3 else ""
-    rtpmap = re.search(rf"a=rtpmap:{re.escape(payload_type)} ([\w.-]+)/(\d+)", video) if payload_type else None
-    codec = rtpmap.group(1).upper() if rtpmap else "unknown"
+    _payload, codec, clock_rate, _channels = _rtpmap(video)
+    codec = codec or "unknown"
     if codec not in ("H264", "H265"):
         name = {"MP4V-ES": "mpeg4", "JPEG": "mjpeg"}.get(codec, codec.lower())
         raise UnsupportedStream(f"unsupported codec {name}; Gapless records H.264 and H.265")
-    assert rtpmap is not None
-    clock_rate = int(rtpmap.group(2))
     if not 1000 <= clock_rate <= 1_000_000:
         raise CameraFault(f"the SDP announces an RTP clock of {clock_rate} Hz")
     if codec == "H264":
@@ -362,12 +428,43 @@ def parse_sdp(sdp: str, base: str) -> tuple[StreamInfo, str]:
         parameter_sets = [base64.b64decode(one) for one in encoded if one]
     except ValueError:
         parameter_sets = []  # in-band parameter sets will do
-    control = re.search(r"a=control:(\S+)", video)
-    target = control.group(1) if control else "*"
-    if target.lower().startswith("rtsp://"):
-        url = target
-    elif target == "*":
-        url = base
-    else:
-        url = base.rstrip("/") + "/" + target
-    return StreamInfo(codec.lower(), clock_rate, parameter_sets), url
+    info = StreamInfo(codec.lower(), clock_rate, parameter_sets)
+    audio = next((m for m in media[1:] if m.startswith("audio")), None)
+    if audio is not None:
+        try:
+            info.audio = _audio_track(audio, base)
+        except AudioConfigError as exc:
+            info.audio_problem = str(exc)
+    return info, _control_url(video, base)
+
+
+def _audio_track(section: str, base: str) -> AudioTrack:
+    """The audio track of an SDP media section; AudioConfigError says why it cannot be recorded."""
+    payload, name, rate, channels = _rtpmap(section)
+    if payload is None:
+        raise AudioConfigError("the audio track's SDP has no payload type")
+    control = _control_url(section, base)
+    if name in ("PCMU", "PCMA"):
+        if not 1000 <= rate <= 192_000 or not 1 <= channels <= 8:
+            raise AudioConfigError(f"G.711 at {rate} Hz with {channels} channels is not recorded")
+        return AudioTrack(AudioFormat(name.lower(), rate, channels), payload, control)
+    if name != "MPEG4-GENERIC":
+        shown = name.lower() or f"RTP payload type {payload}"
+        raise AudioConfigError(f"audio codec {shown} is not recorded (AAC and G.711 are); the video is")
+    fmtp = re.search(rf"a=fmtp:{payload} ([^\n]*)", section)
+    pairs = (p.partition("=") for p in (fmtp.group(1) if fmtp else "").split(";"))
+    params = {k.strip().lower(): v.strip() for k, _, v in pairs}
+    mode = params.get("mode", "").lower()
+    if mode != "aac-hbr":
+        raise AudioConfigError(f"AAC in mode {mode or 'unannounced'} is not recorded (AAC-hbr is)")
+    try:
+        config = bytes.fromhex(params.get("config", ""))
+        size_length, index_length = int(params.get("sizelength", "")), int(params.get("indexlength", ""))
+    except ValueError:
+        raise AudioConfigError("the AAC track's SDP lacks a valid config, sizelength or indexlength") from None
+    if not 1 <= size_length <= 16 or not 0 <= index_length <= 8:
+        raise AudioConfigError(f"AAC AU headers of {size_length}+{index_length} bits are not recorded")
+    audio = parse_audio_specific_config(config)
+    if audio.rate != rate:
+        raise AudioConfigError(f"the AAC config says {audio.rate} Hz, the RTP clock {rate} Hz")
+    return AudioTrack(audio, payload, control, size_length, index_length)

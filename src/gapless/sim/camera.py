@@ -9,6 +9,9 @@ and their numbers are missing from every archive.
 It can also do what real cameras do wrong to time: restart or jump its RTP timestamps, change its
 SSRC, jump its sequence numbers, step its clock (NTP), run a wrong clock (1970, local time), send
 sender reports rarely or never, and send B-frames (out of presentation order).
+
+A camera with audio (`sim/audio.py`: AAC or G.711) sends it on a second RTP stream with its own SSRC,
+timestamps and sender reports, timed by the same camera clock; it can send broken audio packets.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from gapless.media.h264 import FrameStamp, build_stamp_sei
+from gapless.sim.audio import AudioLoop
 from gapless.sim.encoder import EncodedLoop
 from gapless.sim.rtp import packetize_h264, packetize_h265, packetize_mpeg4, rtp_header, sender_report
 
@@ -51,6 +55,12 @@ class Session:
     first_frame: int | None = None
     last_frame: int | None = None
     last_sr_us: int = 0
+    audio: bool = False  # the client set up the audio track
+    audio_seq: int = field(default_factory=lambda: random.randrange(1 << 16))
+    audio_packets: int = 0
+    audio_octets: int = 0
+    audio_units_sent: int = 0
+    last_audio_sr_us: int = 0
     playing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,11 +73,20 @@ class Session:
             "frames_sent": self.frames_sent,
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
+            "audio_units_sent": self.audio_units_sent,
         }
 
 
 class SimCamera:
-    def __init__(self, cam_id: str, loop: EncodedLoop, kind: str = "h264", sr_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        cam_id: str,
+        loop: EncodedLoop,
+        kind: str = "h264",
+        sr_interval: float = 1.0,
+        audio: AudioLoop | None = None,
+        audio_first: bool = False,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown camera kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.id = cam_id
@@ -85,6 +104,12 @@ class SimCamera:
         self.blocked: dict[str, float] = {}  # user-agent substring -> monotonic deadline
         self.frame_no = 0
         self.start_us = 0
+        self.audio = audio
+        self.audio_first = audio_first  # the SDP lists the audio track before the video
+        self.audio_ssrc = random.randrange(1, 1 << 32)
+        self.audio_rtp_base = random.randrange(1 << 32)
+        self.audio_unit = 0  # the next audio unit, numbered from the camera's start
+        self.audio_broken_until = 0.0  # monotonic: until then, audio packets have impossible AU headers
         self._task: asyncio.Task | None = None
 
     @property
@@ -121,6 +146,10 @@ class SimCamera:
     def step_clock(self, seconds: float) -> None:
         """Step the camera's wall clock (what sender reports and stamps say), as NTP does."""
         self.clock_error_us += int(seconds * 1_000_000)
+
+    def break_audio(self, seconds: float) -> None:
+        """Send malformed audio packets for a while (AU headers announcing more than the packet holds)."""
+        self.audio_broken_until = time.monotonic() + seconds
 
     def add_session(self, session: Session) -> None:
         self.sessions[session.id] = session
@@ -165,8 +194,11 @@ class SimCamera:
                 await asyncio.sleep(delay)
             self.frame_no = n
             live = [s for s in self.sessions.values() if s.playing]
-            if self.online and time.monotonic() >= self.stalled_until and live:
+            sending = self.online and time.monotonic() >= self.stalled_until
+            if sending and live:
                 self._send_frame(live, n)
+            if self.audio is not None:
+                self._send_audio([s for s in live if s.audio] if sending else [], time.monotonic() - start_mono)
             n += 1
 
     def capture_us(self, frame: int) -> int:
@@ -208,10 +240,40 @@ class SimCamera:
                 session.first_frame = frame
             session.last_frame = frame
 
+    def _send_audio(self, sessions: list[Session], elapsed_s: float) -> None:
+        """Every audio unit captured by now (units of a time the camera was down are lost to all)."""
+        audio = self.audio
+        assert audio is not None
+        due = int(elapsed_s * audio.rate) // audio.samples_per_unit
+        broken = time.monotonic() < self.audio_broken_until
+        while self.audio_unit < due:
+            k = self.audio_unit
+            self.audio_unit += 1
+            capture_us = self.start_us + k * audio.samples_per_unit * 1_000_000 // audio.rate + self.clock_error_us
+            rtp_ts = self.audio_rtp_base + k * audio.samples_per_unit
+            payload = audio.payload(k)
+            if broken:
+                payload = b"\x00\x10\xff\xf8" + payload[4:]  # an AU of 8191 bytes in a packet of a few hundred
+            for session in sessions:
+                due_sr = self.sr_interval_us and capture_us - session.last_audio_sr_us >= self.sr_interval_us
+                if due_sr or (self.sr_interval_us and capture_us < session.last_audio_sr_us):
+                    report = sender_report(
+                        self.audio_ssrc, capture_us, rtp_ts, session.audio_packets, session.audio_octets
+                    )
+                    session.last_audio_sr_us = capture_us
+                    session.send(3, report)
+                header = rtp_header(audio.payload_type, session.audio_seq, rtp_ts, self.audio_ssrc, True)
+                session.audio_seq = (session.audio_seq + 1) & 0xFFFF
+                session.audio_packets += 1
+                session.audio_octets += len(payload)
+                if session.send(2, header + payload):
+                    session.audio_units_sent += 1
+
     def describe(self) -> dict:
         return {
             "id": self.id,
             "kind": self.kind,
+            "audio": self.audio.codec if self.audio else None,
             "online": self.online,
             "frame": self.frame_no,
             "fps": self.fps,

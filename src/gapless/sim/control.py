@@ -119,6 +119,15 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
         camera.sr_interval_us = int(seconds(request, name="every") * 1_000_000)
         return web.json_response(camera.describe())
 
+    @routes.post("/cameras/{camera}/audio-broken")
+    async def audio_broken(request: web.Request) -> web.Response:
+        """Send malformed audio packets for ?seconds= (the video is unaffected)."""
+        camera = camera_or_404(request)
+        if camera.audio is None:
+            raise web.HTTPConflict(text=f"camera {camera.id} sends no audio (start the simulator with --audio)\n")
+        camera.break_audio(seconds(request))
+        return web.json_response(camera.describe())
+
     @routes.delete("/sessions/{session}")
     async def drop_session(request: web.Request) -> web.Response:
         sid = request.match_info["session"]

@@ -82,6 +82,7 @@ class RtspConnection:
         self.peer = f"{peer[0]}:{peer[1]}"
         self.sessions: dict[str, Session] = {}
         self.udp: dict[str, tuple[asyncio.DatagramTransport, asyncio.DatagramTransport, tuple, tuple]] = {}
+        self.channels: dict[str, dict[int, int]] = {}  # per session: track kind -> interleaved channel
         self.nonce = secrets.token_hex(16)
         self.last_request = time.monotonic()
 
@@ -174,7 +175,7 @@ class RtspConnection:
             sdp = self.sdp(camera).encode()
             self.reply(cseq, "200 OK", {"Content-Base": base, "Content-Type": "application/sdp"}, sdp)
         elif method == "SETUP":
-            await self.setup(camera, cseq, headers)
+            await self.setup(camera, url, cseq, headers)
         elif method == "PLAY":
             session = self.sessions.get(headers.get("session", "").split(";")[0])
             if session is None:
@@ -201,7 +202,7 @@ class RtspConnection:
 
     def sdp(self, camera: SimCamera) -> str:
         profile = camera.loop.profile
-        lines = [
+        session = [
             "v=0",
             f"o=- {camera.ssrc} 1 IN IP4 127.0.0.1",
             f"s=Gapless simulated camera {camera.id}",
@@ -209,10 +210,10 @@ class RtspConnection:
             "t=0 0",
             "a=control:*",
             "a=range:npt=now-",
-            f"m=video 0 RTP/AVP {camera.payload_type}",
         ]
+        video = [f"m=video 0 RTP/AVP {camera.payload_type}"]
         if camera.kind == "mpeg4":
-            lines += [
+            video += [
                 f"a=rtpmap:{camera.payload_type} MP4V-ES/90000",
                 f"a=fmtp:{camera.payload_type} profile-level-id=1;config={camera.loop.sps.hex().upper()}",
             ]
@@ -221,27 +222,39 @@ class RtspConnection:
                 f"sprop-{name}={base64.b64encode(nal).decode()}"
                 for name, nal in (("vps", camera.loop.vps), ("sps", camera.loop.sps), ("pps", camera.loop.pps))
             )
-            lines += [f"a=rtpmap:{camera.payload_type} H265/90000", f"a=fmtp:{camera.payload_type} {sprop}"]
+            video += [f"a=rtpmap:{camera.payload_type} H265/90000", f"a=fmtp:{camera.payload_type} {sprop}"]
         else:
             sps, pps = camera.loop.sps, camera.loop.pps
             sprop = f"{base64.b64encode(sps).decode()},{base64.b64encode(pps).decode()}"
-            lines += [
+            video += [
                 f"a=rtpmap:{camera.payload_type} H264/90000",
                 f"a=fmtp:{camera.payload_type} packetization-mode=1;profile-level-id={sps[1:4].hex()};"
                 f"sprop-parameter-sets={sprop}",
             ]
-        lines += [f"a=framerate:{profile.fps}", "a=control:trackID=0"]
+        video += [f"a=framerate:{profile.fps}", "a=control:trackID=0"]
+        audio = camera.audio.sdp("trackID=1") if camera.audio is not None else []
+        lines = session + (audio + video if camera.audio_first else video + audio)
         return "\r\n".join(lines) + "\r\n"
 
-    async def setup(self, camera: SimCamera, cseq: str, headers: dict[str, str]) -> None:
+    async def setup(self, camera: SimCamera, url: str, cseq: str, headers: dict[str, str]) -> None:
         transport = headers.get("transport", "")
         sid = headers.get("session", "").split(";")[0] or secrets.token_hex(8)
         user_agent = headers.get("user-agent", "")
+        audio = url.rstrip("/").endswith("trackID=1")
+        if audio and camera.audio is None:
+            self.reply(cseq, "404 Not Found")
+            return
+        existing = self.sessions.get(sid)
         if "interleaved=" in transport or "RTP/AVP/TCP" in transport:
-            channels = _param(transport, "interleaved") or "0-1"
+            channels = _param(transport, "interleaved") or ("2-3" if audio else "0-1")
             rtp_ch, rtcp_ch = (int(x) for x in channels.split("-"))
-            send = self._tcp_sender(rtp_ch, rtcp_ch)
+            routes = self.channels.setdefault(sid, {})
+            routes.update({2: rtp_ch, 3: rtcp_ch} if audio else {0: rtp_ch, 1: rtcp_ch})
+            send = self._tcp_sender(routes)
             reply_transport = f"RTP/AVP/TCP;unicast;interleaved={rtp_ch}-{rtcp_ch}"
+        elif audio:
+            self.reply(cseq, "461 Unsupported Transport")  # the simulator sends audio over TCP only
+            return
         else:
             ports = _param(transport, "client_port")
             if not ports:
@@ -259,10 +272,14 @@ class RtspConnection:
             reply_transport = (
                 f"RTP/AVP;unicast;client_port={client_rtp}-{client_rtcp};server_port={server_rtp}-{server_rtcp}"
             )
-        session = Session(sid, camera, user_agent, self.peer, send)
-        self.sessions[sid] = session
-        camera.add_session(session)
-        asyncio.get_running_loop().create_task(self._close_when_dropped(session))
+        if existing is None:
+            session = Session(sid, camera, user_agent, self.peer, send)
+            self.sessions[sid] = session
+            camera.add_session(session)
+            asyncio.get_running_loop().create_task(self._close_when_dropped(session))
+        else:
+            session = existing
+        session.audio = session.audio or audio
         self.reply(
             cseq, "200 OK", {"Transport": reply_transport, "Session": f"{sid};timeout={self.server.session_timeout}"}
         )
@@ -274,7 +291,8 @@ class RtspConnection:
             with contextlib.suppress(Exception):
                 self.writer.close()
 
-    def _tcp_sender(self, rtp_ch: int, rtcp_ch: int):
+    def _tcp_sender(self, routes: dict[int, int]):
+        """Sends RTP/RTCP of the tracks in `routes` (0/1: video, 2/3: audio -> interleaved channel)."""
         writer = self.writer
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -291,7 +309,9 @@ class RtspConnection:
                     return False
             else:
                 backlogged_since = None
-            writer.write(struct.pack(">cBH", b"$", rtp_ch if kind == 0 else rtcp_ch, len(data)) + data)
+            channel = routes.get(kind)
+            if channel is not None:
+                writer.write(struct.pack(">cBH", b"$", channel, len(data)) + data)
             return True
 
         return send
@@ -299,6 +319,8 @@ class RtspConnection:
     @staticmethod
     def _udp_sender(rtp_t, rtcp_t, dest_rtp, dest_rtcp):
         def send(kind: int, data: bytes) -> bool:
+            if kind > 1:  # audio is sent over TCP only
+                return True
             transport, dest = (rtp_t, dest_rtp) if kind == 0 else (rtcp_t, dest_rtcp)
             if transport.is_closing():
                 return False

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from gapless.sim.audio import audio_loop
 from gapless.sim.camera import SimCamera
 from gapless.sim.control import build_control_app
 from gapless.sim.encoder import Profile, encode_loop
@@ -30,12 +31,18 @@ class SimSettings:
     auth: Auth | None = None
     session_timeout: int = 60  # seconds announced in SETUP, and enforced
     clock_error: float = 0.0  # seconds the cameras' clocks are off at start
+    audio: str | None = None  # aac | pcmu | pcma: every main camera also sends audio
+    audio_first: bool = False  # the SDP lists the audio track first
 
 
 def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
     loop = encode_loop(settings.profile)
     kind = settings.profile.codec
-    cameras = {f"cam{i}": SimCamera(f"cam{i}", loop, kind, settings.sr_interval) for i in range(settings.cameras)}
+    audio = audio_loop(settings.audio) if settings.audio else None
+    cameras = {
+        f"cam{i}": SimCamera(f"cam{i}", loop, kind, settings.sr_interval, audio, settings.audio_first)
+        for i in range(settings.cameras)
+    }
     if settings.substream is not None:
         sub_loop = encode_loop(settings.substream)
         for i in range(settings.cameras):
