@@ -6,12 +6,14 @@ stream carries no frame numbers: frame count, timestamps 40 ms apart, no gap, no
 from __future__ import annotations
 
 import bisect
+import io
 import itertools
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import av
 import pytest
 from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
 from conftest import TOKEN, Proc, exported, free_port, wait_for
@@ -96,6 +98,29 @@ def test_records_and_exports_a_gstreamer_camera(gst_camera, make_recorder):
     health = rec.health()["cameras"]["gst"]
     assert health["time_source"].startswith("sender report"), health
     assert abs(health["camera_clock_offset_ms"]) < 2000, health
+
+
+@pytest.mark.parametrize(("mount", "codec", "unit"), [("cam-aac", "aac", 1024), ("cam-pcmu", "pcm_mulaw", None)])
+def test_records_gstreamer_audio(gst_camera, make_recorder, mount, codec, unit):
+    """The audio of a camera we did not write (gst's RTP payloaders): in the export beside every video
+    frame, contiguous (each unit starts where the one before ends) and as long as the video."""
+    rec = make_recorder("rec-a", [{"id": "gst", "url": gst_camera.replace("/cam", f"/{mount}")}]).start()
+    rec.wait_fragments("gst", 6)
+    start, end = continuous(rec, "gst")
+    assert_every_frame(decoded_export(rec, "gst", start, end), start, end)
+    body = rec.api.get("/api/v1/cameras/gst/export.mp4", params={"start": start / 1e6, "end": end / 1e6})
+    with av.open(io.BytesIO(body.content)) as container:
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == codec
+        packets = [p for p in container.demux(audio) if p.dts is not None]
+        decoded = sum(frame.samples for p in packets for frame in p.decode())
+        seconds = float((packets[-1].pts + packets[-1].duration - packets[0].pts) * audio.time_base)
+    for a, b in itertools.pairwise(packets):
+        length = unit or a.size  # G.711: one byte per sample
+        assert abs(b.pts - a.pts - length) <= 1, f"audio not contiguous at {a.pts}: {b.pts - a.pts} != {length}"
+    assert abs(seconds - (end - start) / 1e6) < 0.25, (seconds, (end - start) / 1e6)
+    assert decoded >= (len(packets) - 2) * (unit or 1)
+    assert rec.health()["cameras"]["gst"]["audio_frames"] >= len(packets)
 
 
 def test_kill_restart_backfill_with_a_gstreamer_camera(gst_camera, make_recorder):
