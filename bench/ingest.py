@@ -1,10 +1,13 @@
 """Ingest benchmark: one Gapless recorder vs one `ffmpeg -c copy -f segment` per camera.
 
-Both record the same simulated cameras (720p, 2 Mb/s, 25 fps, GOP 2 s; H.264 and H.265 rows) at
-the same time, so machine noise hits both alike. Reports CPU seconds per camera-hour for each, their ratio, and
-whether the recorder stored every frame (audit of SEI frame numbers). Writes docs/benchmarks.md.
+Both record the same simulated cameras (720p, 2 Mb/s, 25 fps, GOP 2 s; H.264 and H.265 rows, and
+rows with an audio track: AAC 16 kHz or G.711 PCMU) at the same time, so machine noise hits both
+alike. Reports CPU seconds per camera-hour for each, their ratio, and whether the recorder stored
+every frame (audit of SEI frame numbers) and every audio unit (audit: no audio gap). Writes
+docs/benchmarks.md.
 
-Usage: python bench/ingest.py [--cameras 4,8] [--codecs h264,h265] [--seconds 60]   (needs Debian's ffmpeg)
+Usage: python bench/ingest.py [--cameras 4,8] [--codecs h264,h265,h264+aac,h264+pcmu] [--seconds 60]
+(needs Debian's ffmpeg)
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def wait_http(url: str, headers: dict | None = None, timeout: float = 120) -> No
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
-def run_one(cameras: int, codec: str, seconds: float, work: Path) -> dict:
+def run_one(cameras: int, variant: str, seconds: float, work: Path) -> dict:
+    """One row: `variant` is a video codec, optionally with audio (`h264+aac`, `h264+pcmu`)."""
+    codec, _, audio = variant.partition("+")
     rtsp, control, api = free_port(), free_port(), free_port()
     sim = subprocess.Popen(
         [
@@ -74,6 +79,7 @@ def run_one(cameras: int, codec: str, seconds: float, work: Path) -> dict:
             "2000",
             "--codec",
             codec,
+            *(["--audio", audio] if audio else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -115,7 +121,8 @@ def run_one(cameras: int, codec: str, seconds: float, work: Path) -> dict:
                         "60",
                         "-reset_timestamps",
                         "1",
-                        str(out / "%05d.mp4"),
+                        # MP4 has no G.711 entry: ffmpeg's baseline writes those to Matroska
+                        str(out / ("%05d.mkv" if audio == "pcmu" else "%05d.mp4")),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=(work / f"ff{i}.log").open("w"),
@@ -135,11 +142,13 @@ def run_one(cameras: int, codec: str, seconds: float, work: Path) -> dict:
         lost = 0
         for i in range(cameras):
             report = audit(f"http://127.0.0.1:{api}", TOKEN, f"c{i}", str(start_wall), str(end_wall))
-            lost += sum(b - a + 1 for a, b in report.missing) + report.gaps
+            lost += sum(b - a + 1 for a, b in report.missing) + report.gaps + len(report.audio_gaps)
+            if audio and not report.audio_units:
+                lost += 1  # the audio was not recorded at all
         camera_hours = cameras * (end_wall - start_wall) / 3600
         return {
             "cameras": cameras,
-            "codec": codec,
+            "codec": variant,
             "recorder": rec_cpu / camera_hours,
             "ffmpeg": ff_cpu / camera_hours,
             "lost": lost,
@@ -158,7 +167,9 @@ def run_one(cameras: int, codec: str, seconds: float, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cameras", default="2,6,12,24,48,96", help="comma-separated camera counts")
-    parser.add_argument("--codecs", default="h264,h265", help="comma-separated: h264, h265")
+    parser.add_argument(
+        "--codecs", default="h264,h265,h264+aac,h264+pcmu", help="comma-separated: h264, h265, h264+aac, h264+pcmu …"
+    )
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
@@ -174,7 +185,7 @@ def main() -> None:
     rows = []
     for r in results:
         row = (
-            r["codec"].upper().replace("H2", "H.2"),
+            r["codec"].upper().replace("H2", "H.2").replace("+", " + "),
             str(r["cameras"]),
             f"{r['recorder']:.1f}",
             f"{r['ffmpeg']:.1f}",
@@ -198,7 +209,9 @@ def main() -> None:
         "",
         f"Simulated 1280x720, 2 Mb/s, 25 fps, GOP 2 s cameras; {args.seconds:.0f} s measured per row; "
         "the Gapless recorder and one `ffmpeg -rtsp_transport tcp -c copy -f segment` per camera record "
-        "the same cameras at the same time. CPU from /proc (user+system). Goal: ratio ≤ 0.5.",
+        "the same cameras at the same time. CPU from /proc (user+system). Goal: ratio ≤ 0.5. Audio rows add "
+        "AAC 16 kHz (RFC 3640) or G.711 PCMU 8 kHz beside the video; there, frames lost also counts audio "
+        "gaps. ffmpeg writes the PCMU rows to Matroska (MP4 has no G.711 entry).",
         "",
         "| codec | cameras | Gapless recorder | ffmpeg -c copy | ratio | frames lost (Gapless) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
