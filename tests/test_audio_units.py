@@ -11,7 +11,16 @@ import pytest
 
 from gapless.backfill.trim import missing_runs
 from gapless.media.audio import AudioFormat, audio_of_init, parse_audio_specific_config
-from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, Sample, build_fragment, parse_tracks
+from gapless.media.fmp4 import (
+    AUDIO_TRACK_ID,
+    TRACK_ID,
+    Sample,
+    build_fragment,
+    build_init_segment,
+    parse_tracks,
+    video_only_init,
+)
+from gapless.media.h264 import parse_sps
 from gapless.recorder.clock import SessionClock
 from gapless.recorder.fragmenter import AudioPacket, Fragmenter, Packet
 from gapless.recorder.rtp_audio import AudioRtp
@@ -64,12 +73,11 @@ def test_audio_specific_config_and_init_segment_round_trip():
     audio = parse_audio_specific_config(config)
     assert (audio.rate, audio.channels, audio.codec_string) == (48000, 2, "mp4a.40.2")
     loop = encode_loop(Profile(320, 240, 25, 25, 300_000))
-    from gapless.media.fmp4 import build_init_segment
-    from gapless.media.h264 import parse_sps
-
     init = build_init_segment(loop.sps, loop.pps, parse_sps(loop.sps), audio)
+    video_only = build_init_segment(loop.sps, loop.pps, parse_sps(loop.sps))
     assert audio_of_init(init) == audio
-    assert audio_of_init(build_init_segment(loop.sps, loop.pps, parse_sps(loop.sps))) is None
+    assert audio_of_init(video_only) is None
+    assert video_only_init(init) == video_only  # what HLS serves for a G.711 camera
 
 
 def rtp(seq: int, ts: int, payload: bytes, marker: bool = True) -> bytes:

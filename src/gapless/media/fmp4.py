@@ -374,8 +374,8 @@ def video_only_init(init: bytes) -> bytes:
     """The init segment without its audio track (for players that cannot play the audio)."""
     sets = init_parameter_sets(init)
     if b"hvcC" in init:
-        sps = next(n for n in sets if h265.nal_type(n) == h265.NAL_SPS)
-        return build_hevc_init_segment(*sets, h265.parse_sps(sps)) if len(sets) == 3 else init
+        vps, sps, pps = sets  # hvcC records are written with exactly these three (h265.hvcc_record)
+        return build_hevc_init_segment(vps, sps, pps, h265.parse_sps(sps))
     return build_init_segment(sets[0], sets[1], parse_sps(sets[0]))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import numpy as np
@@ -58,7 +59,8 @@ def audio_loop(codec: str) -> AudioLoop:
     if codec not in AUDIO_CODECS:
         raise ValueError(f"unknown audio codec {codec!r}; choose one of {', '.join(AUDIO_CODECS)}")
     rate = 16000 if codec == "aac" else 8000
-    ctx = av.CodecContext.create({"aac": "aac", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec], "w")
+    name = {"aac": "aac", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec]
+    ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "w"))
     ctx.sample_rate, ctx.layout = rate, "mono"
     ctx.format = "fltp" if codec == "aac" else "s16"
     if codec == "aac":
