@@ -139,6 +139,13 @@ def build_api(recorder) -> web.Application:
             }
         )
 
+    @routes.get("/api/v1/cameras/{camera}/keyframes")
+    async def keyframes(request: web.Request) -> web.Response:
+        """The times this recorder gave the camera's recent keyframes: a partner starting a session
+        takes its time from these (recorder/partner_time.py)."""
+        times = recorder.cameras[camera_id(request)].keyframe_times()
+        return web.json_response(text=times.model_dump_json())
+
     @routes.get("/api/v1/cluster")
     async def cluster(_request: web.Request) -> web.Response:
         if recorder.agent is None:

@@ -15,6 +15,12 @@ A segment's time comes, in order of preference, from
 3. **arrival** (estimated): the earliest arrival of the segment's frames relative to their RTP
    times, for cameras that send no reports and cameras whose clock is wrong.
 
+A session's first segment may instead take a **partner's** time (recorder/partner_time.py): while
+`hold` is set it does not settle on its own, and `settle(segment, partner=…)` fixes it to the time a
+partner recording the same camera gave a keyframe both received, unless the segment's own sender
+reports agree with that within AGREE_US anyway. Later reports are still checked against the
+segment's own evidence, so a clock step is seen as before.
+
 Whatever the source, a segment's time agrees with arrival within ARRIVAL_BOUND_US: a camera clock
 further off (set to 1970, local time an hour off, a step) is reported in health and the segment is
 timed by arrival instead, so footage is found and aged by wall-clock time. A segment never starts
@@ -74,7 +80,8 @@ class Segment:
     frame_step_us: int = 0  # the smallest forward step between frames: one frame's duration
     end_us: int | None = None  # set when a discontinuity closes it: where its last frame ends
     camera_offset_us: int | None = None  # camera clock minus arrival estimate, when reports exist
-    reported_base_us: int | None = None  # the base before the floor moved it forward (see settle)
+    reported_base_us: int | None = None  # the segment's own base, before a partner's or the floor (see settle)
+    own_source: str = ""  # how its own evidence timed it (differs from `source` when a partner's time is used)
 
     def media_us(self, ext_ts: int) -> int:
         return (ext_ts - self.first_ts) * 1_000_000 // self.clock_rate
@@ -108,6 +115,7 @@ class SessionClock:
         self._ext = 0
         self._step: Report | None = None  # a disagreeing report waiting for a second one
         self._early: list[tuple[int, int, int]] = []  # reports before the first frame
+        self.hold = False  # set while a partner's time is awaited: segments do not settle on their own
 
     # ---- input ----------------------------------------------------------------------------
     def report(self, ssrc: int, camera_us: int, ts32: int) -> None:
@@ -118,7 +126,7 @@ class SessionClock:
         if ssrc != segment.ssrc:
             return  # another sender's report
         report = Report(camera_us, self._extend_near(ts32))
-        if segment.base_us is None or not segment.source.startswith("sender report"):
+        if segment.base_us is None or not segment.own_source.startswith("sender report"):
             segment.reports.append(report)
             del segment.reports[:-8]
             if segment.base_us is not None:
@@ -128,8 +136,10 @@ class SessionClock:
         expected = segment.reported_base_us if segment.reported_base_us is not None else segment.base_us
         if abs(seen - expected) <= STEP_US:
             self._step = None
-            if segment.source != "sender reports" and abs(seen - expected) <= AGREE_US:
-                segment.source = "sender reports"  # the unconfirmed report is confirmed now
+            if segment.own_source != "sender reports" and abs(seen - expected) <= AGREE_US:
+                segment.own_source = "sender reports"  # the unconfirmed report is confirmed now
+                if segment.source.startswith("sender report"):
+                    segment.source = segment.own_source
             return
         if self._step is not None and abs(segment.report_base(self._step) - seen) <= AGREE_US:
             self._break("sender report step", carry=[self._step, report])
@@ -182,14 +192,19 @@ class SessionClock:
         lag = arrival_us - media
         if segment.min_lag_us is None or lag < segment.min_lag_us:
             segment.min_lag_us = lag
-        if segment.base_us is None and (segment.confirmed_base() is not None or media >= SETTLE_WAIT_US):
+        if (
+            segment.base_us is None
+            and not self.hold
+            and (segment.confirmed_base() is not None or media >= SETTLE_WAIT_US)
+        ):
             self.settle(segment)
         return segment, media
 
     # ---- decisions -------------------------------------------------------------------------
-    def settle(self, segment: Segment) -> None:
+    def settle(self, segment: Segment, partner: tuple[int, str] | None = None) -> None:
         """Fix the segment's base from the best evidence it has (called early when reports agree,
-        else after SETTLE_WAIT_US of media, or when the segment closes or holds too much)."""
+        else after SETTLE_WAIT_US of media, or when the segment closes or holds too much), or from
+        `partner`: (the base a partner's time gives it, the partner's id)."""
         if segment.base_us is not None:
             return
         estimate = segment.min_lag_us if segment.min_lag_us is not None else 0
@@ -211,7 +226,19 @@ class SessionClock:
                     segment.number,
                 )
                 base, source = estimate, f"estimated: camera clock off by {(reported - estimate) / 1e6:+.1f} s"
-        segment.reported_base_us = base
+        segment.reported_base_us, segment.own_source = base, source
+        if partner is not None:
+            partner_base, partner_id = partner
+            agrees = source == "sender reports" and abs(partner_base - base) <= AGREE_US
+            if not agrees and abs(partner_base - estimate) <= ARRIVAL_BOUND_US:
+                log.info(
+                    "segment %d takes partner %s's time (%+.3f s from its own, %s)",
+                    segment.number,
+                    partner_id,
+                    (partner_base - base) / 1e6,
+                    source,
+                )
+                base, source = partner_base, f"partner {partner_id}'s time (own: {source})"
         if self.floor_us is not None and self.floor_us > estimate + ARRIVAL_BOUND_US:
             log.warning(
                 "this camera's recorded footage ends %.1f s in the future (a clock that was wrong before):"
@@ -240,12 +267,12 @@ class SessionClock:
         the arrival bound now give a better time; switch to it in a new segment."""
         confirmed = segment.confirmed_base()
         estimate = segment.min_lag_us or 0
-        if confirmed is None or abs(confirmed - estimate) > ARRIVAL_BOUND_US:
+        if confirmed is None or abs(confirmed - estimate) > ARRIVAL_BOUND_US or segment.source.startswith("partner"):
             return
         if segment.source.startswith("estimated") or abs(confirmed - (segment.reported_base_us or 0)) > AGREE_US:
             self._break("sender reports arrived", carry=segment.reports[-2:])
         else:
-            segment.source = "sender reports"
+            segment.source = segment.own_source = "sender reports"
 
     def _open(self, reason: str, ssrc: int, first_ts: int) -> Segment:
         self.segments += 1

@@ -32,6 +32,7 @@ from gapless.media.audio import AudioFormat
 from gapless.media.fmp4 import Sample, build_fragment, build_hevc_init_segment, build_init_segment, us_to_ticks
 from gapless.media.h264 import NAL_PPS, NAL_SPS, BitstreamError, nal_type, parse_sps
 from gapless.recorder.clock import Segment, SessionClock
+from gapless.recorder.partner_time import KeyframeLog
 from gapless.storage.store import Fragment, InitSegment
 
 #: Frames held while a segment waits for its time; past this the segment settles at once.
@@ -82,6 +83,7 @@ class _Built:
     arrival_us: int
     keyframe_first: bool
     done_us: int  # recorder time when its video was complete
+    keyframe_us: int | None  # the presentation time of its first frame, when that is a keyframe
 
 
 #: The parameter sets an init segment needs, by NAL unit type, per codec.
@@ -119,6 +121,7 @@ class Fragmenter:
     audio_dropped: int = 0  # audio units not stored: no video fragment at their time, or late
     held: list[_Built] = field(default_factory=list)
     now_us: int = 0  # latest arrival seen (recorder time)
+    keyframes: KeyframeLog | None = None  # where stored keyframes' times are told to partners
 
     def __post_init__(self) -> None:
         self.audio_on = self.audio is not None
@@ -334,10 +337,13 @@ class Fragmenter:
             items[0].arrival_us,
             items[0].keyframe,
             self.now_us,
+            base + items[0].media_us if items[0].keyframe else None,
         )
 
     def _finish(self, built: _Built, audio: list[Sample] | None) -> Fragment:
         payload = build_fragment(built.seq, built.samples, audio)
+        if self.keyframes is not None and built.keyframe_us is not None:
+            self.keyframes.add(built.samples[0].data, built.keyframe_us)
         return Fragment(
             self.camera,
             built.run,

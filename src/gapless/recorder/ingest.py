@@ -22,6 +22,7 @@ from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
 from gapless.recorder.clock import SessionClock
 from gapless.recorder.fragmenter import AudioPacket, Fragmenter, Packet
+from gapless.recorder.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerSource, PartnerWait
 from gapless.recorder.reader import StreamReader
 from gapless.recorder.rtp import AccessUnit, InterleavedRtp
 from gapless.recorder.rtp_audio import AudioRtp
@@ -108,8 +109,11 @@ class CameraIngest(threading.Thread):
         recorded_until_us: int | None = None,
         username: str | None = None,
         password: str | None = None,
+        partners: list[PartnerSource] | None = None,
     ) -> None:
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
+        self.partners = partners or []  # recorders of the same camera: a new session takes their time
+        self.keyframes = KeyframeLog()
         self.reader = reader
         self.recorder_id = recorder_id
         self.camera_id = camera_id
@@ -120,6 +124,12 @@ class CameraIngest(threading.Thread):
         self.stop_event = threading.Event()
         self.feed = FeedState(last_fragment_end_us=recorded_until_us)
         self.session: _Session | None = None
+
+    def keyframe_times(self) -> KeyframeTimes:
+        """What a partner starting a session needs to take this recorder's time (see partner_time)."""
+        session = self.session
+        settling = self.feed.session_pending and (session is None or session.partner_wait is None)
+        return KeyframeTimes(camera=self.camera_id, pending=settling, keyframes=self.keyframes.recent())
 
     def stop(self) -> None:
         """End recording: the session in progress is detached, and the GOP it was building is kept."""
@@ -181,9 +191,14 @@ class CameraIngest(threading.Thread):
             self.reader.attach(session)
             try:
                 # Asleep until the session ends: stop() detaches it, so no polling (the thread of
-                # every camera waking twice a second showed in the CPU per camera-hour).
-                while not self.stop_event.is_set() and not session.ended.wait(5.0):
-                    pass
+                # every camera waking twice a second showed in the CPU per camera-hour), but while
+                # the session's time waits for a partner's (a few seconds at its start).
+                while not self.stop_event.is_set():
+                    wait = session.partner_wait
+                    if session.ended.wait(ASK_INTERVAL_S if wait is not None else 5.0):
+                        break
+                    if wait is not None:
+                        wait.ask()
             finally:
                 self.reader.detach(session)
                 if not session.ended.wait(END_WAIT_S):
@@ -241,7 +256,10 @@ class _Session:
             info.codec,
             audio=info.audio.format if info.audio is not None else None,
             audio_clock=audio_clock,
+            keyframes=ingest.keyframes,
         )
+        self.partner_wait = PartnerWait(ingest.partners) if ingest.partners else None
+        self.clock.hold = self.partner_wait is not None
         feed.audio = info.audio.format.describe() if info.audio is not None else info.audio_problem
         if info.audio_problem:
             log.warning("camera %s: %s", self.camera_id, info.audio_problem)
@@ -308,7 +326,12 @@ class _Session:
         if unit.reports:
             for ssrc, camera_us, ts32 in unit.reports:
                 self.clock.report(ssrc, camera_us, ts32)
+        wait = self.partner_wait
+        if wait is not None and wait.answer is not None:
+            self._take_partner_time(wait)
         segment, media_us = self.clock.frame(unit.ssrc, unit.rtp_ts, unit.seq_jump, unit.arrival_us, unit.keyframe)
+        if wait is not None and wait.answer is None and unit.keyframe and segment.base_us is None:
+            wait.keyframe(unit.avcc, segment, media_us, unit.arrival_us)
         try:
             if unit.malformed:
                 raise BitstreamError(unit.malformed)
@@ -328,6 +351,17 @@ class _Session:
         if done:
             self._check_first(done)
         self.ingest.deliver(done, self)
+
+    def _take_partner_time(self, wait: PartnerWait) -> None:
+        """The wait for a partner's time ended: settle the segment with it, or let it settle alone."""
+        self.partner_wait = None
+        self.clock.hold = False
+        answer = wait.answer
+        assert answer is not None
+        if answer.segment is not None and answer.base_us is not None:
+            self.clock.settle(answer.segment, (answer.base_us, answer.partner))
+        else:
+            log.info("camera %s: timed on its own evidence (%s)", self.camera_id, answer.reason)
 
     def _push_audio(self, audio: AudioRtp) -> None:
         """The audio units of the data just read. Nothing the audio does may end the video's session."""

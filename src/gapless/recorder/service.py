@@ -30,6 +30,7 @@ from gapless.recorder.api import build_api
 from gapless.recorder.config import CameraConfig, RecorderConfig
 from gapless.recorder.ingest import CameraIngest
 from gapless.recorder.managed import ManagedSettings
+from gapless.recorder.partner_time import PartnerSource
 from gapless.recorder.reader import StreamReader
 from gapless.storage.store import FragmentStore
 
@@ -106,6 +107,10 @@ class Recorder:
             recorded_until_us=recent[-1].end_us if recent else None,
             username=camera.username,
             password=camera.password,
+            partners=[
+                PartnerSource(p.id, p.url or "", p.token or "", p.camera or camera_id)
+                for p in self.config.partners_of(camera)
+            ],
         )
         self.cameras[camera_id] = ingest
         self.live_guards[camera_id] = ingest.feed.live_guard

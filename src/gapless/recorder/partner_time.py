@@ -1,0 +1,164 @@
+"""Camera time shared with partners: a session that starts while a partner records the same camera
+takes its time from the partner, matched by a keyframe both received (its bytes' SHA-256).
+
+Sender reports make two recorders agree on a frame's time, but not always: a camera without them
+(or with a wrong clock) is timed by each recorder's own arrival estimate (tens of milliseconds
+apart), and after a camera's clock stepped back the recorders that saw the step continue their
+earlier time while a recorder that connects later follows the camera's new clock. Either way a
+restarted recorder's archive would not line up with its partner's, and backfill, which matches
+frames by time, could repeat or skip frames at the edge of what it copies.
+
+So at the start of a session, before its first clock segment settles, the ingest thread asks each
+partner for the times it gave its recent keyframes (`GET /api/v1/cameras/{id}/keyframes`), and the
+first keyframe both hold fixes the segment's time to the partner's (recorder/clock.py `settle`).
+The wait is bounded (PARTNER_WAIT_S; frames are held meanwhile, never dropped), ends at once when
+no partner is reachable or records the camera, and when a partner has moved past our first
+keyframe without holding it (a different stream: a sub-stream, another encoder).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from pydantic import BaseModel
+
+from gapless.recorder.clock import Segment
+
+log = logging.getLogger("gapless.partner_time")
+
+#: Keyframes remembered per camera (a few minutes of GOPs): what a partner can match against.
+KEYFRAME_MEMORY = 256
+#: The longest a session waits for a partner's time before settling on its own evidence.
+PARTNER_WAIT_S = 15.0
+#: Each partner request's timeout; and how often a waiting session asks again.
+PARTNER_TIMEOUT_S = 2.0
+ASK_INTERVAL_S = 0.5
+#: A partner whose newest keyframe is this far past our first one would hold it if it had the stream.
+PASSED_US = 2_500_000
+
+
+class KeyframeTime(BaseModel):
+    sha256: str
+    time_us: int  # presentation time (camera time, µs) the recorder gave this keyframe
+
+
+class KeyframeTimes(BaseModel):
+    """`GET /api/v1/cameras/{id}/keyframes`: what a partner needs to take this recorder's time."""
+
+    camera: str
+    pending: bool  # a session is starting: its keyframes are not timed yet (ask again)
+    keyframes: list[KeyframeTime]
+
+
+class KeyframeLog:
+    """The recent keyframes a camera's ingest stored, with their times (appended by the stream
+    reader's thread, read by the API's)."""
+
+    def __init__(self) -> None:
+        self._entries: collections.deque[KeyframeTime] = collections.deque(maxlen=KEYFRAME_MEMORY)
+
+    def add(self, data: bytes, time_us: int) -> None:
+        self._entries.append(KeyframeTime(sha256=hashlib.sha256(data).hexdigest(), time_us=time_us))
+
+    def recent(self) -> list[KeyframeTime]:
+        return list(self._entries)
+
+
+@dataclass(frozen=True)
+class PartnerSource:
+    id: str
+    url: str
+    token: str
+    camera: str  # the camera's id on the partner
+
+
+@dataclass
+class OwnKeyframe:
+    sha256: str
+    segment: Segment
+    media_us: int
+    arrival_us: int
+
+
+@dataclass
+class PartnerAnswer:
+    """How the wait ended: a partner's base for the segment, or why there is none."""
+
+    segment: Segment | None
+    base_us: int | None
+    partner: str
+    reason: str = ""
+
+
+@dataclass
+class PartnerWait:
+    """One session's wait for a partner's time (asked from the ingest thread, applied in the reader's)."""
+
+    partners: list[PartnerSource]
+    own: list[OwnKeyframe] = field(default_factory=list)
+    answer: PartnerAnswer | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_keyframe_at: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def waiting(self) -> bool:
+        return self.answer is None
+
+    def keyframe(self, data: bytes, segment: Segment, media_us: int, arrival_us: int) -> None:
+        """One of our keyframes while the first segment waits (reader thread)."""
+        with self._lock:
+            self.own.append(OwnKeyframe(hashlib.sha256(data).hexdigest(), segment, media_us, arrival_us))
+            if self.first_keyframe_at is None:
+                self.first_keyframe_at = time.monotonic()
+
+    def ask(self) -> None:
+        """Ask every partner once; settle the answer if one matches or none can (ingest thread)."""
+        if self.answer is not None:
+            return
+        with self._lock:
+            own = list(self.own)
+        if not own:
+            if time.monotonic() - self.started > PARTNER_WAIT_S:
+                self.answer = PartnerAnswer(None, None, "", "no keyframe to match")
+            return
+        unanswered = []
+        still_possible = False
+        by_sha = {kf.sha256: kf for kf in own}
+        for partner in self.partners:
+            try:
+                times = _fetch(partner)
+            except (httpx.HTTPError, ValueError) as exc:
+                unanswered.append(f"{partner.id}: {exc}")
+                continue
+            for kf in times.keyframes:
+                mine = by_sha.get(kf.sha256)
+                if mine is not None:
+                    self.answer = PartnerAnswer(mine.segment, kf.time_us - mine.media_us, partner.id)
+                    return
+            # It may yet hold our keyframe: it is settling its own time, or has not got this far.
+            newest = max((kf.time_us for kf in times.keyframes), default=None)
+            if times.pending or (newest is not None and newest < own[0].arrival_us + PASSED_US):
+                still_possible = True
+        assert self.first_keyframe_at is not None
+        if not still_possible or time.monotonic() - self.first_keyframe_at > PARTNER_WAIT_S:
+            reason = "; ".join(unanswered) or "no partner holds this stream's keyframes"
+            self.answer = PartnerAnswer(None, None, "", reason)
+
+
+def _fetch(partner: PartnerSource) -> KeyframeTimes:
+    response = httpx.get(
+        f"{partner.url.rstrip('/')}/api/v1/cameras/{partner.camera}/keyframes",
+        headers={"Authorization": f"Bearer {partner.token}"},
+        timeout=PARTNER_TIMEOUT_S,
+    )
+    if response.status_code == 404:  # the partner does not record this camera (now)
+        return KeyframeTimes(camera=partner.camera, pending=False, keyframes=[])
+    response.raise_for_status()
+    return KeyframeTimes.model_validate_json(response.content)
