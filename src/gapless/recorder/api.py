@@ -143,7 +143,10 @@ def build_api(recorder) -> web.Application:
     async def keyframes(request: web.Request) -> web.Response:
         """The times this recorder gave the camera's recent keyframes: a partner starting a session
         takes its time from these (recorder/partner_time.py)."""
-        times = recorder.cameras[camera_id(request)].keyframe_times()
+        raw = request.query.get("since_us", "0")
+        if not raw.isdigit() or len(raw) > 18:
+            raise error(web.HTTPBadRequest, "since_us must be camera time in microseconds")
+        times = recorder.cameras[camera_id(request)].keyframe_times(int(raw))
         return web.json_response(text=times.model_dump_json())
 
     @routes.get("/api/v1/cluster")

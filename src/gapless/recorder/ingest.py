@@ -125,11 +125,11 @@ class CameraIngest(threading.Thread):
         self.feed = FeedState(last_fragment_end_us=recorded_until_us)
         self.session: _Session | None = None
 
-    def keyframe_times(self) -> KeyframeTimes:
+    def keyframe_times(self, since_us: int = 0) -> KeyframeTimes:
         """What a partner starting a session needs to take this recorder's time (see partner_time)."""
         session = self.session
         settling = self.feed.session_pending and (session is None or session.partner_wait is None)
-        return KeyframeTimes(camera=self.camera_id, pending=settling, keyframes=self.keyframes.recent())
+        return KeyframeTimes(camera=self.camera_id, pending=settling, keyframes=self.keyframes.recent(since_us))
 
     def stop(self) -> None:
         """End recording: the session in progress is detached, and the GOP it was building is kept."""

@@ -41,6 +41,8 @@ PARTNER_TIMEOUT_S = 2.0
 ASK_INTERVAL_S = 0.5
 #: A partner whose newest keyframe is this far past our first one would hold it if it had the stream.
 PASSED_US = 2_500_000
+#: Partners are asked only for keyframes timed this close to our first keyframe's arrival or later.
+LOOKBACK_US = 3_000_000
 
 
 class KeyframeTime(BaseModel):
@@ -66,8 +68,8 @@ class KeyframeLog:
     def add(self, data: bytes, time_us: int) -> None:
         self._entries.append(KeyframeTime(sha256=hashlib.sha256(data).hexdigest(), time_us=time_us))
 
-    def recent(self) -> list[KeyframeTime]:
-        return list(self._entries)
+    def recent(self, since_us: int = 0) -> list[KeyframeTime]:
+        return [kf for kf in list(self._entries) if kf.time_us >= since_us]
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class PartnerWait:
         by_sha = {kf.sha256: kf for kf in own}
         for partner in self.partners:
             try:
-                times = _fetch(partner)
+                times = _fetch(partner, own[0].arrival_us - LOOKBACK_US)
             except (httpx.HTTPError, ValueError) as exc:
                 unanswered.append(f"{partner.id}: {exc}")
                 continue
@@ -152,9 +154,10 @@ class PartnerWait:
             self.answer = PartnerAnswer(None, None, "", reason)
 
 
-def _fetch(partner: PartnerSource) -> KeyframeTimes:
+def _fetch(partner: PartnerSource, since_us: int) -> KeyframeTimes:
     response = httpx.get(
         f"{partner.url.rstrip('/')}/api/v1/cameras/{partner.camera}/keyframes",
+        params={"since_us": since_us},
         headers={"Authorization": f"Bearer {partner.token}"},
         timeout=PARTNER_TIMEOUT_S,
     )
