@@ -73,8 +73,10 @@ def assert_every_frame(pts: list[int], start_us: int, end_us: int, restarts: int
     (gst-rtsp-server's seek of a shared stream drops a few frames for every client)."""
     steps = [b - a for a, b in itertools.pairwise(pts)]
     odd = [step for step in steps if abs(step - FRAME_TICKS) > 1]  # µs times in 90 kHz: ±1 tick
-    # gst re-times the restarted stream: the frame after a restart may come at a new phase
-    assert len(odd) <= restarts and all(FRAME_TICKS // 2 <= step <= 10 * FRAME_TICKS for step in odd), odd
+    # gst re-times the restarted stream: the frame after a restart may come at a new phase, after a
+    # pause of the camera's own (flushing its pipeline for the seek: measured up to 0.93 s with two
+    # test workers loading the machine)
+    assert len(odd) <= restarts and all(FRAME_TICKS // 2 <= step <= 50 * FRAME_TICKS for step in odd), odd
     expected = (end_us - start_us - sum(odd) * 100 // 9 + len(odd) * 40_000) // 40_000
     assert abs(len(pts) - expected) <= 2, (len(pts), expected)
 
