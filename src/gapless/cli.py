@@ -162,13 +162,17 @@ def recorder(config_path: str, reindex: bool, verbose: bool) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if reindex:
-        from gapless.storage.store import FragmentStore
+    from gapless.storage.store import FragmentStore, StorageInUse
 
-        report = FragmentStore(config.recorder.storage, config.recorder.id).reindex()
-        click.echo(f"reindexed {config.recorder.storage}: {report}")
-        return
-    asyncio.run(run_recorder(config))
+    try:
+        if reindex:
+            report = FragmentStore(config.recorder.storage, config.recorder.id).reindex()
+            click.echo(f"reindexed {config.recorder.storage}: {report}")
+            return
+        asyncio.run(run_recorder(config))
+    except StorageInUse as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command("management")
@@ -331,6 +335,39 @@ def _print_compare(report, recorder_url: str, compare_url: str) -> None:
     if report.audio_only_in_b:
         table.add_row("audio units", str(report.audio_only_in_b))
     Console().print(table)
+
+
+@main.command("check")
+@click.option("--storage", required=True, type=click.Path(file_okay=False, exists=True), help="a recorder's storage")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def check_cmd(storage: str, as_json: bool) -> None:
+    """Verify a storage directory's index against its chunk files, read-only (safe while recording).
+    Exits 1 when anything is wrong that the recorder has not already quarantined."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from gapless.storage.check import check_storage
+
+    report = check_storage(Path(storage))
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        table = Table(title=f"check of {storage}")
+        table.add_column("what")
+        table.add_column("found")
+        table.add_row("chunks / fragments verified", f"{report.chunks} / {report.fragments}")
+        for name in ("bad_fragments", "missing_files", "unknown_files", "damaged_spans"):
+            found = getattr(report, name)
+            table.add_row(name.replace("_", " "), "\n".join(found[:20]) + (" …" if len(found) > 20 else "") or "none")
+        table.add_row("records past the indexed end", str(report.unindexed_records))
+        table.add_row("already quarantined", str(report.quarantined))
+        table.add_row("index", report.index_error or "readable")
+        Console().print(table)
+    sys.exit(1 if report.problems else 0)
 
 
 @main.command("backfill")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import re
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -35,6 +38,18 @@ _MEDIA_PATH = re.compile(
     r"(live\.m3u8|playback\.m3u8|export\.mp4|segments/[0-9]+\.m4s|inits/[0-9a-f]+\.mp4))$"
 )
 _FRAGMENT_ID = re.compile(r"^[0-9]{1,18}$")
+#: Progressive exports built at once (each writes the range twice to temporary space, outside the
+#: archive); more wait up to PROGRESSIVE_QUEUE_S, then get 503.
+PROGRESSIVE_BUILDS = 2
+PROGRESSIVE_QUEUE_S = 60.0
+
+log = logging.getLogger("gapless.api")
+
+
+def left_out_box(left_out: list[dict]) -> bytes:
+    """A top-level `free` box naming what an export left out (players skip it; `gapless` tools read it)."""
+    text = json.dumps({"gapless_left_out": left_out}, separators=(",", ":")).encode()
+    return struct.pack(">I", 8 + len(text)) + b"free" + text
 
 
 class BackfillRequest(BaseModel):
@@ -112,6 +127,7 @@ def build_api(recorder) -> web.Application:
 
     routes = web.RouteTableDef()
     hls_audio: dict[str, bool] = {}  # init segment id -> its audio stays in HLS (see browser_audio)
+    progressive_builds = asyncio.Semaphore(PROGRESSIVE_BUILDS)
 
     @routes.get("/api/v1/health")
     async def health(_request: web.Request) -> web.Response:
@@ -135,6 +151,9 @@ def build_api(recorder) -> web.Application:
                     "disk_free_bytes": usage.free,
                     "queue_depth": recorder.pending_fragments(),
                     "last_error": recorder.writer_error,
+                    # quarantined: never served; the gap scanner has a partner fill their time
+                    **await asyncio.to_thread(recorder.store.damage),
+                    "index_rebuilt": recorder.store.rebuilt,
                 },
             }
         )
@@ -226,33 +245,61 @@ def build_api(recorder) -> web.Application:
         audio = audio_of_init(inits[rows[0].init].data)
         container = progressive_format(audio.codec if audio else None) if layout == "progressive" else "mp4"
         content_type = "video/quicktime" if container == "mov" else "video/mp4"
-        response = web.StreamResponse(headers={"Content-Type": content_type})
+        start, end = time_range(request, "export")
+        known = await asyncio.to_thread(recorder.store.quarantined, rows[0].camera, start, end)
+        why = "stored bytes failed their checksum (quarantined)"
+        left_out: list[dict] = [{"start": iso(a), "end": iso(b), "why": why} for a, b in known]
         if layout == "fragmented":
+            response = web.StreamResponse(headers={"Content-Type": content_type})
             await response.prepare(request)
-            async for data in exported(rows, inits):
+            async for data in exported(rows, inits, left_out):
                 await response.write(data)
-        else:  # the whole range first (to a temporary file), then one moov + mdat
-            with tempfile.TemporaryDirectory(dir=recorder.store.root, prefix=".export-") as tmp:
+            if left_out:  # said at the end, once known: a top-level `free` box players skip
+                await response.write(left_out_box(left_out))
+            await response.write_eof()
+            return response
+        if progressive_builds.locked():
+            log.info("progressive export waits: %d builds in progress", PROGRESSIVE_BUILDS)
+        try:
+            await asyncio.wait_for(progressive_builds.acquire(), PROGRESSIVE_QUEUE_S)
+        except TimeoutError:
+            raise error(
+                web.HTTPServiceUnavailable, "too many progressive exports are being built; retry, or export fragmented"
+            ) from None
+        try:  # the whole range first (to a temporary file outside the archive), then one moov + mdat
+            with tempfile.TemporaryDirectory(prefix="gapless-export-") as tmp:
                 fragmented, progressive = Path(tmp) / "fragmented.mp4", Path(tmp) / f"progressive.{container}"
                 with fragmented.open("wb") as out:
-                    async for data in exported(rows, inits):
+                    async for data in exported(rows, inits, left_out):
                         await asyncio.to_thread(out.write, data)
                 await asyncio.to_thread(to_progressive, fragmented, progressive, container)
+                headers = {"Content-Type": content_type}
+                if left_out:
+                    headers["X-Gapless-Left-Out"] = json.dumps(left_out, separators=(",", ":"))
+                response = web.StreamResponse(headers=headers)
                 response.content_length = progressive.stat().st_size
                 await response.prepare(request)
                 with progressive.open("rb") as result:
                     while data := await asyncio.to_thread(result.read, 1 << 20):
                         await response.write(data)
+        finally:
+            progressive_builds.release()
         await response.write_eof()
         return response
 
-    async def exported(rows: list, inits: dict):
-        """The range as one fragmented MP4: the first init segment, then every fragment."""
+    async def exported(rows: list, inits: dict, left_out: list[dict]):
+        """The range as one fragmented MP4: the first init segment, then every fragment. A fragment
+        whose stored bytes fail their checksum is left out (quarantined, and added to `left_out`):
+        its time shows as a gap, since every fragment carries its own camera time."""
         first = rows[0].init
         yield inits[first].data
         audio = audio_of_init(inits[first].data)
         for row in rows:
-            data = await asyncio.to_thread(recorder.store.read_payload, row)
+            try:
+                data = await asyncio.to_thread(recorder.store.read_payload, row)
+            except StorageError as exc:
+                left_out.append({"start": iso(row.start_us), "end": iso(row.end_us), "why": str(exc)})
+                continue
             if row.init != first:  # another profile (e.g. a partner's sub-stream): switch in-band
                 other = inits[row.init].data
                 keep_audio = audio is not None and audio_of_init(other) == audio  # else the first init says otherwise
@@ -274,7 +321,10 @@ def build_api(recorder) -> web.Application:
             if not continues_gop(start, rows[0].init, row):
                 break
             pieces.append(row)
-        payloads = [await asyncio.to_thread(recorder.store.read_payload, r) for r in pieces]
+        try:
+            payloads = [await asyncio.to_thread(recorder.store.read_payload, r) for r in pieces]
+        except StorageError as exc:  # quarantined now; playlists leave it out from here on
+            raise error(web.HTTPNotFound, f"segment {start} of {cam} is damaged: {exc}") from None
         if not await browser_audio(rows[0].init):
             payloads = [without_audio(payload) for payload in payloads]
         return web.Response(body=b"".join(payloads), content_type="video/iso.segment")

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -208,7 +209,14 @@ class Recorder:
         yield from (state, frags, frames, reconnects, depth, jobs, fetched, stored, refused)
 
     def start(self) -> None:
-        report = self.store.recover()
+        if self.store.rebuilt is not None:
+            log.warning("storage %s: index rebuilt from the chunk files: %s", self.store.root, self.store.rebuilt)
+        try:
+            report = self.store.recover()
+        except sqlite3.DatabaseError as exc:  # an index that opened but is damaged inside
+            log.error("storage %s: the index is damaged (%s): rebuilding it from the chunk files", self.store.root, exc)
+            self.store.rebuilt = {"why": f"damaged ({exc})", **self.store.reindex()}
+            report = self.store.recover()
         log.info("storage %s recovered: %s", self.store.root, report)
         self._writer.start()
         self.reader.start()
@@ -381,7 +389,11 @@ async def run_recorder(config: RecorderConfig) -> None:
         background.append(asyncio.create_task(managed.follow(recorder, config, settings, stop), name="config"))
     try:
         while not stop.is_set():
-            await asyncio.to_thread(recorder.apply_retention)
+            try:
+                await asyncio.to_thread(recorder.apply_retention)
+            except (sqlite3.Error, OSError) as exc:  # a damaged index must not end the recording
+                recorder.writer_error = recorder.writer_error or f"retention: {exc}"
+                log.error("retention failed (recording goes on; the index is rebuilt at the next start): %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
     finally:

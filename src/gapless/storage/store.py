@@ -1,34 +1,31 @@
-"""The fragment store: chunk files of self-describing records plus a SQLite (WAL) index.
-
-A chunk file is a sequence of records; each record is
-``b"GLR1" | kind (1 byte, I=init, F=fragment) | header length (u32) | payload length (u64) |
-header JSON | payload``. The header names camera, run, sequence number, camera time and the
-payload's SHA-256, so the index can be rebuilt from the chunk files alone (`--reindex`).
+"""The fragment store: chunk files of self-describing records (storage/records.py) plus a SQLite
+(WAL) index, which is a cache of the chunk files: rebuilt from them when it is lost, unreadable or
+not the one these files were last written with.
 
 Write order (see docs/design/storage.md): chunk row committed before its file exists; records
 appended and fsynced before their index rows are committed. At open, bytes past the last indexed
-record are scanned: complete, checksummed records are indexed, a torn tail is cut.
+record are scanned: complete, checksummed records are indexed, damaged ones quarantined (kept, and
+left out of every read), and only a torn tail of a chunk that was being written is cut. One process
+owns a storage directory at a time (an exclusive lock).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
-import json
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("gapless.storage")
+from gapless.storage.records import Record, record_head, scan_records
 
-MAGIC = b"GLR1"
-_HEAD = struct.Struct(">4scIQ")
+log = logging.getLogger("gapless.storage")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,10 +39,44 @@ CREATE TABLE IF NOT EXISTS fragments (
   start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, frames INTEGER NOT NULL, bytes INTEGER NOT NULL,
   chunk INTEGER NOT NULL REFERENCES chunks(id), offset INTEGER NOT NULL, length INTEGER NOT NULL,
   sha256 TEXT NOT NULL, init TEXT NOT NULL REFERENCES inits(id), origin TEXT NOT NULL, arrival_us INTEGER,
-  keyframe_first INTEGER NOT NULL DEFAULT 1);
+  keyframe_first INTEGER NOT NULL DEFAULT 1, corrupt INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS fragments_by_time ON fragments(camera, start_us);
 CREATE INDEX IF NOT EXISTS fragments_by_chunk ON fragments(chunk);
+CREATE TABLE IF NOT EXISTS damaged (
+  chunk INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL, reason TEXT NOT NULL,
+  camera TEXT, start_us INTEGER, end_us INTEGER, found_us INTEGER NOT NULL, PRIMARY KEY (chunk, offset));
 """
+#: Ordered schema migrations: entry i brings an index from user_version i to i + 1. An index made
+#: before versions were kept has user_version 0 and the tables of version 1 (maybe without
+#: keyframe_first, which came first).
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("", ""),  # 0 -> 1: the tables as they were (SCHEMA creates what is missing)
+    ("keyframe_first", "ALTER TABLE fragments ADD COLUMN keyframe_first INTEGER NOT NULL DEFAULT 1"),
+    ("corrupt", "ALTER TABLE fragments ADD COLUMN corrupt INTEGER NOT NULL DEFAULT 0"),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+_OPEN_ID_FILE = "index-open-id"
+
+
+class StorageInUse(RuntimeError):
+    """Another process owns the storage directory."""
+
+
+def _lock_directory(root: Path) -> int:
+    """Take the storage directory's exclusive lock for this process's life (released by the kernel
+    when it exits, however it exits); StorageInUse if another process holds it."""
+    fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StorageInUse(
+            f"storage directory {root} is in use by {holder}: one recorder (or --reindex) at a time"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,35 +157,6 @@ _ROW_COLUMNS = (
 _INSERT_FRAGMENT = f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}) VALUES ({', '.join('?' * 15)})"
 
 
-def record_head(kind: bytes, header: dict, payload_length: int) -> bytes:
-    """Everything of a record before its payload; the payload is written after it unchanged (the
-    writer never copies a fragment's bytes to frame them: each copy of the video costs CPU)."""
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return _HEAD.pack(MAGIC, kind, len(head), payload_length) + head
-
-
-def scan_records(data: bytes, start: int = 0):
-    """Yield (offset, kind, header, payload_offset, payload_length) for complete, valid records.
-
-    Stops at the first record that is torn or fails its checksum; the caller cuts there.
-    """
-    pos = start
-    while pos + _HEAD.size <= len(data):
-        magic, kind, hlen, plen = _HEAD.unpack_from(data, pos)
-        body = pos + _HEAD.size
-        if magic != MAGIC or kind not in (b"I", b"F") or body + hlen + plen > len(data):
-            return
-        try:
-            header = json.loads(data[body : body + hlen])
-        except ValueError:
-            return
-        payload_at = body + hlen
-        if hashlib.sha256(data[payload_at : payload_at + plen]).hexdigest() != header.get("sha256"):
-            return
-        yield pos, kind, header, payload_at, plen
-        pos = payload_at + plen
-
-
 class StorageError(OSError):
     """Stored data that fails its checksum, or an index write that failed (disk full)."""
 
@@ -170,17 +172,54 @@ class FragmentStore:
         self.chunk_max_bytes = chunk_max_bytes
         self.chunk_max_us = chunk_max_us
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_directory(self.root)
         self.db_path = self.root / "index.sqlite3"
         self._local = threading.local()
         self._open_chunks: dict[str, tuple[int, object, set[str], int]] = {}
+        self._next_chunk = 1
+        #: Set when the index had to be rebuilt from the chunk files at open (why, and what it found).
+        self.rebuilt: dict | None = None
+        try:
+            stale = self._open_index()
+        except sqlite3.DatabaseError as exc:
+            stale = f"unreadable ({exc})"
+        if stale:
+            log.error("index %s is %s: moved aside, rebuilding it from the chunk files", self.db_path, stale)
+            self.rebuilt = {"why": stale, **self.reindex()}
+        self._next_chunk = self._first_free_chunk_id()
+
+    def _open_index(self) -> str:
+        """Open (or create) the index and bring its schema up to date; returns why it cannot be
+        trusted as a cache of these chunk files ("" when it can)."""
         db = self.db()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        fresh = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='fragments'").fetchone()[0] == 0
         db.executescript(SCHEMA)
+        if fresh:
+            version = SCHEMA_VERSION
         columns = {row[1] for row in db.execute("PRAGMA table_info(fragments)")}
-        if "keyframe_first" not in columns:  # an index from before the column existed
-            db.execute("ALTER TABLE fragments ADD COLUMN keyframe_first INTEGER NOT NULL DEFAULT 1")
+        for column, statement in MIGRATIONS[version:]:
+            if statement and column not in columns:  # an unversioned index may have some already
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('open_id', ?)", (uuid.uuid4().hex,))
-        db.commit()
+        row = db.execute("SELECT value FROM meta WHERE key='open_id'").fetchone()
+        recorded = self.root / _OPEN_ID_FILE
+        expected = recorded.read_text().strip() if recorded.exists() else None
+        if expected is not None and (row is None or row[0] != expected):
+            return "lost, or not the one these chunk files were last written with (restored or swapped)"
+        self._new_open_id()
+        return ""
+
+    def _new_open_id(self) -> None:
+        """A new id per open, in the index and beside it: a restored or swapped index shows at the next open."""
+        open_id = uuid.uuid4().hex
+        self.db().execute("INSERT OR REPLACE INTO meta VALUES ('open_id', ?)", (open_id,))
+        tmp = self.root / f".{_OPEN_ID_FILE}.tmp"
+        tmp.write_text(open_id)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(self.root / _OPEN_ID_FILE)
 
     def db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -194,37 +233,84 @@ class FragmentStore:
 
     # ---- recovery -------------------------------------------------------------------------
     def recover(self) -> dict:
-        """Make the index match the chunk files: index complete records past the indexed end,
-        cut torn tails, finish interrupted deletions. Returns what it did."""
+        """Make the index match the chunk files: index chunk files it does not know, index complete
+        records past the indexed end, quarantine damaged ones, cut torn tails of chunks that were
+        being written, finish interrupted deletions. Returns what it did."""
         db = self.db()
-        report = {"recovered": 0, "truncated_bytes": 0, "dropped_rows": 0, "deleted_chunks": 0}
+        report = {"recovered": 0, "truncated_bytes": 0, "dropped_rows": 0, "deleted_chunks": 0, "damaged": 0}
         for chunk_id, path in db.execute("SELECT id, path FROM chunks WHERE state='deleting'").fetchall():
             self._finish_delete(chunk_id, self.root / path)
             report["deleted_chunks"] += 1
-        for chunk_id, camera, path in db.execute("SELECT id, camera, path FROM chunks").fetchall():
+        self._adopt_unknown_files(report)
+        for chunk_id, camera, path, state in db.execute("SELECT id, camera, path, state FROM chunks").fetchall():
             file = self.root / path
             data = file.read_bytes() if file.exists() else b""
-            (indexed_end,) = db.execute(
-                "SELECT COALESCE(MAX(offset + length), 0) FROM fragments WHERE chunk=?", (chunk_id,)
-            ).fetchone()
+            indexed_end = self._indexed_end(chunk_id)
             if indexed_end > len(data):
                 # Rows whose bytes never reached the disk (should not happen: fsync precedes commit).
                 cur = db.execute("DELETE FROM fragments WHERE chunk=? AND offset + length > ?", (chunk_id, len(data)))
                 report["dropped_rows"] += cur.rowcount
                 log.error("chunk %s: %d index rows pointed past the file end; removed", path, cur.rowcount)
-                (indexed_end,) = db.execute(
-                    "SELECT COALESCE(MAX(offset + length), 0) FROM fragments WHERE chunk=?", (chunk_id,)
-                ).fetchone()
-            good_end = self._index_records(camera, chunk_id, data, indexed_end, report)
-            if good_end < len(data):
-                report["truncated_bytes"] += len(data) - good_end
-                log.warning("chunk %s: cut a torn tail of %d bytes at %d", path, len(data) - good_end, good_end)
-                with open(file, "r+b") as fh:
-                    fh.truncate(good_end)
-                    os.fsync(fh.fileno())
-            db.execute("UPDATE chunks SET state='closed', bytes=? WHERE id=?", (good_end, chunk_id))
+                indexed_end = self._indexed_end(chunk_id)
+            keep = self._index_records(camera, chunk_id, data, indexed_end, report, may_cut=state == "open")
+            self._cut(file, data, keep, report)
+            db.execute("UPDATE chunks SET state='closed', bytes=? WHERE id=?", (keep, chunk_id))
         self._refresh_chunk_bounds()
+        self._next_chunk = self._first_free_chunk_id()
         return report
+
+    def _indexed_end(self, chunk_id: int) -> int:
+        (end,) = (
+            self.db()
+            .execute(
+                "SELECT MAX(COALESCE((SELECT MAX(offset + length) FROM fragments WHERE chunk=?), 0),"
+                " COALESCE((SELECT MAX(offset + length) FROM damaged WHERE chunk=?), 0))",
+                (chunk_id, chunk_id),
+            )
+            .fetchone()
+        )
+        return end
+
+    def _chunk_files(self) -> list[Path]:
+        return sorted((self.root / "cameras").glob("*/*.glc"))
+
+    def _first_free_chunk_id(self) -> int:
+        """Chunk ids never collide, across cameras and restarts: above every id in the index and on disk."""
+        (indexed,) = self.db().execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
+        on_disk = max((int(f.stem) for f in self._chunk_files() if f.stem.isdigit()), default=0)
+        return max(indexed, on_disk) + 1
+
+    def _adopt_unknown_files(self, report: dict) -> None:
+        """Chunk files the index does not know (an index restored from before them, or rebuilt) are
+        indexed, never orphaned: each becomes a closed chunk whose records are scanned in full."""
+        db = self.db()
+        known = {row[0] for row in db.execute("SELECT path FROM chunks")}
+        unknown = [f for f in self._chunk_files() if str(f.relative_to(self.root)) not in known]
+        newest = {f.parent.name: f for f in unknown}  # files sort by id: the last per camera is its newest
+        for file in unknown:
+            chunk_id = self._first_free_chunk_id()
+            if file.stem.isdigit() and not db.execute("SELECT 1 FROM chunks WHERE id=?", (int(file.stem),)).fetchone():
+                chunk_id = int(file.stem)
+            camera = file.parent.name
+            db.execute(
+                "INSERT INTO chunks (id, camera, path, state, created_us) VALUES (?,?,?,'closed',?)",
+                (chunk_id, camera, str(file.relative_to(self.root)), int(file.stat().st_mtime * 1e6)),
+            )
+            data = file.read_bytes()
+            keep = self._index_records(camera, chunk_id, data, 0, report, may_cut=newest[camera] == file)
+            self._cut(file, data, keep, report)
+            db.execute("UPDATE chunks SET bytes=? WHERE id=?", (keep, chunk_id))
+            report["chunks"] = report.get("chunks", 0) + 1
+            log.info("indexed chunk file %s, which the index did not know", file)
+
+    @staticmethod
+    def _cut(file: Path, data: bytes, keep: int, report: dict) -> None:
+        if keep < len(data):
+            report["truncated_bytes"] += len(data) - keep
+            log.warning("chunk %s: cut a torn tail of %d bytes at %d", file, len(data) - keep, keep)
+            with open(file, "r+b") as fh:
+                fh.truncate(keep)
+                os.fsync(fh.fileno())
 
     def reindex(self) -> dict:
         """Rebuild the index from the chunk files alone (the old index is kept beside it)."""
@@ -238,71 +324,88 @@ class FragmentStore:
             old = Path(f"{self.db_path}{suffix}")
             if old.exists():
                 old.rename(f"{self.db_path}.before-reindex-{stamp}{suffix}")
-        db = self.db()
-        db.executescript(SCHEMA)
-        db.execute("INSERT INTO meta VALUES ('open_id', ?)", (uuid.uuid4().hex,))
-        report = {"chunks": 0, "recovered": 0, "truncated_bytes": 0}
-        for file in sorted((self.root / "cameras").glob("*/*.glc")):
-            chunk_id = int(file.stem)
-            camera = file.parent.name
-            db.execute(
-                "INSERT INTO chunks (id, camera, path, state, created_us) VALUES (?,?,?,'closed',?)",
-                (chunk_id, camera, str(file.relative_to(self.root)), int(file.stat().st_mtime * 1e6)),
-            )
-            data = file.read_bytes()
-            good_end = self._index_records(camera, chunk_id, data, 0, report)
-            if good_end < len(data):
-                report["truncated_bytes"] += len(data) - good_end
-                with open(file, "r+b") as fh:
-                    fh.truncate(good_end)
-                    os.fsync(fh.fileno())
-            db.execute("UPDATE chunks SET bytes=? WHERE id=?", (good_end, chunk_id))
-            report["chunks"] += 1
+        (self.root / _OPEN_ID_FILE).unlink(missing_ok=True)
+        self._open_index()
+        report = {"chunks": 0, "recovered": 0, "truncated_bytes": 0, "damaged": 0}
+        self._adopt_unknown_files(report)
         self._refresh_chunk_bounds()
+        self._next_chunk = self._first_free_chunk_id()
         return report
 
-    def _index_records(self, camera: str, chunk_id: int, data: bytes, start: int, report: dict) -> int:
-        """Index the valid records of data[start:], return where valid data ends."""
+    def _index_records(self, camera: str, chunk_id: int, data: bytes, start: int, report: dict, may_cut: bool) -> int:
+        """Index the records of data[start:] (damaged ones quarantined); returns where the file's
+        kept bytes end: before a torn tail if `may_cut` (a chunk that was being written), else its end."""
         db = self.db()
         end = start
         db.execute("BEGIN")
-        for _offset, kind, header, payload_at, plen in scan_records(data, start):
-            if kind == b"I":
+        for record in scan_records(data, start):
+            if record.valid and record.kind == b"I":
+                assert record.header is not None
+                header = record.header
+                payload = data[record.payload_at : record.end]
                 db.execute(
                     "INSERT OR IGNORE INTO inits VALUES (?,?,?,?,?)",
-                    (
-                        header["init"],
-                        header["codec"],
-                        header["width"],
-                        header["height"],
-                        data[payload_at : payload_at + plen],
-                    ),
+                    (header["init"], header["codec"], header["width"], header["height"], payload),
                 )
-            else:
-                db.execute(
-                    _INSERT_FRAGMENT,
-                    (
-                        header["camera"],
-                        header["run"],
-                        header["seq"],
-                        header["start_us"],
-                        header["end_us"],
-                        header["frames"],
-                        plen,
-                        chunk_id,
-                        payload_at,
-                        plen,
-                        header["sha256"],
-                        header["init"],
-                        header["origin"],
-                        int(header.get("keyframe_first", True)),
-                        header.get("arrival_us"),
-                    ),
-                )
+            elif record.valid and self._insert_scanned(chunk_id, record):
                 report["recovered"] += 1
-            end = payload_at + plen
+            else:
+                self._quarantine(chunk_id, record, camera)
+                report["damaged"] += 1
+            end = record.end
         db.execute("COMMIT")
-        return end
+        return end if may_cut else len(data)
+
+    def _insert_scanned(self, chunk_id: int, record: Record) -> bool:
+        """Index a valid fragment record; False when its header lacks what a row needs."""
+        header = record.header or {}
+        try:
+            values = (
+                header["camera"],
+                header["run"],
+                header["seq"],
+                header["start_us"],
+                header["end_us"],
+                header["frames"],
+                record.length,
+                chunk_id,
+                record.payload_at,
+                record.length,
+                header["sha256"],
+                header["init"],
+                header["origin"],
+                int(header.get("keyframe_first", True)),
+                header.get("arrival_us"),
+            )
+            self.db().execute(_INSERT_FRAGMENT, values)
+        except (KeyError, sqlite3.IntegrityError):  # a header without its fields, or an unknown init
+            return False
+        return True
+
+    def _quarantine(self, chunk_id: int, record: Record, camera: str) -> None:
+        """Keep a damaged record's bytes where they are and remember them (never served, never cut)."""
+        header = record.header or {}
+        self.db().execute(
+            "INSERT OR REPLACE INTO damaged VALUES (?,?,?,?,?,?,?,?)",
+            (
+                chunk_id,
+                record.offset,
+                record.end - record.offset,
+                record.reason or "record header lacks its fields",
+                header.get("camera", camera),
+                header.get("start_us"),
+                header.get("end_us"),
+                time.time_ns() // 1000,
+            ),
+        )
+        log.error(
+            "chunk %d: damaged record at %d (%d bytes, %s): quarantined%s",
+            chunk_id,
+            record.offset,
+            record.end - record.offset,
+            record.reason,
+            f", camera {header['camera']} at {header.get('start_us')}" if "camera" in header else "",
+        )
 
     def _refresh_chunk_bounds(self) -> None:
         self.db().execute(
@@ -430,7 +533,7 @@ class FragmentStore:
                 return chunk_id, fh, inits
             self.close_chunk(frag.camera)
         db = self.db()
-        (next_id,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()
+        next_id, self._next_chunk = self._next_chunk, self._next_chunk + 1
         rel = f"cameras/{frag.camera}/{next_id:010d}.glc"
         db.execute(
             "INSERT INTO chunks (id, camera, path, created_us) VALUES (?,?,?,?)",
@@ -486,12 +589,21 @@ class FragmentStore:
             self.db()
             .execute(
                 f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? AND end_us > ? AND start_us < ?"
-                " ORDER BY start_us, id",
+                " AND corrupt=0 ORDER BY start_us, id",
                 (camera, start_us, end_us),
             )
             .fetchall()
         )
         return [FragmentRow(*r) for r in rows]
+
+    def quarantined(self, camera: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        """(start, end) of the camera's fragments in the range whose bytes failed their checksum."""
+        rows = self.db().execute(
+            "SELECT start_us, end_us FROM fragments WHERE camera=? AND end_us > ? AND start_us < ? AND corrupt=1"
+            " ORDER BY start_us",
+            (camera, start_us, end_us),
+        )
+        return [(a, b) for a, b in rows]
 
     def fragment(self, fragment_id: int) -> FragmentRow | None:
         row = self.db().execute(f"SELECT {_ROW_COLUMNS} FROM fragments WHERE id=?", (fragment_id,)).fetchone()
@@ -503,8 +615,25 @@ class FragmentStore:
             fh.seek(row.offset)
             data = fh.read(row.length)
         if len(data) != row.length or hashlib.sha256(data).hexdigest() != row.sha256:
+            self.mark_corrupt(row)
             raise StorageError(f"fragment {row.id}: stored bytes fail their checksum")
         return data
+
+    def mark_corrupt(self, row: FragmentRow) -> None:
+        """A fragment whose bytes went bad on disk: quarantined (left out of every read, so the gap
+        scanner sees a hole a partner can fill), its bytes kept for inspection."""
+        log.error(
+            "fragment %d of %s at %d: stored bytes fail their checksum; quarantined", row.id, row.camera, row.start_us
+        )
+        with contextlib.suppress(sqlite3.Error):
+            self.db().execute("UPDATE fragments SET corrupt=1 WHERE id=?", (row.id,))
+
+    def damage(self) -> dict:
+        """What is quarantined: corrupt fragments and damaged spans, for health and `gapless check`."""
+        db = self.db()
+        (fragments,) = db.execute("SELECT COUNT(*) FROM fragments WHERE corrupt=1").fetchone()
+        spans, size = db.execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM damaged").fetchone()
+        return {"corrupt_fragments": fragments, "damaged_spans": spans, "damaged_bytes": size}
 
     def init(self, init_id: str) -> InitSegment | None:
         row = self.db().execute("SELECT id, codec, width, height, data FROM inits WHERE id=?", (init_id,)).fetchone()
@@ -514,7 +643,8 @@ class FragmentStore:
         rows = (
             self.db()
             .execute(
-                f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? ORDER BY start_us DESC LIMIT ?", (camera, count)
+                f"SELECT {_ROW_COLUMNS} FROM fragments WHERE camera=? AND corrupt=0 ORDER BY start_us DESC LIMIT ?",
+                (camera, count),
             )
             .fetchall()
         )
