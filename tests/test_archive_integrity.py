@@ -163,6 +163,8 @@ def test_an_export_across_a_damaged_fragment_completes_and_says_what_it_left_out
     rec.proc.stop()
     rows = fragments_offline(rec, started - 60)
     damaged = flip_a_byte_in(rec, 3)
+    found = check(rec)
+    assert found.returncode == 1 and len(json.loads(found.stdout)["bad_fragments"]) == 1, found.stdout
     rec.start()
     start, end = rows[0]["start_us"] / 1e6, rows[6]["end_us"] / 1e6
     body = rec.api.get("/api/v1/cameras/cam/export.mp4", params={"start": start, "end": end})
@@ -185,3 +187,11 @@ def test_an_export_across_a_damaged_fragment_completes_and_says_what_it_left_out
     assert progressive.status_code == 200
     assert json.loads(progressive.headers["x-gapless-left-out"])[0]["start"], progressive.headers
     assert damaged["start_us"] >= rows[0]["start_us"]
+    after = check(rec)  # read-only, beside the running recorder: the damage is quarantined now
+    assert after.returncode == 0 and json.loads(after.stdout)["quarantined"] == 1, after.stdout
+
+
+def check(rec) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*GAPLESS, "check", "--storage", str(rec.storage), "--json"], capture_output=True, text=True, timeout=60
+    )
