@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import click
@@ -26,6 +27,9 @@ def _setup_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="gapless")
 def main() -> None:
     """Gapless: zero-loss failover for video-surveillance recording."""
+    # Everything Gapless writes (indexes holding tokens, cached configuration with camera
+    # passwords, recordings) is for the service's own user: files 0600, directories 0700.
+    os.umask(0o077)
 
 
 @main.command("camera-sim")

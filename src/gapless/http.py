@@ -15,4 +15,9 @@ def error(status: type[web.HTTPException], message: str, **extra: object) -> web
 def bearer_ok(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else ""
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    return token_matches(given, token)
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison of a token a client sent (any characters) with the expected one."""
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())

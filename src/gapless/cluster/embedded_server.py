@@ -277,9 +277,10 @@ def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") ->
     @routes.post(f"{prefix}/watch")
     async def watch(request: web.Request) -> web.Response:
         data = await body(request)
-        events = await store.watch(
-            field(data, "prefix", str), field(data, "after_revision", int), float(field(data, "timeout", (int, float)))
-        )
+        timeout = float(field(data, "timeout", (int, float)))
+        if not 0 <= timeout <= MAX_WATCH_S:  # NaN too: a watch must end
+            raise error(web.HTTPBadRequest, f"timeout: expected seconds from 0 to {MAX_WATCH_S:g}")
+        events = await store.watch(field(data, "prefix", str), field(data, "after_revision", int), timeout)
         if events is None:
             raise error(web.HTTPGone, "compacted") from None
         return answer({"events": [_event_json(e) for e in events]})

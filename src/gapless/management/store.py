@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -13,7 +14,11 @@ from gapless.management.config import ClusterDocument
 class ConfigStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)  # the configuration holds recorder tokens and camera passwords
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for suffix in ("", "-wal", "-shm"):  # a store made before files were private
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").chmod(0o600)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS versions (version INTEGER PRIMARY KEY, created_us INTEGER NOT NULL,"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -11,13 +10,14 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gapless.backfill.jobs import STATES
-from gapless.http import error
+from gapless.http import error, token_matches
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
 from gapless.media.progressive import progressive_format, to_progressive
@@ -61,6 +61,14 @@ class BackfillRequest(BaseModel):
     source_camera: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     source_token: str | None = Field(default=None, min_length=16)
 
+    @field_validator("source")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        """A URL's user:password would be stored, listed and logged with the job: refused."""
+        if "://" in value and "@" in urlsplit(value).netloc:
+            raise ValueError("the source URL must not carry credentials; give the source's token as source_token")
+        return value
+
 
 def build_api(recorder) -> web.Application:
     token = recorder.config.recorder.api_token
@@ -84,7 +92,7 @@ def build_api(recorder) -> web.Application:
                 return await handler(request)
             raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
         given = header[7:] if header.startswith("Bearer ") else (request.query.get("token", "") if media else "")
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_matches(given, token):
             raise error(web.HTTPUnauthorized, "missing or wrong API token")
         return await handler(request)
 
@@ -366,8 +374,13 @@ def build_api(recorder) -> web.Application:
     async def backfill_create(request: web.Request) -> web.Response:
         try:
             body = BackfillRequest.model_validate(await request.json())
-        except ValueError as exc:  # bad JSON or a field that does not validate
-            raise error(web.HTTPBadRequest, f"invalid backfill request: {exc}") from None
+        except ValidationError as exc:  # the fields named, the values never echoed (they may be secrets)
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
+            )
+            raise error(web.HTTPBadRequest, f"invalid backfill request: {problems}") from None
+        except ValueError:
+            raise error(web.HTTPBadRequest, "invalid backfill request: the body is not JSON") from None
         if body.camera not in recorder.cameras:
             raise error(web.HTTPNotFound, f"no camera {body.camera!r} on this recorder")
         try:

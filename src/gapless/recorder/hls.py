@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from gapless.recorder.timeparse import iso
 
 LIVE_SEGMENTS = 6
+#: Signed media URLs live this long; one claiming to live longer (a forged or replayed far-future
+#: `exp`) is refused even with a valid signature. Clocks may differ by SIGNED_URL_SKEW_S.
 SIGNED_URL_TTL_S = 6 * 3600
+SIGNED_URL_SKEW_S = 300
 
 
 def sign(token: str, path: str, expires: int) -> str:
@@ -33,9 +36,14 @@ def signed(token: str, path: str, ttl: int = SIGNED_URL_TTL_S) -> str:
 
 
 def signature_valid(token: str, path: str, expires: str, signature: str) -> bool:
-    if not expires.isdigit() or int(expires) < time.time():
+    """Whether a signed URL is valid now: a number of seconds within its lifetime, and its signature
+    (any bytes a client sends are answered False, never an error)."""
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
         return False
-    return hmac.compare_digest(sign(token, path, int(expires)), signature)
+    now = time.time()
+    if not now <= int(expires) <= now + SIGNED_URL_TTL_S + SIGNED_URL_SKEW_S:
+        return False
+    return hmac.compare_digest(sign(token, path, int(expires)).encode(), signature.encode("utf-8", "replace"))
 
 
 def nominal_duration_us(rows: list) -> int:

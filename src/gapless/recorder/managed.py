@@ -87,7 +87,7 @@ def save_cache(config: RecorderConfig, raw: dict) -> None:
     path = Path(config.recorder.storage) / CACHE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:  # peer tokens, passwords
         json.dump(raw, fh)
         fh.flush()
         os.fsync(fh.fileno())

@@ -172,6 +172,7 @@ class FragmentStore:
         self.chunk_max_bytes = chunk_max_bytes
         self.chunk_max_us = chunk_max_us
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # the index holds backfill sources' tokens
         self._lock = _lock_directory(self.root)
         self.db_path = self.root / "index.sqlite3"
         self._local = threading.local()
@@ -192,6 +193,9 @@ class FragmentStore:
         """Open (or create) the index and bring its schema up to date; returns why it cannot be
         trusted as a cache of these chunk files ("" when it can)."""
         db = self.db()
+        for suffix in ("", "-wal", "-shm"):  # an index made before files were private
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.db_path}{suffix}").chmod(0o600)
         (version,) = db.execute("PRAGMA user_version").fetchone()
         fresh = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='fragments'").fetchone()[0] == 0
         db.executescript(SCHEMA)
