@@ -3,6 +3,7 @@ URLs we store; what Gapless writes is private to its user."""
 
 from __future__ import annotations
 
+import socket
 import stat
 import time
 
@@ -11,6 +12,8 @@ import pytest
 from cluster_harness import Management
 from conftest import TOKEN
 
+from gapless.audit.audit import audit
+from gapless.http import IDLE_TIMEOUT_S
 from gapless.recorder.hls import sign
 
 
@@ -77,3 +80,37 @@ def test_a_coordinator_watch_with_a_nan_timeout_is_refused_at_once(tmp_path, sim
         assert stat.S_IMODE((data / "config.sqlite3").stat().st_mode) == 0o600
     finally:
         management.close()
+
+
+def test_slow_header_clients_are_dropped_and_recording_loses_nothing(recorder):
+    """200 connections that dribble a request's headers (slowloris) are closed by the idle timeout,
+    while the recorder goes on storing every frame."""
+    start = time.time()
+    clients = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", recorder.port), timeout=5)
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        clients.append(sock)
+    deadline = time.monotonic() + IDLE_TIMEOUT_S + 45
+    open_ = list(clients)
+    while open_ and time.monotonic() < deadline:
+        still = []
+        for sock in open_:
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")  # one more header line now and then, never the end
+                sock.settimeout(0.01)
+                if sock.recv(1) == b"":
+                    continue  # closed by the server
+            except (TimeoutError, BlockingIOError):
+                pass
+            except OSError:
+                continue  # reset by the server
+            still.append(sock)
+        open_ = still
+        time.sleep(1)
+    for sock in clients:
+        sock.close()
+    assert not open_, f"{len(open_)} slow clients still connected after {IDLE_TIMEOUT_S + 45:.0f} s"
+    recorder.wait_fragments("cam", 2)
+    report = audit(recorder.url, TOKEN, "cam", str(start), str(time.time() - 2))
+    assert not report.lost, report

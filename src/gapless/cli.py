@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import sys
 
 import click
@@ -30,6 +31,10 @@ def main() -> None:
     # Everything Gapless writes (indexes holding tokens, cached configuration with camera
     # passwords, recordings) is for the service's own user: files 0600, directories 0700.
     os.umask(0o077)
+    # One socket and a few files per camera and client: use all the open files the system allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @main.command("camera-sim")

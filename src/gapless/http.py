@@ -6,6 +6,17 @@ import hmac
 
 from aiohttp import web
 
+#: A connection must complete its request's headers, or send its next request, within this long
+#: after connecting or after its last response (aiohttp's keep-alive timer, which also closes a
+#: connection that dribbles a request's headers: otherwise such clients hold sockets for an hour
+#: and, past the open-files limit, starve the storage writer).
+IDLE_TIMEOUT_S = 15.0
+
+
+def app_runner(app: web.Application) -> web.AppRunner:
+    """The AppRunner every Gapless HTTP server uses."""
+    return web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
+
 
 def error(status: type[web.HTTPException], message: str, **extra: object) -> web.HTTPException:
     """An HTTP error whose body is {"error": message, ...}: every API answers errors as JSON."""

@@ -25,7 +25,7 @@ from aiohttp import web
 from gapless.cluster.agent import PREFIX
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
-from gapless.http import bearer_ok, error
+from gapless.http import app_runner, bearer_ok, error
 from gapless.management.config import ClusterConfig, ClusterDocument
 from gapless.recorder.hls import LIVE_SEGMENTS, playlist, segment_path, signature_valid, signed_uris
 
@@ -371,7 +371,7 @@ async def run_gateway(management_url: str, token: str, listen_host: str, listen_
     gateway = Gateway(token, fetch_document, management_url, token)
     app = web.Application()
     app.add_routes(gateway_routes(gateway))
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app)
     await runner.setup()
     await web.TCPSite(runner, listen_host, listen_port).start()
     try:

@@ -13,7 +13,7 @@ from aiohttp import web
 from gapless.cluster.agent import preferred_key, switchover_key
 from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
-from gapless.http import bearer_ok, error
+from gapless.http import app_runner, bearer_ok, error
 from gapless.management.config import ClusterDocument, ConfigError, ManagementConfig, validate_document
 from gapless.management.store import ConfigStore
 
@@ -163,7 +163,7 @@ async def run_management(config: ManagementConfig, gateway_factory=None) -> None
     gateway = None
     if config.management.gateway and gateway_factory is not None:
         gateway = gateway_factory(management, app)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, config.management.host, config.management.port)
     await site.start()

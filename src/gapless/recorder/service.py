@@ -26,6 +26,7 @@ from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
 from gapless.cluster.vip import VirtualIP
+from gapless.http import app_runner
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
 from gapless.recorder.config import CameraConfig, RecorderConfig
@@ -370,7 +371,7 @@ async def run_recorder(config: RecorderConfig) -> None:
     recorder.start()
     if settings is not None and settings.cluster is not None:
         _start_agent(recorder, config, settings)
-    runner = web.AppRunner(build_api(recorder), access_log=None)
+    runner = app_runner(build_api(recorder))
     await runner.setup()
     site = web.TCPSite(runner, config.recorder.host, config.recorder.port)
     await site.start()

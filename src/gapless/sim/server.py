@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from gapless.http import app_runner
 from gapless.sim.audio import audio_loop
 from gapless.sim.camera import SimCamera
 from gapless.sim.control import build_control_app
@@ -62,7 +63,7 @@ async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> No
         camera.step_clock(settings.clock_error)
     rtsp = RtspServer(cameras, settings.host, settings.port, settings.auth, settings.session_timeout)
     await rtsp.start()
-    runner = web.AppRunner(build_control_app(cameras), access_log=None)
+    runner = app_runner(build_control_app(cameras))
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.control_port)
     await site.start()
