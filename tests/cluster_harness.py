@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -187,3 +188,24 @@ def running_cluster(
         for member in members:
             member.close()
         management.close()
+
+
+def kill_and_restart_the_holder(management: Management, a: Recorder) -> tuple[LiveReader, float, float]:
+    """rec-a, holding the token, is killed under a live reader on the gateway; rec-b takes over; rec-a
+    comes back and (after its backfill) takes the token back. Returns the stopped reader and the
+    outage's start and end (wall clock)."""
+    reader = LiveReader(management.url, CAMERA)
+    reader.start()
+    try:
+        time.sleep(6)
+        start = time.time()
+        a.proc.kill()
+        wait_holder(management, "rec-b", timeout=30)
+        time.sleep(6)  # the reader keeps playing from rec-b
+        a.start()
+        wait_holder(management, "rec-a", timeout=120)
+        end = time.time()
+        time.sleep(6)
+    finally:
+        reader.stop()
+    return reader, start, end

@@ -61,6 +61,28 @@ def exported(rec, camera: str, start_us: int, end_us: int) -> tuple[list[int], i
     return pts, decoded
 
 
+def audit_clean(rec, camera: str, start: float, end: float, audio: bool = False, arrival: bool = True):
+    """Wait (bounded) until the recorder's audit of the window is clean, audio included when asked
+    for: backfill may still be closing a hole. Returns the clean report; fails with the last one.
+    `arrival=False` for a recorder that was stopped (SIGSTOP): it read the camera's backlog late, which
+    the audit rightly reports as arrival far from camera time, though every time is true."""
+    from gapless.audit.audit import audit
+
+    last: list = []
+
+    def clean() -> bool:
+        last[:] = [audit(rec.url, TOKEN, camera, str(start), str(end))]
+        report = last[0]
+        problems = [p for p in report.time_problems if arrival or " arrived " not in p]
+        return not report.lost and not problems and (report.audio_units > 0 or not audio)
+
+    try:
+        wait_for(clean, 120, "a complete archive" + (", audio included" if audio else ""))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last audit: {last}") from None
+    return last[0]
+
+
 class Proc:
     def __init__(self, args: list[str], log: Path) -> None:
         self.args = args

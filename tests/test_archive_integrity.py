@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import av
-from conftest import GAPLESS, TOKEN, wait_for
+from conftest import GAPLESS, TOKEN, audit_clean
 
 from gapless.audit.audit import audit
 
@@ -42,19 +42,6 @@ def flip_a_byte_in(rec, index: int) -> dict:
     return {"id": fragment_id, "path": path, "start_us": start_us}
 
 
-def audit_clean(rec, start: float, end: float) -> None:
-    last: list = []
-
-    def clean() -> bool:
-        last[:] = [audit(rec.url, TOKEN, "cam", str(start), str(end))]
-        return not last[0].lost and not last[0].time_problems
-
-    try:
-        wait_for(clean, 120, "a complete archive")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last audit: {last}") from None
-
-
 def test_a_flipped_byte_costs_one_fragment_which_the_partner_replaces(sim, make_recorder):
     cams = [{"id": "cam", "url": sim.url("cam0")}]
     b = make_recorder("rec-b", cams).start()
@@ -75,7 +62,7 @@ def test_a_flipped_byte_costs_one_fragment_which_the_partner_replaces(sim, make_
     assert damaged["id"] not in {f["id"] for f in fragments(a, started - 60)}  # quarantined: never served
     assert len(before) >= 8
     end = time.time() - 2
-    audit_clean(a, kept[0]["start_us"] / 1e6, end)  # the partner's copy fills the hole
+    audit_clean(a, "cam", kept[0]["start_us"] / 1e6, end)  # the partner's copy fills the hole
     a.proc.stop()
     listing = sorted(tuple(f[k] for k in KEY) for f in fragments_offline(a, kept[0]["start_us"] / 1e6))
     reindex = subprocess.run(
@@ -134,7 +121,7 @@ def test_an_index_truncated_while_recording_is_rebuilt_and_nothing_is_lost(sim, 
     a.start()
     assert a.health()["storage"]["index_rebuilt"] is not None
     a.wait_fragments("cam", 3)
-    audit_clean(a, started + 2, time.time() - 2)
+    audit_clean(a, "cam", started + 2, time.time() - 2)
 
 
 def test_two_recorders_never_share_a_storage_directory(sim, make_recorder, tmp_path):

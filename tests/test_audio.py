@@ -13,8 +13,8 @@ import time
 
 import av
 import pytest
-from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
-from conftest import TOKEN, Sim, exported, wait_for
+from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
+from conftest import TOKEN, Sim, audit_clean, exported, wait_for
 
 from gapless.audit.audit import audit, compare
 from gapless.sim.audio import audio_loop
@@ -64,20 +64,6 @@ def audio_packets(data: bytes) -> tuple[str, int, list[bytes], list[int], int]:
         return stream.codec_context.name, stream.rate, units, pts, decoded
 
 
-def audit_clean(rec, camera: str, start: float, end: float):
-    last: list = []
-
-    def clean() -> bool:
-        last[:] = [audit(rec.url, TOKEN, camera, str(start), str(end))]
-        return not last[0].lost and not last[0].time_problems and last[0].audio_units > 0
-
-    try:
-        wait_for(clean, 120, "a complete archive, audio included")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last audit: {last}") from None
-    return last[0]
-
-
 def recording_window(rec, started: float) -> tuple[float, float]:
     """From the first stored fragment to a moment whose GOP is already stored."""
     rec.wait_fragments("cam", 6)
@@ -97,7 +83,7 @@ def aac_sim(tmp_path):
 def test_aac_records_exports_and_plays_in_hls(aac_sim, make_recorder):
     rec = make_recorder("rec-a", [{"id": "cam", "url": aac_sim.url("cam0")}]).start()
     begin, end = recording_window(rec, time.time())
-    report = audit_clean(rec, "cam", begin, end)
+    report = audit_clean(rec, "cam", begin, end, audio=True)
     assert report.audio_units >= (end - begin) * 16000 / AAC_UNIT - 2, report
 
     fragmented = export_audio(rec, "cam", begin, end).content
@@ -139,7 +125,7 @@ def test_g711_records_and_exports_but_stays_out_of_hls(tmp_path, make_recorder, 
     try:
         rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
         begin, end = recording_window(rec, time.time())
-        audit_clean(rec, "cam", begin, end)
+        audit_clean(rec, "cam", begin, end, audio=True)
         fragmented = export_audio(rec, "cam", begin, end).content
         name, rate, units, pts, decoded = audio_packets(fragmented)
         assert (name, rate) == ({"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec], 8000)
@@ -192,7 +178,7 @@ def test_audio_kill_restart_backfill_loses_no_unit(aac_sim, make_recorder):
     a.start()
     a.wait_fragments("cam", 3)
     end = time.time() - 2
-    audit_clean(a, "cam", start, end)
+    audit_clean(a, "cam", start, end, audio=True)
     assert any(j["state"] == "done" and j["stored_frames"] > 0 for j in a.jobs()), a.jobs()
     difference = compare(a.url, TOKEN, b.url, TOKEN, "cam", str(start), str(end))
     assert not difference.lost, difference
@@ -202,21 +188,8 @@ def test_audio_kill_restart_backfill_loses_no_unit(aac_sim, make_recorder):
 
 def test_audio_survives_cluster_failover_under_a_live_reader(tmp_path, aac_sim):
     with running_cluster(tmp_path, aac_sim) as (management, a, _b):
-        reader = LiveReader(management.url, CAMERA)
-        reader.start()
-        try:
-            time.sleep(6)
-            start = time.time()
-            a.proc.kill()
-            wait_holder(management, "rec-b", timeout=30)
-            time.sleep(6)
-            a.start()
-            wait_holder(management, "rec-a", timeout=120)
-            end = time.time()
-            time.sleep(6)
-        finally:
-            reader.stop()
+        reader, start, end = kill_and_restart_the_holder(management, a)
         assert_continuous(reader)
         assert len(reader.audio) > 16000 / AAC_UNIT * 10, "the live reader heard the audio"
         assert_unbroken(loop_positions(reader.audio, "aac"), "aac", "live audio across failover")
-        audit_clean(a, CAMERA, start - 4, end - 2)
+        audit_clean(a, CAMERA, start - 4, end - 2, audio=True)

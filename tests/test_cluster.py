@@ -13,9 +13,7 @@ import time
 import httpx
 import pytest
 from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
-from conftest import GAPLESS, TOKEN, Proc, Sim, free_port, wait_for
-
-from gapless.audit.audit import audit
+from conftest import GAPLESS, TOKEN, Proc, Sim, audit_clean, free_port, wait_for
 
 
 @pytest.fixture
@@ -29,21 +27,6 @@ def sim(tmp_path):
 def cluster(tmp_path, sim):
     with running_cluster(tmp_path, sim) as parts:
         yield parts
-
-
-def audit_clean(recorder, start: float, end: float) -> None:
-    """Zero missing frames and no gap in the primary's archive over the window (bounded wait for
-    backfill to finish)."""
-    last = []
-
-    def clean():
-        last[:] = [audit(recorder.url, TOKEN, CAMERA, str(start), str(end))]
-        return not last[0].lost and last[0].gaps == 0
-
-    try:
-        wait_for(clean, 120, "the primary's archive to be complete")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last audit: {last}") from None
 
 
 def changes(recorder) -> list[dict]:
@@ -86,7 +69,7 @@ def failover_and_back(management, a, b, fault: str, gateway_url: str | None = No
     assert released and "failback" in released[-1]["reason"], changes(b)
     metrics = b.api.get("/metrics").text
     assert 'gapless_token_changes_total{change="taken"}' in metrics and "gapless_cluster_presenting 0.0" in metrics
-    audit_clean(a, start - 4, end - 2)
+    audit_clean(a, CAMERA, start - 4, end - 2, arrival=fault == "kill")
 
 
 def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(tmp_path, cluster):
@@ -204,7 +187,7 @@ def test_management_down_for_a_minute_changes_nothing(cluster):
     time.sleep(3)
     assert management.cluster()["holder"] == "rec-a" and management.cluster()["fence"] == fence
     assert len(changes(a)) == before_a and len(changes(b)) == before_b, (changes(a), changes(b))
-    audit_clean(a, start, time.time() - 3)
+    audit_clean(a, CAMERA, start, time.time() - 3)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -225,7 +208,7 @@ def test_holder_whose_disk_fills_hands_the_token_over_and_loses_nothing(tmp_path
             assert [c for c in changes(b) if c["change"] == "taken"], changes(b)
             ballast.unlink()
             wait_holder(management, "rec-a", timeout=120)  # healthy again, caught up: failback
-            audit_clean(a, start, time.time() - 3)
+            audit_clean(a, CAMERA, start, time.time() - 3)
     finally:
         subprocess.run(["umount", str(disk)], check=False)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import av
 import pytest
-from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
+from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
 from conftest import TOKEN, Proc, exported, free_port, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -175,18 +175,7 @@ def test_cluster_failover_with_a_gstreamer_camera(tmp_path, gst_camera):
             return gst_camera
 
     with running_cluster(tmp_path, Camera()) as (management, a, b):
-        reader = LiveReader(management.url, CAMERA)
-        reader.start()
-        try:
-            time.sleep(6)
-            a.proc.kill()
-            wait_holder(management, "rec-b", timeout=30)
-            time.sleep(6)
-            a.start()
-            wait_holder(management, "rec-a", timeout=120)  # after its backfill closed the gap
-            time.sleep(6)
-        finally:
-            reader.stop()
+        reader, _start, _end = kill_and_restart_the_holder(management, a)
         assert_continuous(reader, camera_restarts=1)  # rec-a's PLAY after its restart
         a_start, a_end = continuous(a, CAMERA, gaps=2)
         b_start, b_end = continuous(b, CAMERA, gaps=2)

@@ -10,10 +10,8 @@ import time
 
 import av
 import pytest
-from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
-from conftest import TOKEN, Sim, wait_for
-
-from gapless.audit.audit import audit
+from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
+from conftest import TOKEN, Sim, audit_clean
 
 H265 = ("--codec", "h265")
 
@@ -23,19 +21,6 @@ def sim(tmp_path):
     simulator = Sim(tmp_path, cameras=1, extra=H265)
     yield simulator
     simulator.close()
-
-
-def audit_clean(rec, camera: str, start: float, end: float) -> None:
-    last: list = []
-
-    def clean() -> bool:
-        last[:] = [audit(rec.url, TOKEN, camera, str(start), str(end))]
-        return not last[0].lost and not last[0].time_problems
-
-    try:
-        wait_for(clean, 120, "a complete archive")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last audit: {last}") from None
 
 
 def test_records_and_exports_h265(sim, make_recorder):
@@ -77,20 +62,7 @@ def test_h265_kill_restart_backfill_loses_no_frame(sim, make_recorder):
 
 def test_h265_cluster_failover_with_a_live_reader(tmp_path, sim):
     with running_cluster(tmp_path, sim) as (management, a, _b):
-        reader = LiveReader(management.url, CAMERA)
-        reader.start()
-        try:
-            time.sleep(6)
-            start = time.time()
-            a.proc.kill()
-            wait_holder(management, "rec-b", timeout=30)
-            time.sleep(6)
-            a.start()
-            wait_holder(management, "rec-a", timeout=120)
-            end = time.time()
-            time.sleep(6)
-        finally:
-            reader.stop()
+        reader, start, end = kill_and_restart_the_holder(management, a)
         assert_continuous(reader)
         assert len(reader.frames) > 25 * 10, "the live reader saw H.265 frames with their stamps"
         audit_clean(a, CAMERA, start - 4, end - 2)
