@@ -83,6 +83,28 @@ def audit_clean(rec, camera: str, start: float, end: float, audio: bool = False,
     return last[0]
 
 
+def recorder_with_partner(make_recorder, camera_url: str):
+    """rec-b records the camera "cam"; rec-a records it too, with rec-b as its backfill partner
+    (gap scans every 5 s). Returns (rec-a, rec-b), both started."""
+    cameras = [{"id": "cam", "url": camera_url}]
+    b = make_recorder("rec-b", cameras).start()
+    extra = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
+    return make_recorder("rec-a", cameras, extra).start(), b
+
+
+def kill_and_restart(rec, down_s: float = 5) -> float:
+    """SIGKILL the recorder once it records, start it again after `down_s`; returns when the window
+    that must come out whole (after backfill) begins."""
+    rec.wait_fragments("cam", 3)
+    start = time.time()
+    time.sleep(2)
+    rec.proc.kill()
+    time.sleep(down_s)
+    rec.start()
+    rec.wait_fragments("cam", 3)
+    return start
+
+
 class Proc:
     def __init__(self, args: list[str], log: Path) -> None:
         self.args = args

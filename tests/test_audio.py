@@ -14,7 +14,7 @@ import time
 import av
 import pytest
 from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
-from conftest import TOKEN, Sim, audit_clean, exported, wait_for
+from conftest import TOKEN, Sim, audit_clean, exported, kill_and_restart, recorder_with_partner, wait_for
 
 from gapless.audit.audit import audit, compare
 from gapless.sim.audio import audio_loop
@@ -166,17 +166,8 @@ def test_broken_audio_never_disturbs_the_video(aac_sim, make_recorder):
 
 
 def test_audio_kill_restart_backfill_loses_no_unit(aac_sim, make_recorder):
-    cams = [{"id": "cam", "url": aac_sim.url("cam0")}]
-    b = make_recorder("rec-b", cams).start()
-    extra = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
-    a = make_recorder("rec-a", cams, extra).start()
-    a.wait_fragments("cam", 3)
-    start = time.time()
-    time.sleep(2)
-    a.proc.kill()
-    time.sleep(5)
-    a.start()
-    a.wait_fragments("cam", 3)
+    a, b = recorder_with_partner(make_recorder, aac_sim.url("cam0"))
+    start = kill_and_restart(a)
     end = time.time() - 2
     audit_clean(a, "cam", start, end, audio=True)
     assert any(j["state"] == "done" and j["stored_frames"] > 0 for j in a.jobs()), a.jobs()

@@ -11,7 +11,7 @@ import time
 import av
 import pytest
 from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
-from conftest import TOKEN, Sim, audit_clean
+from conftest import Sim, audit_clean, kill_and_restart, recorder_with_partner
 
 H265 = ("--codec", "h265")
 
@@ -45,17 +45,8 @@ def test_records_and_exports_h265(sim, make_recorder):
 
 
 def test_h265_kill_restart_backfill_loses_no_frame(sim, make_recorder):
-    cams = [{"id": "cam", "url": sim.url("cam0")}]
-    b = make_recorder("rec-b", cams).start()
-    extra = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
-    a = make_recorder("rec-a", cams, extra).start()
-    a.wait_fragments("cam", 3)
-    start = time.time()
-    time.sleep(2)
-    a.proc.kill()
-    time.sleep(5)
-    a.start()
-    a.wait_fragments("cam", 3)
+    a, _b = recorder_with_partner(make_recorder, sim.url("cam0"))
+    start = kill_and_restart(a)
     audit_clean(a, "cam", start, time.time() - 2)
     assert any(j["state"] == "done" and j["stored_frames"] > 0 for j in a.jobs()), a.jobs()
 
