@@ -623,6 +623,37 @@ class FragmentStore:
             raise StorageError(f"fragment {row.id}: stored bytes fail their checksum")
         return data
 
+    def scrub(self, after_id: int, budget_bytes: int) -> tuple[int, int]:
+        """Verify stored fragments after `after_id`, in id order, until `budget_bytes` are read: a
+        fragment whose bytes fail their checksum is quarantined (as at any read), so its time is
+        backfilled before anyone needs it. Returns (the last id verified, 0 to start over; how many
+        were found damaged)."""
+        damaged = 0
+        last = after_id
+        while budget_bytes > 0:
+            rows = (
+                self.db()
+                .execute(
+                    f"SELECT {_ROW_COLUMNS} FROM fragments WHERE id > ? AND corrupt=0 ORDER BY id LIMIT 64", (last,)
+                )
+                .fetchall()
+            )
+            if not rows:
+                return 0, damaged
+            for values in rows:
+                row = FragmentRow(*values)
+                last = row.id
+                budget_bytes -= row.length
+                try:
+                    self.read_payload(row)
+                except StorageError:
+                    damaged += 1
+                except OSError as exc:  # a chunk deleted by retention meanwhile, or unreadable
+                    log.warning("scrub: fragment %d: %s", row.id, exc)
+                if budget_bytes <= 0:
+                    break
+        return last, damaged
+
     def mark_corrupt(self, row: FragmentRow) -> None:
         """A fragment whose bytes went bad on disk: quarantined (left out of every read, so the gap
         scanner sees a hole a partner can fill), its bytes kept for inspection."""
