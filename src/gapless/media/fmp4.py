@@ -145,18 +145,27 @@ def _audio_sample_entry(audio: AudioFormat) -> bytes:
     return box(b"mp4a", head, full_box(b"esds", 0, 0, es))
 
 
-def _audio_trak(audio: AudioFormat) -> bytes:
-    tkhd = full_box(
+def _tkhd(track: int, alternate_group: int, volume: int, width: int, height: int) -> bytes:
+    """A track header (enabled, in movie), of no duration: fragments carry the samples."""
+    return full_box(
         b"tkhd",
         0,
         3,
-        struct.pack(">IIIII", 0, 0, AUDIO_TRACK_ID, 0, 0),
+        struct.pack(">IIIII", 0, 0, track, 0, 0),
         bytes(8),
-        struct.pack(">hhhH", 0, 1, 0x0100, 0),
+        struct.pack(">hhhH", 0, alternate_group, volume, 0),
         _MATRIX,
-        struct.pack(">II", 0, 0),
+        struct.pack(">II", width << 16, height << 16),
     )
-    mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, audio.rate, 0, 0x55C4, 0))
+
+
+def _mdhd(timescale: int) -> bytes:
+    return full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, timescale, 0, 0x55C4, 0))
+
+
+def _audio_trak(audio: AudioFormat) -> bytes:
+    tkhd = _tkhd(AUDIO_TRACK_ID, 1, 0x0100, 0, 0)
+    mdhd = _mdhd(audio.rate)
     hdlr = full_box(b"hdlr", 0, 0, bytes(4), b"soun", bytes(12), b"Gapless audio\x00")
     smhd = full_box(b"smhd", 0, 0, bytes(4))
     return box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, box(b"minf", smhd, _DINF, _stbl(_audio_sample_entry(audio)))))
@@ -179,17 +188,8 @@ def _init_segment(entry: bytes, config: bytes, width: int, height: int, audio: A
         bytes(24),
         struct.pack(">I", 3 if audio else 2),
     )
-    tkhd = full_box(
-        b"tkhd",
-        0,
-        3,
-        struct.pack(">IIIII", 0, 0, TRACK_ID, 0, 0),
-        bytes(8),
-        struct.pack(">hhhH", 0, 0, 0, 0),
-        _MATRIX,
-        struct.pack(">II", width << 16, height << 16),
-    )
-    mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, TIMESCALE, 0, 0x55C4, 0))
+    tkhd = _tkhd(TRACK_ID, 0, 0, width, height)
+    mdhd = _mdhd(TIMESCALE)
     hdlr = full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"Gapless video\x00")
     vmhd = full_box(b"vmhd", 0, 1, bytes(8))
     sample_entry = box(
