@@ -291,10 +291,12 @@ class FragmentStore:
         known = {row[0] for row in db.execute("SELECT path FROM chunks")}
         unknown = [f for f in self._chunk_files() if str(f.relative_to(self.root)) not in known]
         newest = {f.parent.name: f for f in unknown}  # files sort by id: the last per camera is its newest
+        spare = self._first_free_chunk_id()  # above every id on disk: never a later file's own number
         for file in unknown:
-            chunk_id = self._first_free_chunk_id()
             if file.stem.isdigit() and not db.execute("SELECT 1 FROM chunks WHERE id=?", (int(file.stem),)).fetchone():
                 chunk_id = int(file.stem)
+            else:  # a number another camera's chunk took (the old allocation's collision)
+                chunk_id, spare = spare, spare + 1
             camera = file.parent.name
             db.execute(
                 "INSERT INTO chunks (id, camera, path, state, created_us) VALUES (?,?,?,'closed',?)",
