@@ -18,6 +18,20 @@ from gapless.media.h264 import find_stamp, split_avcc
 
 CAMERA = "lobby"
 CLUSTER = "main"
+#: Least privilege in every cluster test: each recorder calls management with its own credential
+#: (role recorder, from a token file), the standalone gateway with a gateway credential, and
+#: players watch with a viewer credential. TOKEN is the administrator's.
+RECORDER_TOKENS = {"rec-a": "rec-a-credential-0000000001", "rec-b": "rec-b-credential-0000000001"}
+GATEWAY_TOKEN = "gateway-credential-000000001"
+VIEWER_TOKEN = "viewer-credential-0000000001"
+CREDENTIALS = [
+    *(
+        {"id": f"{name}-key-1", "role": "recorder", "recorder": name, "token": token}
+        for name, token in RECORDER_TOKENS.items()
+    ),
+    {"id": "gateway-1", "role": "gateway", "token": GATEWAY_TOKEN},
+    {"id": "operators", "role": "viewer", "token": VIEWER_TOKEN},
+]
 
 
 class Management:
@@ -44,6 +58,7 @@ class Management:
                     "cameras": [{"id": CAMERA, "url": sim.url("cam0")}],
                 }
             ],
+            "credentials": CREDENTIALS,
         }
         self.config_path = tmp / "management.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -75,7 +90,10 @@ class Management:
 
 def managed_recorder(tmp: Path, name: str, management: Management, **section) -> Recorder:
     port = management.recorder_ports[name]
-    link = {"management": {"url": management.url, "token": TOKEN}}
+    token_file = tmp / f"{name}.credential"
+    token_file.write_text(RECORDER_TOKENS[name] + "\n")
+    token_file.chmod(0o600)
+    link = {"management": {"url": management.url, "token_file": str(token_file)}}
     rec = Recorder(tmp, name, [], link, listen=f"127.0.0.1:{port}", **section)
     rec.port = port
     rec.api = httpx.Client(base_url=rec.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
@@ -88,7 +106,7 @@ class LiveReader(threading.Thread):
 
     def __init__(self, gateway_url: str, camera: str) -> None:
         super().__init__(daemon=True)
-        self.http = httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        self.http = httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}, timeout=10)
         self.camera = camera
         self.stop_event = threading.Event()
         self.sequences: list[int] = []

@@ -12,7 +12,15 @@ import time
 
 import httpx
 import pytest
-from cluster_harness import CAMERA, LiveReader, assert_continuous, running_cluster, wait_holder
+from cluster_harness import (
+    CAMERA,
+    GATEWAY_TOKEN,
+    VIEWER_TOKEN,
+    LiveReader,
+    assert_continuous,
+    running_cluster,
+    wait_holder,
+)
 from conftest import GAPLESS, TOKEN, Proc, Sim, audit_clean, free_port, wait_for
 
 
@@ -75,13 +83,14 @@ def failover_and_back(management, a, b, fault: str, gateway_url: str | None = No
 def test_sigkill_primary_fails_over_and_back_with_no_frame_lost(tmp_path, cluster):
     management, a, b = cluster
     port = free_port()
+    listen = f"127.0.0.1:{port}"
     gateway = Proc(
-        [*GAPLESS, "gateway", "--management", management.url, "--token", TOKEN, "--listen", f"127.0.0.1:{port}"],
+        [*GAPLESS, "gateway", "--management", management.url, "--token", GATEWAY_TOKEN, "--listen", listen],
         tmp_path / "gateway.log",
     ).start()
     try:
         url = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
 
         def holder_known() -> dict | None:
             listed = httpx.get(f"{url}/api/v1/cameras", headers=headers).json()

@@ -206,7 +206,12 @@ def management_cmd(config_path: str, verbose: bool) -> None:
 
 @main.command("gateway")
 @click.option("--management", "management_url", required=True, help="management server URL")
-@click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="management API token (or GAPLESS_API_TOKEN)")
+@click.option(
+    "--token",
+    envvar="GAPLESS_GATEWAY_TOKEN",
+    required=True,
+    help="a management credential with the role gateway (or GAPLESS_GATEWAY_TOKEN)",
+)
 @click.option("--listen", default="127.0.0.1:7080", show_default=True, help="host:port")
 @click.option("-v", "--verbose", is_flag=True)
 def gateway_cmd(management_url: str, token: str, listen: str, verbose: bool) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import json
+from collections.abc import Callable, Generator
 
+import httpx
 from aiohttp import web
 
 #: A connection must complete its request's headers, or send its next request, within this long
@@ -32,3 +35,25 @@ def bearer_ok(request: web.Request, token: str) -> bool:
 def token_matches(given: str, token: str) -> bool:
     """Constant-time comparison of a token a client sent (any characters) with the expected one."""
     return bool(given) and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
+
+
+async def json_body(request: web.Request) -> object:
+    """A request's JSON body, or a 400 that says why (not JSON, not UTF-8, or nested too deeply
+    for the parser: json.loads raises RecursionError on `[[[[…`, which would otherwise be a 500)."""
+    try:
+        return json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise error(web.HTTPBadRequest, "body must be JSON") from None
+    except RecursionError:
+        raise error(web.HTTPBadRequest, "body is nested too deeply") from None
+
+
+class BearerAuth(httpx.Auth):
+    """A client credential read at every request, so a rotated token is used without a restart."""
+
+    def __init__(self, token: str | Callable[[], str]) -> None:
+        self.token = token if callable(token) else (lambda: token)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        yield request

@@ -96,6 +96,7 @@ class AgentState:
     lease_ttl: float = 0.0
     valid_until: float = 0.0  # monotonic; presenting only before this
     coordinator_ok: bool = False
+    coordinator_down_logged: bool = False  # once per outage, the first one (at start) included
     last_coordinator_ok: float = 0.0
     failsafe_ack_until: float = 0.0
     holder_absent_since: float | None = None
@@ -244,6 +245,7 @@ class HaAgent(threading.Thread):
                 return
         with self.lock:
             state.coordinator_ok, state.last_coordinator_ok = True, time.monotonic()
+            state.coordinator_down_logged = False
         status = self.status()
         self._publish(status)
         holder = self.coordinator.get(holder_key(self.cluster))
@@ -351,8 +353,9 @@ class HaAgent(threading.Thread):
     def _coordinator_down(self, exc: CoordinatorError) -> None:
         state = self.state
         with self.lock:
-            if state.coordinator_ok:
-                log.warning("coordinator unreachable: %s", exc)
+            if not state.coordinator_down_logged:
+                log.warning("coordinator unreachable or refusing: %s", exc)
+                state.coordinator_down_logged = True
             state.coordinator_ok = False
             holding = state.role in ("holder", "failsafe-holder")
             if not holding:

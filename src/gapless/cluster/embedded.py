@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
 from gapless.cluster.coordinator import Compacted, Coordinator, CoordinatorError, Event, KeyValue, Lease
+from gapless.http import BearerAuth
 
 
 def _kv(data: dict | None) -> KeyValue | None:
@@ -14,13 +17,9 @@ def _kv(data: dict | None) -> KeyValue | None:
 
 
 class EmbeddedCoordinator(Coordinator):
-    def __init__(self, url: str, token: str, timeout: float = 1.0) -> None:
+    def __init__(self, url: str, token: str | Callable[[], str], timeout: float = 1.0) -> None:
         self.timeout = timeout
-        self.http = httpx.Client(
-            base_url=url.rstrip("/") + "/coordinator/v1",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/coordinator/v1", auth=BearerAuth(token), timeout=timeout)
 
     def _call(self, path: str, body: dict, timeout: float | None = None) -> dict:
         try:

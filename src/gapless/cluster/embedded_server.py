@@ -14,12 +14,14 @@ import logging
 import sqlite3
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Protocol
 
 from aiohttp import web
 
 from gapless.cluster.coordinator import Event, KeyValue, decode, encode
-from gapless.http import error
+from gapless.http import error, json_body
 
 log = logging.getLogger("gapless.coordinator")
 
@@ -42,12 +44,15 @@ class EmbeddedStore:
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL,
+                owner TEXT NOT NULL DEFAULT '');
             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL,
                 create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, lease INTEGER NOT NULL);
             INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('lease', 0);
             """
         )
+        if "owner" not in [row[1] for row in self.db.execute("PRAGMA table_info(leases)")]:  # a store from before
+            self.db.execute("ALTER TABLE leases ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         now = time.monotonic()
         self.deadlines = {lease: now + ttl for lease, ttl in self.db.execute("SELECT id, ttl FROM leases")}
         self.revision = self._meta("revision")
@@ -67,12 +72,12 @@ class EmbeddedStore:
         self.changed.set()
 
     # ---- leases -----------------------------------------------------------------------------
-    def grant(self, ttl: float) -> tuple[int, float]:
+    def grant(self, ttl: float, owner: str = "") -> tuple[int, float]:
         ttl = max(MIN_TTL_S, ttl)
         with self.db:
             lease = self._meta("lease") + 1
             self.db.execute("UPDATE meta SET value=? WHERE name='lease'", (lease,))
-            self.db.execute("INSERT INTO leases VALUES (?, ?)", (lease, ttl))
+            self.db.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, owner))
         self.deadlines[lease] = time.monotonic() + ttl
         return lease, ttl
 
@@ -83,6 +88,13 @@ class EmbeddedStore:
         (ttl,) = self.db.execute("SELECT ttl FROM leases WHERE id=?", (lease,)).fetchone()
         self.deadlines[lease] = time.monotonic() + ttl
         return ttl
+
+    def lease_owner(self, lease: int) -> str | None:
+        """Who was granted a live lease (None: no such lease)."""
+        if lease not in self.deadlines:
+            return None
+        row = self.db.execute("SELECT owner FROM leases WHERE id=?", (lease,)).fetchone()
+        return None if row is None else row[0]
 
     def revoke(self, lease: int) -> None:
         if self.deadlines.pop(lease, None) is None:
@@ -196,22 +208,39 @@ def _event_json(event: Event) -> dict:
     return {"kind": event.kind, "key": event.key, "revision": event.revision, "kv": _kv_json(event.kv)}
 
 
-def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") -> web.RouteTableDef:
-    """HTTP surface of the embedded coordinator (auth is the management server's middleware)."""
+@dataclass(frozen=True)
+class Access:
+    """What one coordinator request would do, for the server's policy to allow or refuse."""
+
+    op: Literal["grant", "keepalive", "revoke", "get", "watch", "put", "create", "replace", "delete"]
+    key: str = ""  # the key, or the prefix of a range read or watch
+    value: dict | None = None
+    lease: int = 0
+
+
+class Policy(Protocol):
+    def owner(self, request: web.Request) -> str:
+        """Whose leases a request grants."""
+
+    def check(self, request: web.Request, access: Access) -> None:
+        """Raise an HTTP error to refuse."""
+
+
+def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coordinator/v1") -> web.RouteTableDef:
+    """HTTP surface of the embedded coordinator (authentication is the management server's
+    middleware; what each caller may touch is `policy`'s)."""
     routes = web.RouteTableDef()
 
     async def body(request: web.Request) -> dict:
-        try:
-            data = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise error(web.HTTPBadRequest, "body must be JSON") from None
+        data = await json_body(request)
         if not isinstance(data, dict):
             raise error(web.HTTPBadRequest, "body must be an object") from None
         return data
 
     def field(data: dict, name: str, kind: type, default=None):
         value = data.get(name, default)
-        if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        wrong_type = value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+        if wrong_type or (isinstance(value, int) and not -(2**63) <= value < 2**63):  # SQLite's integers
             expected = kind.__name__ if isinstance(kind, type) else "number"
             raise error(web.HTTPBadRequest, f"{name}: expected {expected}")
         return value
@@ -231,25 +260,31 @@ def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") ->
         ttl = field(data, "ttl", (int, float))
         if not 0 < ttl <= 3600:
             raise error(web.HTTPBadRequest, "ttl: 0 < ttl <= 3600") from None
-        lease, granted = store.grant(float(ttl))
+        policy.check(request, Access("grant"))
+        lease, granted = store.grant(float(ttl), policy.owner(request))
         return answer({"id": lease, "ttl": granted})
 
-    @routes.post(f"{prefix}/lease/keepalive")
-    async def keepalive(request: web.Request) -> web.Response:
-        return answer({"ttl": store.keepalive(field(await body(request), "id", int))})
-
-    @routes.post(f"{prefix}/lease/revoke")
-    async def revoke(request: web.Request) -> web.Response:
-        store.revoke(field(await body(request), "id", int))
+    @routes.post(f"{prefix}/lease/{{op:keepalive|revoke}}")
+    async def lease(request: web.Request) -> web.Response:
+        lease = field(await body(request), "id", int)
+        op = request.match_info["op"]
+        policy.check(request, Access(op, lease=lease))
+        if op == "keepalive":
+            return answer({"ttl": store.keepalive(lease)})
+        store.revoke(lease)
         return answer({})
 
     @routes.post(f"{prefix}/kv/get")
     async def get(request: web.Request) -> web.Response:
         data = await body(request)
         if "prefix" in data:
-            kvs, revision = store.get_prefix(field(data, "prefix", str))
+            prefix = field(data, "prefix", str)
+            policy.check(request, Access("get", prefix))
+            kvs, revision = store.get_prefix(prefix)
             return web.json_response({"revision": revision, "kvs": [_kv_json(kv) for kv in kvs]})
-        return answer({"kv": _kv_json(store.get(field(data, "key", str)))})
+        key = field(data, "key", str)
+        policy.check(request, Access("get", key))
+        return answer({"kv": _kv_json(store.get(key))})
 
     @routes.post(f"{prefix}/kv/{{op:put|create|replace}}")
     async def write(request: web.Request) -> web.Response:
@@ -257,12 +292,13 @@ def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") ->
         key, value = field(data, "key", str), field(data, "value", dict)
         lease = field(data, "lease", int, 0)
         op = request.match_info["op"]
+        mod_revision = field(data, "mod_revision", int) if op == "replace" else 0
+        policy.check(request, Access(op, key, value, lease))
         if op == "put":
             revision = guarded(lambda: store.put(key, value, lease))
         elif op == "create":
             revision = guarded(lambda: store.create(key, value, lease))
         else:
-            mod_revision = field(data, "mod_revision", int)
             revision = guarded(lambda: store.replace(key, value, mod_revision, lease))
         return answer({"succeeded": revision is not None, "written": revision})
 
@@ -270,9 +306,11 @@ def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") ->
     async def delete(request: web.Request) -> web.Response:
         data = await body(request)
         mod_revision = data.get("mod_revision")
-        if mod_revision is not None and not isinstance(mod_revision, int):
+        if mod_revision is not None and (not isinstance(mod_revision, int) or isinstance(mod_revision, bool)):
             raise error(web.HTTPBadRequest, "mod_revision: expected int") from None
-        return answer({"succeeded": store.delete(field(data, "key", str), mod_revision)})
+        key = field(data, "key", str)
+        policy.check(request, Access("delete", key))
+        return answer({"succeeded": store.delete(key, mod_revision)})
 
     @routes.post(f"{prefix}/watch")
     async def watch(request: web.Request) -> web.Response:
@@ -280,7 +318,10 @@ def coordinator_routes(store: EmbeddedStore, prefix: str = "/coordinator/v1") ->
         timeout = float(field(data, "timeout", (int, float)))
         if not 0 <= timeout <= MAX_WATCH_S:  # NaN too: a watch must end
             raise error(web.HTTPBadRequest, f"timeout: expected seconds from 0 to {MAX_WATCH_S:g}")
-        events = await store.watch(field(data, "prefix", str), field(data, "after_revision", int), timeout)
+        prefix = field(data, "prefix", str)
+        after = field(data, "after_revision", int)
+        policy.check(request, Access("watch", prefix))
+        events = await store.watch(prefix, after, timeout)
         if events is None:
             raise error(web.HTTPGone, "compacted") from None
         return answer({"events": [_event_json(e) for e in events]})

@@ -13,10 +13,10 @@ camera time) continue: the player sees one stream, with no restart.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -25,7 +25,8 @@ from aiohttp import web
 from gapless.cluster.agent import PREFIX
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
-from gapless.http import app_runner, bearer_ok, error
+from gapless.http import BearerAuth, app_runner, error
+from gapless.management.access import GatewayConfig, bearer_token
 from gapless.management.config import ClusterConfig, ClusterDocument
 from gapless.recorder.hls import LIVE_SEGMENTS, playlist, segment_path, signature_valid, signed_uris
 
@@ -100,11 +101,16 @@ class ClusterState:
 
 
 class Gateway:
-    def __init__(self, token: str, document_source, management_url: str, management_token: str) -> None:
-        self.token = token
-        self.document_source = document_source  # async () -> (version, ClusterDocument)
-        self.management_url, self.management_token = management_url, management_token
-        self.document: ClusterDocument | None = None
+    def __init__(
+        self,
+        source: Callable[[], Awaitable[GatewayConfig]],
+        management_url: str,
+        credential: str,
+        refresh_s: float = DOCUMENT_REFRESH_S,
+    ) -> None:
+        self.source, self.refresh_s = source, refresh_s
+        self.management_url, self.credential = management_url, credential
+        self.view: GatewayConfig | None = None
         self.document_at = 0.0
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=1.0))
         self.state = ClusterState()
@@ -114,13 +120,16 @@ class Gateway:
     async def start(self) -> None:
         await self.refresh(force=True)
 
+    @property
+    def document(self) -> ClusterDocument | None:
+        return None if self.view is None else self.view.config
+
     async def refresh(self, force: bool = False) -> ClusterDocument:
-        if force or self.document is None or time.monotonic() - self.document_at > DOCUMENT_REFRESH_S:
+        if force or self.view is None or time.monotonic() - self.document_at >= self.refresh_s:
             try:
-                _version, document = await self.document_source()
-                self.document, self.document_at = document, time.monotonic()
+                self.view, self.document_at = await self.source(), time.monotonic()
             except Exception as exc:  # keep routing on the last known configuration
-                if self.document is None:
+                if self.view is None:
                     raise error(web.HTTPServiceUnavailable, f"no configuration yet: {exc}") from None
                 log.warning("configuration refresh failed, using the last one: %s", exc)
                 self.document_at = time.monotonic()
@@ -133,7 +142,7 @@ class Gateway:
                             coordinator.backend,
                             coordinator.endpoints,
                             self.management_url,
-                            self.management_token,
+                            self.credential,
                             2.0,
                         ),
                         self.stop_event,
@@ -220,15 +229,23 @@ class Gateway:
             for f in reply.json()["fragments"]
         ]
 
-    def authorize(self, request: web.Request) -> None:
+    async def authorize(self, request: web.Request) -> None:
+        """A viewer's (or admin's) token as a bearer header or `?token=`, or a signed URL."""
+        await self.refresh()
+        view = self.view
+        assert view is not None
         if "sig" in request.query:
-            if signature_valid(self.token, request.path, request.query.get("exp", ""), request.query["sig"]):
+            expires, signature = request.query.get("exp", ""), request.query["sig"]
+            if signature_valid(view.signing_key, request.path, expires, signature, view.signed_url_ttl):
                 return
             raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
-        query_token = request.query.get("token", "").encode()
-        if bearer_ok(request, self.token) or (query_token and hmac.compare_digest(query_token, self.token.encode())):
+        if view.viewer(bearer_token(request) or request.query.get("token", "")):
             return
-        raise error(web.HTTPUnauthorized, "missing or wrong API token")
+        raise error(web.HTTPUnauthorized, "missing or unknown viewer credential")
+
+    def signed_uris(self, camera: str) -> dict[str, Callable]:
+        assert self.view is not None
+        return signed_uris(self.view.signing_key, camera, self.view.signed_url_ttl)
 
     async def media(self, cluster: ClusterConfig, path: str) -> bytes:
         """A segment or init segment: from the holder, else from any member that has it (both
@@ -247,7 +264,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @routes.get("/api/v1/cameras")
     @own_auth
     async def cameras(request: web.Request) -> web.Response:
-        gateway.authorize(request)
+        await gateway.authorize(request)
         document = await gateway.refresh()
         listed = []
         for cluster in document.clusters:
@@ -266,7 +283,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @routes.get("/api/v1/clusters/{cluster}")
     @own_auth
     async def cluster_state(request: web.Request) -> web.Response:
-        gateway.authorize(request)
+        await gateway.authorize(request)
         document = await gateway.refresh()
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
         if cluster is None:
@@ -307,20 +324,20 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
     @own_auth
     async def live(request: web.Request) -> web.Response:
-        gateway.authorize(request)
+        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         now = time.time()
         rows = await gateway.rows(cluster, camera, now - LIVE_WINDOW_S, now + 10)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
-        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **signed_uris(gateway.token, camera))
+        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     @own_auth
     async def playback(request: web.Request) -> web.Response:
-        gateway.authorize(request)
+        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         try:
@@ -332,13 +349,13 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         rows = await gateway.rows(cluster, camera, start, end)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
-        text = playlist(rows, live=False, **signed_uris(gateway.token, camera))
+        text = playlist(rows, live=False, **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
     @own_auth
     async def segment(request: web.Request) -> web.Response:
-        gateway.authorize(request)
+        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         data = await gateway.media(cluster, segment_path(camera, int(request.match_info["start"])))
@@ -347,7 +364,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
     @own_auth
     async def init(request: web.Request) -> web.Response:
-        gateway.authorize(request)
+        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         data = await gateway.media(cluster, f"/api/v1/cameras/{camera}/inits/{request.match_info['init']}.mp4")
@@ -356,19 +373,20 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     return routes
 
 
-async def run_gateway(management_url: str, token: str, listen_host: str, listen_port: int) -> None:
-    """A standalone gateway: configuration from the management server, holders from the coordinator."""
+async def run_gateway(management_url: str, credential: str, listen_host: str, listen_port: int) -> None:
+    """A standalone gateway: what it routes with from the management server (its credential has
+    the role gateway), holders from the coordinator."""
     import signal
 
-    client = httpx.AsyncClient(timeout=5.0, headers={"Authorization": f"Bearer {token}"})
+    client = httpx.AsyncClient(timeout=5.0, auth=BearerAuth(credential))
 
-    async def fetch_document() -> tuple[int, ClusterDocument]:
-        reply = await client.get(f"{management_url.rstrip('/')}/api/v1/config")
-        reply.raise_for_status()
-        body = reply.json()
-        return body["version"], ClusterDocument.model_validate(body["config"])
+    async def fetch_view() -> GatewayConfig:
+        reply = await client.get(f"{management_url.rstrip('/')}/api/v1/gateway/config")
+        if reply.status_code != 200:
+            raise RuntimeError(f"management server: HTTP {reply.status_code}: {reply.text[:200]}")
+        return GatewayConfig.model_validate(reply.json())
 
-    gateway = Gateway(token, fetch_document, management_url, token)
+    gateway = Gateway(fetch_view, management_url, credential)
     app = web.Application()
     app.add_routes(gateway_routes(gateway))
     runner = app_runner(app)
@@ -393,11 +411,11 @@ async def run_gateway(management_url: str, token: str, listen_host: str, listen_
 
 def embedded_gateway(management, app: web.Application) -> Gateway:
     """The gateway served by the management server on its own port (the default setup)."""
-    token = management.config.management.api_token
 
-    async def document() -> tuple[int, ClusterDocument]:
-        return management.document
+    async def view() -> GatewayConfig:
+        return management.gateway_config()
 
-    gateway = Gateway(token, document, management.url, token)
+    # In process the configuration is at hand: every request sees the current credentials.
+    gateway = Gateway(view, management.url, management.config.management.api_token, refresh_s=0)
     app.add_routes(gateway_routes(gateway))
     return gateway

@@ -7,6 +7,7 @@ configuration is changed through the API, validated whole: an invalid change is 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from gapless.recorder.config import (
     Listening,
     Retention,
     Seconds,
+    SignedUrlTtl,
     Strict,
     _format,
     api_token,
@@ -33,8 +35,51 @@ from gapless.recorder.config import (
 class ManagementSection(Listening):
     listen: Listen = "127.0.0.1:7000"
     data: Path
+    #: The administrator's token (every right); GAPLESS_API_TOKEN in the environment wins over it.
     api_token: str | None = Field(default=None, min_length=16, repr=False)
     gateway: bool = True  # serve the gateway's routes on the same port
+    #: How long the media URLs in the gateway's playlists stay valid.
+    signed_url_ttl: SignedUrlTtl = 6 * 3600.0
+
+
+Role = Literal["admin", "viewer", "gateway", "recorder"]
+
+
+def token_digest(token: str) -> str:
+    """What the management server stores of a credential's token: its SHA-256 (tokens are random
+    and at least 16 characters, so a slow password hash would buy nothing)."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+class Credential(Strict):
+    """Who may call the management server, and what for (docs/design/security.md):
+    `admin` everything; `viewer` the gateway's media routes; `gateway` what a standalone gateway
+    reads; `recorder` its own configuration and its own cluster's coordinator keys.
+    Written with `token` (kept only as its SHA-256, never shown again) or `token_sha256`."""
+
+    id: str = Field(pattern=_ID)
+    role: Role
+    recorder: str | None = Field(default=None, pattern=_ID)  # the recorder a `recorder` credential is
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_token(cls, data: object) -> object:
+        if isinstance(data, dict) and "token" in data:
+            data = dict(data)
+            token = data.pop("token")
+            if "token_sha256" in data:
+                raise ValueError("give token or token_sha256, not both")
+            if not isinstance(token, str) or len(token) < 16:
+                raise ValueError("token: at least 16 characters")
+            data["token_sha256"] = token_digest(token)
+        return data
+
+    @model_validator(mode="after")
+    def _recorder(self) -> Credential:
+        if (self.role == "recorder") != (self.recorder is not None):
+            raise ValueError("a credential names a recorder if and only if its role is recorder")
+        return self
 
 
 class CoordinatorConfig(Strict):
@@ -110,12 +155,19 @@ class ClusterDocument(Strict):
     coordinator: CoordinatorConfig = CoordinatorConfig()
     recorders: list[RecorderEntry] = []
     clusters: list[ClusterConfig] = []
+    credentials: list[Credential] = []
 
     @model_validator(mode="after")
     def _references(self) -> ClusterDocument:
         ids = [r.id for r in self.recorders]
         if len(set(ids)) != len(ids):
             raise ValueError("recorders: an id appears twice")
+        credential_ids = [c.id for c in self.credentials]
+        if len(set(credential_ids)) != len(credential_ids):
+            raise ValueError("credentials: an id appears twice")
+        for credential in self.credentials:
+            if credential.recorder is not None and credential.recorder not in ids:
+                raise ValueError(f"credentials.{credential.id}: recorder {credential.recorder!r} is not in recorders")
         seen_members: dict[str, str] = {}
         seen_cameras: dict[str, str] = {}
         cluster_ids = set()
@@ -153,9 +205,12 @@ class ManagementConfig(Strict):
     coordinator: CoordinatorConfig = CoordinatorConfig()
     recorders: list[RecorderEntry] = []
     clusters: list[ClusterConfig] = []
+    credentials: list[Credential] = []
 
     def document(self) -> ClusterDocument:
-        return ClusterDocument(coordinator=self.coordinator, recorders=self.recorders, clusters=self.clusters)
+        return ClusterDocument(
+            coordinator=self.coordinator, recorders=self.recorders, clusters=self.clusters, credentials=self.credentials
+        )
 
 
 def validate_document(raw: object, source: str) -> ClusterDocument:

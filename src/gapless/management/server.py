@@ -10,11 +10,23 @@ import signal
 
 from aiohttp import web
 
-from gapless.cluster.agent import preferred_key, switchover_key
+from gapless.cluster.agent import holder_key, preferred_key, switchover_key
 from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
-from gapless.http import app_runner, bearer_ok, error
+from gapless.http import app_runner, error, json_body
+from gapless.management.access import (
+    CoordinatorPolicy,
+    GatewayConfig,
+    Principal,
+    allow,
+    allowed_roles,
+    bearer_token,
+    forbidden,
+    gateway_config,
+    identify,
+)
 from gapless.management.config import ClusterDocument, ConfigError, ManagementConfig, validate_document
+from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 
 log = logging.getLogger("gapless.management")
@@ -41,11 +53,12 @@ class Management:
         section = config.management
         self.url = f"http://{section.listen}"
         self.store = ConfigStore(section.data / "config.sqlite3")
-        if self.store.latest() is None:
+        latest = self.store.latest()
+        if latest is None:
             version = self.store.save(config.document())
             log.info("configuration seeded from the file as version %d", version)
         else:
-            version, stored = self.store.latest()
+            version, stored = latest
             if stored != config.document():
                 log.warning(
                     "the configuration file differs from the stored configuration (version %d), which is used;"
@@ -53,10 +66,24 @@ class Management:
                     version,
                 )
         self.embedded = EmbeddedStore(section.data / "coordinator.sqlite3")
+        self._latest = self.store.latest()
 
     @property
     def document(self) -> tuple[int, ClusterDocument]:
-        return self.store.latest()
+        """The current configuration (this process is the store's only writer, so it is cached)."""
+        assert self._latest is not None
+        return self._latest
+
+    def save(self, document: ClusterDocument, expected_version: int | None) -> int | None:
+        version = self.store.save(document, expected_version)
+        if version is not None:
+            self._latest = (version, document)
+        return version
+
+    def gateway_config(self) -> GatewayConfig:
+        version, document = self.document
+        section = self.config.management
+        return gateway_config(version, document, section.api_token, section.signed_url_ttl)
 
     def coordinator(self):
         _version, document = self.document
@@ -70,13 +97,16 @@ class Management:
 
 
 def build_app(management: Management) -> web.Application:
-    token = management.config.management.api_token
-
     @web.middleware
     async def auth(request: web.Request, handler):
-        own_auth = getattr(request.match_info.handler, "gapless_own_auth", False)  # the gateway's media URLs
-        if not own_auth and not bearer_ok(request, token):
-            raise error(web.HTTPUnauthorized, "missing or wrong API token")
+        if getattr(request.match_info.handler, "gapless_own_auth", False):  # the gateway's media routes
+            return await handler(request)
+        principal = identify(bearer_token(request), management.config.management.api_token, management.document[1])
+        if principal is None:
+            raise error(web.HTTPUnauthorized, "missing or unknown credential")
+        if principal.role not in allowed_roles(request.match_info.handler):
+            raise forbidden(principal, f"{request.method} {request.path}")
+        request["principal"] = principal
         return await handler(request)
 
     routes = web.RouteTableDef()
@@ -84,28 +114,32 @@ def build_app(management: Management) -> web.Application:
     @routes.get("/api/v1/config")
     async def get_config(_request: web.Request) -> web.Response:
         version, document = management.document
-        return web.json_response({"version": version, "config": document.model_dump(mode="json")})
+        return web.json_response({"version": version, "config": redact(document)})
 
     @routes.put("/api/v1/config")
     async def put_config(request: web.Request) -> web.Response:
-        try:
-            raw = await request.json()
-        except ValueError:
-            raise error(web.HTTPBadRequest, "body must be JSON") from None
+        raw = await json_body(request)
         if isinstance(raw, dict) and "config" in raw:
             raw = raw["config"]
+        expected = request.headers.get("If-Match")
+        if expected is not None and not (expected.strip('"').isascii() and expected.strip('"').isdigit()):
+            raise error(web.HTTPBadRequest, "If-Match must be a configuration version number")
         try:
-            document = validate_document(raw, "config")
+            if not isinstance(raw, dict):
+                raise ConfigError("config: expected an object with coordinator, recorders, clusters and credentials")
+            document = validate_document(restore(raw, management.document[1]), "config")
         except ConfigError as exc:
             raise error(web.HTTPBadRequest, str(exc)) from None
-        expected = request.headers.get("If-Match")
-        if expected is not None and not expected.strip('"').isdigit():
-            raise error(web.HTTPBadRequest, "If-Match must be a configuration version number")
-        version = management.store.save(document, int(expected.strip('"')) if expected else None)
+        version = management.save(document, int(expected.strip('"')) if expected else None)
         if version is None:
             raise error(web.HTTPPreconditionFailed, "the configuration changed meanwhile; read it again")
-        log.info("configuration version %d stored", version)
+        log.info("configuration version %d stored (by %s)", version, request["principal"].name)
         return web.json_response({"version": version})
+
+    @routes.get("/api/v1/gateway/config")
+    @allow("gateway")
+    async def get_gateway_config(_request: web.Request) -> web.Response:
+        return web.json_response(management.gateway_config().model_dump(mode="json"))
 
     @routes.get("/api/v1/recorders")
     async def recorders(_request: web.Request) -> web.Response:
@@ -117,9 +151,13 @@ def build_app(management: Management) -> web.Application:
         return web.json_response({"recorders": listed})
 
     @routes.get("/api/v1/recorders/{recorder}/config")
+    @allow("recorder")
     async def recorder_config(request: web.Request) -> web.Response:
         version, document = management.document
         recorder_id = request.match_info["recorder"]
+        principal: Principal = request["principal"]
+        if principal.role == "recorder" and principal.recorder != recorder_id:
+            raise forbidden(principal, f"read the configuration of recorder {recorder_id!r}")
         if document.recorder(recorder_id) is None:
             raise error(web.HTTPNotFound, f"no recorder {recorder_id!r} in the configuration")
         return web.json_response(managed_config(version, document, recorder_id))
@@ -130,13 +168,10 @@ def build_app(management: Management) -> web.Application:
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
         if cluster is None:
             raise error(web.HTTPNotFound, f"no cluster {request.match_info['cluster']!r}")
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise error(web.HTTPBadRequest, "body must be JSON") from None
+        body = await json_body(request) if request.can_read_body else {}
         coordinator = management.coordinator()
         try:
-            holder = await asyncio.to_thread(coordinator.get, f"/gapless/clusters/{cluster.id}/holder")
+            holder = await asyncio.to_thread(coordinator.get, holder_key(cluster.id))
             current = holder.value.get("member") if holder else None
             target = body.get("to") if isinstance(body, dict) else None
             if target is None:
@@ -153,7 +188,11 @@ def build_app(management: Management) -> web.Application:
 
     app = web.Application(middlewares=[auth])
     app.add_routes(routes)
-    app.add_routes(coordinator_routes(management.embedded))
+    policy = CoordinatorPolicy(lambda: management.document[1], management.embedded)
+    coordinator = coordinator_routes(management.embedded, policy)
+    for route in coordinator:  # which keys each may touch is the policy's
+        allow("recorder", "gateway")(route.handler)  # type: ignore[attr-defined]
+    app.add_routes(coordinator)
     return app
 
 

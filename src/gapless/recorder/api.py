@@ -88,7 +88,8 @@ def build_api(recorder) -> web.Application:
         header = request.headers.get("Authorization", "")
         media = bool(_MEDIA_PATH.match(request.path))
         if media and "sig" in request.query:
-            if signature_valid(token, request.path, request.query.get("exp", ""), request.query["sig"]):
+            expires, signature = request.query.get("exp", ""), request.query["sig"]
+            if signature_valid(token, request.path, expires, signature, recorder.config.recorder.signed_url_ttl):
                 return await handler(request)
             raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
         given = header[7:] if header.startswith("Bearer ") else (request.query.get("token", "") if media else "")
@@ -355,19 +356,22 @@ def build_api(recorder) -> web.Application:
         data = segment.data if await browser_audio(segment.id) else video_only_init(segment.data)
         return web.Response(body=data, content_type="video/mp4")
 
+    def media_uris(camera: str) -> dict:
+        return signed_uris(token, camera, recorder.config.recorder.signed_url_ttl)
+
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
     async def live(request: web.Request) -> web.Response:
         cam = camera_id(request)
         rows = await asyncio.to_thread(recorder.store.recent_fragments, cam, 3 * LIVE_SEGMENTS)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {cam}")
-        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **signed_uris(token, cam))
+        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     async def playback(request: web.Request) -> web.Response:
         cam, rows = await recorded(request, "playback")
-        text = playlist(rows, live=False, **signed_uris(token, cam))
+        text = playlist(rows, live=False, **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.post("/api/v1/backfill")

@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -69,6 +70,8 @@ def listen_address(value: str) -> str:
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 Listen = Annotated[str, AfterValidator(listen_address)]
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(gt=0)]
+#: A signed media URL's lifetime: at least a minute, at most a week.
+SignedUrlTtl = Annotated[float, BeforeValidator(_seconds), Field(ge=60, le=7 * 86400)]
 
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -110,6 +113,10 @@ class RecorderSection(Listening):
     api_token: str | None = Field(default=None, min_length=16, repr=False)
     retention: Retention = Retention()
     chunk: ChunkSettings = ChunkSettings()
+    #: How long the media URLs in this recorder's playlists stay valid.
+    signed_url_ttl: SignedUrlTtl = 6 * 3600.0
+    #: Bytes per second the background scrub re-reads to find damage before anyone needs it; 0: off.
+    scrub_rate: Annotated[int, BeforeValidator(_bytes), Field(ge=0)] = 8 * 2**20
 
 
 class Partner(Strict):
@@ -163,10 +170,38 @@ class BackfillSettings(Strict):
 
 
 class ManagementLink(Strict):
-    """A clustered recorder's file names only itself and its management server."""
+    """A clustered recorder's file names only itself and its management server, with this
+    recorder's own credential (role `recorder`): in the file, or in a file of its own that is
+    read again before every call, so the credential can be rotated without a restart."""
 
     url: str = Field(pattern=r"^https?://")
-    token: str = Field(min_length=16, repr=False)
+    token: str | None = Field(default=None, min_length=16, repr=False)
+    token_file: Path | None = None
+    _last_read: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ManagementLink:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give token or token_file (exactly one)")
+        return self
+
+    def current_token(self) -> str:
+        """The credential as of now. A token_file is read at every call (it is a few bytes); while
+        it cannot be read (being replaced, say), the last token read from it is used."""
+        if self.token is not None:
+            return self.token
+        assert self.token_file is not None
+        try:
+            token = self.token_file.read_text().strip()
+            problem = None if len(token) >= 16 else "needs a token of at least 16 characters"
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+        if problem is None:
+            self._last_read = token
+            return token
+        if self._last_read is None:
+            raise ConfigError(f"management.token_file {self.token_file}: {problem}")
+        return self._last_read
 
 
 class RecorderConfig(Strict):
@@ -256,4 +291,6 @@ def api_token(configured: str | None, path: Path, field: str) -> str:
 def load_recorder_config(path: Path) -> RecorderConfig:
     config = load_yaml_config(path, RecorderConfig, "'recorder' and 'cameras'")
     config.recorder.api_token = api_token(config.recorder.api_token, path, "recorder.api_token")
+    if config.management is not None:
+        config.management.current_token()  # a token_file that cannot be read is named now
     return config

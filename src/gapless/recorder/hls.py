@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from gapless.recorder.timeparse import iso
 
 LIVE_SEGMENTS = 6
-#: Signed media URLs live this long; one claiming to live longer (a forged or replayed far-future
-#: `exp`) is refused even with a valid signature. Clocks may differ by SIGNED_URL_SKEW_S.
-SIGNED_URL_TTL_S = 6 * 3600
+#: Signed media URLs live `ttl` (the signed_url_ttl setting); one claiming to live longer (a forged
+#: or replayed far-future `exp`) is refused even with a valid signature. Clocks may differ by this.
 SIGNED_URL_SKEW_S = 300
 
 
@@ -30,18 +29,18 @@ def sign(token: str, path: str, expires: int) -> str:
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
 
-def signed(token: str, path: str, ttl: int = SIGNED_URL_TTL_S) -> str:
-    expires = int(time.time()) + ttl
+def signed(token: str, path: str, ttl: float) -> str:
+    expires = int(time.time() + ttl)
     return f"{path}?exp={expires}&sig={sign(token, path, expires)}"
 
 
-def signature_valid(token: str, path: str, expires: str, signature: str) -> bool:
+def signature_valid(token: str, path: str, expires: str, signature: str, ttl: float) -> bool:
     """Whether a signed URL is valid now: a number of seconds within its lifetime, and its signature
     (any bytes a client sends are answered False, never an error)."""
     if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
         return False
     now = time.time()
-    if not now <= int(expires) <= now + SIGNED_URL_TTL_S + SIGNED_URL_SKEW_S:
+    if not now <= int(expires) <= now + ttl + SIGNED_URL_SKEW_S:
         return False
     return hmac.compare_digest(sign(token, path, int(expires)).encode(), signature.encode("utf-8", "replace"))
 
@@ -91,11 +90,11 @@ def segment_path(camera: str, start_us: int) -> str:
     return f"/api/v1/cameras/{camera}/segments/{start_us}.m4s"
 
 
-def signed_uris(token: str, camera: str) -> dict[str, Callable]:
+def signed_uris(token: str, camera: str, ttl: float) -> dict[str, Callable]:
     """Segment and init URIs for playlists: signed, so players need no header."""
     return {
-        "segment_uri": lambda segment: signed(token, segment_path(camera, segment.start_us)),
-        "init_uri": lambda init: signed(token, f"/api/v1/cameras/{camera}/inits/{init}.mp4"),
+        "segment_uri": lambda segment: signed(token, segment_path(camera, segment.start_us), ttl),
+        "init_uri": lambda init: signed(token, f"/api/v1/cameras/{camera}/inits/{init}.mp4", ttl),
     }
 
 

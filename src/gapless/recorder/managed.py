@@ -42,8 +42,11 @@ async def follow(recorder, config: RecorderConfig, settings: ManagedSettings, st
             if raw["version"] == version:
                 continue
             new_config, new_settings = merge(config, raw)
-        except (httpx.HTTPError, ConfigError, ValueError, KeyError) as exc:
+        except httpx.HTTPError as exc:  # unreachable: recording goes on with what it has
             log.debug("configuration poll: %s", exc)
+            continue
+        except (ConfigError, ValueError, KeyError) as exc:  # refused (a rotated credential?) or unusable
+            log.warning("configuration poll: %s", exc)
             continue
         await asyncio.to_thread(save_cache, config, raw)
         changes = await asyncio.to_thread(recorder.reconfigure, new_config)
@@ -75,7 +78,7 @@ def fetch(config: RecorderConfig, timeout: float = 5.0) -> dict:
     link = config.management
     reply = httpx.get(
         f"{link.url.rstrip('/')}/api/v1/recorders/{config.recorder.id}/config",
-        headers={"Authorization": f"Bearer {link.token}"},
+        headers={"Authorization": f"Bearer {link.current_token()}"},
         timeout=timeout,
     )
     if reply.status_code != 200:
