@@ -19,7 +19,7 @@ import uuid
 import httpx
 import pytest
 import yaml
-from cluster_harness import CAMERA, LiveReader, assert_continuous
+from cluster_harness import CAMERA, CREDENTIALS, RECORDER_TOKENS, LiveReader, assert_continuous
 from conftest import GAPLESS, TOKEN, Proc, wait_for
 
 from gapless.audit.audit import audit
@@ -156,6 +156,7 @@ def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
                 "cameras": [{"id": CAMERA, "url": f"rtsp://{INFRA_IP}:8554/cam0"}],
             }
         ],
+        "credentials": CREDENTIALS,
     }
     (tmp_path / "mgmt.yaml").write_text(yaml.safe_dump(config))
     procs: dict[str, Proc] = {}
@@ -174,7 +175,7 @@ def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
                         "storage": str(tmp_path / member),
                         "api_token": TOKEN,
                     },
-                    "management": {"url": MGMT, "token": TOKEN},
+                    "management": {"url": MGMT, "token": RECORDER_TOKENS[member]},
                 }
             )
         )

@@ -42,6 +42,21 @@ class MemberFailed(Exception):
     """A member could not be asked (connection refused, timed out)."""
 
 
+#: A member's answer that is the client's answer too: its request is wrong, or nobody has the thing
+#: (a 401, 403 or 409 is about the gateway's own credentials or routing, and is not passed on).
+PASSED_ON = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 416: web.HTTPRequestRangeNotSatisfiable}
+
+
+def _passed_on(reply: httpx.Response, failures: list[str]) -> web.HTTPException:
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    reason = body.get("error") if isinstance(body, dict) else None
+    status = PASSED_ON[reply.status_code]
+    return error(status, str(reason or f"HTTP {reply.status_code}"), members="; ".join(failures))
+
+
 @dataclass(frozen=True)
 class Row:
     """A recorder's fragment listing entry, as far as playlists need it."""
@@ -181,20 +196,24 @@ class Gateway:
         answered within HEDGE_S (a frozen holder accepts connections and never replies), the other
         member is asked too, and the first good answer wins: both hold the same media."""
         failures: list[str] = []
+        refused: list[httpx.Response] = []
         pending: set[asyncio.Task] = set()
         try:
             for member, fence in self.candidates(cluster):
                 pending.add(asyncio.create_task(self._get(member, fence, path, params)))
                 done, pending = await asyncio.wait(pending, timeout=HEDGE_S, return_when=asyncio.FIRST_COMPLETED)
-                if (answer := self._first_good(done, failures)) is not None:
+                if (answer := self._first_good(done, failures, refused)) is not None:
                     return answer
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if (answer := self._first_good(done, failures)) is not None:
+                if (answer := self._first_good(done, failures, refused)) is not None:
                     return answer
         finally:
             for task in pending:
                 task.cancel()
+        refusals = [reply for reply in refused if reply.status_code in PASSED_ON]
+        if refusals:  # a member that answered knows: the request is wrong, or it has no such thing
+            raise _passed_on(refusals[0], failures)
         raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
 
     async def _get(self, member: str, fence: int | None, path: str, params: dict | None) -> tuple[str, httpx.Response]:
@@ -208,7 +227,9 @@ class Gateway:
             raise MemberFailed(f"{member}: {type(exc).__name__}") from None
 
     @staticmethod
-    def _first_good(done: set[asyncio.Task], failures: list[str]) -> tuple[str, httpx.Response] | None:
+    def _first_good(
+        done: set[asyncio.Task], failures: list[str], refused: list[httpx.Response]
+    ) -> tuple[str, httpx.Response] | None:
         for task in done:
             try:
                 member, reply = task.result()
@@ -218,6 +239,7 @@ class Gateway:
             if reply.status_code == 200:
                 return member, reply
             failures.append(f"{member}: HTTP {reply.status_code}")
+            refused.append(reply)
         return None
 
     async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> list[Row]:

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gapless.backfill.jobs import STATES
-from gapless.http import error, token_matches
+from gapless.http import error, json_body, token_matches
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
 from gapless.media.progressive import progressive_format, to_progressive
@@ -187,11 +187,10 @@ def build_api(recorder) -> web.Application:
     async def failsafe(request: web.Request) -> web.Response:
         if recorder.agent is None:
             raise error(web.HTTPNotFound, "this recorder is not a cluster member")
-        try:
-            body = await request.json()
-            holder, fence = str(body["holder"]), int(body["fence"])
-        except (ValueError, KeyError, TypeError):
-            raise error(web.HTTPBadRequest, "expected {holder, fence}") from None
+        body = await json_body(request)
+        holder, fence = (body.get("holder"), body.get("fence")) if isinstance(body, dict) else (None, None)
+        if not isinstance(holder, str) or not isinstance(fence, int) or isinstance(fence, bool):
+            raise error(web.HTTPBadRequest, "expected {holder: member id, fence: integer}")
         return web.json_response({"ack": recorder.agent.failsafe_ack(holder, fence)})
 
     @routes.get("/api/v1/cameras")
@@ -376,15 +375,14 @@ def build_api(recorder) -> web.Application:
 
     @routes.post("/api/v1/backfill")
     async def backfill_create(request: web.Request) -> web.Response:
+        raw = await json_body(request)
         try:
-            body = BackfillRequest.model_validate(await request.json())
+            body = BackfillRequest.model_validate(raw)
         except ValidationError as exc:  # the fields named, the values never echoed (they may be secrets)
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
             )
             raise error(web.HTTPBadRequest, f"invalid backfill request: {problems}") from None
-        except ValueError:
-            raise error(web.HTTPBadRequest, "invalid backfill request: the body is not JSON") from None
         if body.camera not in recorder.cameras:
             raise error(web.HTTPNotFound, f"no camera {body.camera!r} on this recorder")
         try:
