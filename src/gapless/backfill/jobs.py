@@ -95,6 +95,20 @@ class JobStore:
         # A job that was running when the process died runs again.
         self._db().execute("UPDATE backfill_jobs SET state='waiting' WHERE state='running'")
 
+    def all_rows(self) -> list[tuple]:
+        """Every job as stored: carried over when the index is rebuilt under a running recorder."""
+        return self._db().execute("SELECT * FROM backfill_jobs").fetchall()
+
+    def reinstate(self, rows: list[tuple]) -> None:
+        """Recreate the jobs table in a rebuilt index, with the jobs it held (running ones run again)."""
+        db = self._db()
+        db.executescript(SCHEMA)
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            with db:
+                db.executemany(f"INSERT OR REPLACE INTO backfill_jobs VALUES ({marks})", rows)
+        db.execute("UPDATE backfill_jobs SET state='waiting' WHERE state='running'")
+
     def create(
         self,
         camera: str,

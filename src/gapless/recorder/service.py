@@ -34,11 +34,12 @@ from gapless.recorder.ingest import CameraIngest
 from gapless.recorder.managed import ManagedSettings
 from gapless.recorder.partner_time import PartnerSource
 from gapless.recorder.reader import StreamReader
-from gapless.storage.store import FragmentStore
+from gapless.storage.store import FragmentStore, StorageError
 
 log = logging.getLogger("gapless.recorder")
 
 RETENTION_INTERVAL_S = 10.0
+REBUILD_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Recorder:
         )
         self.queue: queue.Queue = queue.Queue()
         self.writer_error: str | None = None
+        self.last_rebuild: float | None = None  # monotonic time of the last index rebuild at run time
         self.writer_failing_since: float | None = None  # monotonic; None while writes succeed
         self.held = 0  # fragments taken off the queue by the writer and not yet stored
         self.reader = StreamReader()
@@ -215,8 +217,7 @@ class Recorder:
         try:
             report = self.store.recover()
         except sqlite3.DatabaseError as exc:  # an index that opened but is damaged inside
-            log.error("storage %s: the index is damaged (%s): rebuilding it from the chunk files", self.store.root, exc)
-            self.store.rebuilt = {"why": f"damaged ({exc})", **self.store.reindex()}
+            self._reindex(f"damaged ({exc})")
             report = self.store.recover()
         log.info("storage %s recovered: %s", self.store.root, report)
         self._writer.start()
@@ -268,12 +269,12 @@ class Recorder:
                 self.held = 0
                 self.writer_error = None
                 self.writer_failing_since = None
+            except StorageError as exc:
+                if exc.index_damaged and self.rebuild_index(str(exc)):
+                    continue  # the batch again, into the rebuilt index
+                self._write_failed(exc, len(batch))
             except OSError as exc:
-                self.writer_error = f"{exc.strerror or exc} (keeping {len(batch)} fragments, retrying)"
-                if self.writer_failing_since is None:
-                    self.writer_failing_since = time.monotonic()
-                log.error("storage write failed: %s", self.writer_error)
-                time.sleep(1.0)
+                self._write_failed(exc, len(batch))
             if task is not None:
                 if batch:
                     self.queue.put(task)  # behind what arrived meanwhile; the batch is retried first
@@ -287,6 +288,48 @@ class Recorder:
                         log.error("at shutdown, %d fragments could not be stored: %s", len(batch), exc)
                 break
         self.store.close()
+
+    def _write_failed(self, exc: OSError, held: int) -> None:
+        self.writer_error = f"{exc.strerror or exc} (keeping {held} fragments, retrying)"
+        if self.writer_failing_since is None:
+            self.writer_failing_since = time.monotonic()
+        log.error("storage write failed: %s", self.writer_error)
+        time.sleep(1.0)
+
+    def rebuild_index(self, why: str) -> bool:
+        """The index broke under a running recorder: rebuild it from the chunk files, in the writer
+        thread (fragments wait in the queue meanwhile), and carry on (storage.md, invariant 9). At
+        most once per REBUILD_INTERVAL_S: an index that breaks again at once is a failing disk,
+        retried like any write error. Returns whether it rebuilt."""
+        now = time.monotonic()
+        if self.last_rebuild is not None and now - self.last_rebuild < REBUILD_INTERVAL_S:
+            return False
+        self.last_rebuild = now
+        try:
+            report = self._reindex(f"damaged while recording ({why})")
+        except (OSError, sqlite3.Error) as failure:
+            log.error("storage %s: rebuilding the index failed: %s", self.store.root, failure)
+            return False
+        log.warning("storage %s: index rebuilt while recording: %s", self.store.root, report)
+        return True
+
+    def _reindex(self, why: str) -> dict:
+        """Rebuild the index from the chunk files, keeping the backfill jobs it held if they can
+        still be read (a connection open before the damage may read them from its cache)."""
+        log.error("storage %s: the index is %s: rebuilding it from the chunk files", self.store.root, why)
+        try:
+            jobs = self.jobs.all_rows()
+        except sqlite3.Error as failure:
+            log.error(
+                "storage %s: backfill jobs lost with the index (%s); gap scans find the gaps again",
+                self.store.root,
+                failure,
+            )
+            jobs = []
+        report = self.store.reindex()
+        self.jobs.reinstate(jobs)
+        self.store.rebuilt = {"why": why, **report}
+        return report
 
     def apply_retention(self) -> int:
         """Delete whole oldest chunks: per camera by age (camera's limit, else the recorder's) and by the
@@ -365,12 +408,16 @@ def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSe
 
 async def _scrub(recorder: Recorder, stop: asyncio.Event) -> None:
     """Re-verify the archive forever, a budget every RETENTION_INTERVAL_S (storage.md, invariant 8),
-    so damage on disk is found and backfilled from a partner before anyone needs the footage. At
-    the default 8 MiB/s a 500 GB archive is read in about 17 hours, for well under 1 % of one core."""
+    and the index file itself (invariant 9), so damage on disk is found and backfilled from a
+    partner before anyone needs the footage. At the default 8 MiB/s a 500 GB archive is read in
+    about 17 hours, for well under 1 % of one core."""
     cursor = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
+        if problem := await asyncio.to_thread(recorder.store.index_problem):
+            await asyncio.wrap_future(recorder.submit(lambda _store, why=problem: recorder.rebuild_index(why)))
+            cursor = 0
         try:
             cursor, damaged = await asyncio.to_thread(
                 recorder.store.scrub, cursor, int(recorder.config.recorder.scrub_rate * RETENTION_INTERVAL_S)
@@ -414,7 +461,7 @@ async def run_recorder(config: RecorderConfig) -> None:
                 await asyncio.to_thread(recorder.apply_retention)
             except (sqlite3.Error, OSError) as exc:  # a damaged index must not end the recording
                 recorder.writer_error = recorder.writer_error or f"retention: {exc}"
-                log.error("retention failed (recording goes on; the index is rebuilt at the next start): %s", exc)
+                log.error("retention failed (recording goes on; it tries again, a damaged index is rebuilt): %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
     finally:

@@ -160,6 +160,13 @@ _INSERT_FRAGMENT = f"INSERT INTO fragments ({_ROW_COLUMNS[4:]}) VALUES ({', '.jo
 class StorageError(OSError):
     """Stored data that fails its checksum, or an index write that failed (disk full)."""
 
+    @property
+    def index_damaged(self) -> bool:
+        """The index itself is damaged (SQLite's CORRUPT or NOTADB: truncated, overwritten), not
+        merely unwritable for now (disk full, I/O error): rebuilding it from the chunks is the cure."""
+        cause = self.__cause__
+        return isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError)
+
 
 class FragmentStore:
     """Owns one recorder's storage directory. Writes come from one thread; reads from any."""
@@ -176,6 +183,8 @@ class FragmentStore:
         self._lock = _lock_directory(self.root)
         self.db_path = self.root / "index.sqlite3"
         self._local = threading.local()
+        self._generation = 0  # bumped when the index file is replaced: every thread reconnects
+        self._open_id = ""
         self._open_chunks: dict[str, tuple[int, object, set[str], int]] = {}
         self._next_chunk = 1
         #: Set when the index had to be rebuilt from the chunk files at open (why, and what it found).
@@ -217,7 +226,7 @@ class FragmentStore:
 
     def _new_open_id(self) -> None:
         """A new id per open, in the index and beside it: a restored or swapped index shows at the next open."""
-        open_id = uuid.uuid4().hex
+        open_id = self._open_id = uuid.uuid4().hex
         self.db().execute("INSERT OR REPLACE INTO meta VALUES ('open_id', ?)", (open_id,))
         tmp = self.root / f".{_OPEN_ID_FILE}.tmp"
         tmp.write_text(open_id)
@@ -225,14 +234,39 @@ class FragmentStore:
             os.fsync(fh.fileno())
         tmp.replace(self.root / _OPEN_ID_FILE)
 
+    def index_problem(self) -> str | None:
+        """What is wrong with the index file on disk, as a new connection finds it (None: nothing).
+        A connection open for long works from its cached pages and never notices the file truncated,
+        replaced or deleted under it; a new one does. Reads only the open id and the last fragment
+        id (a few pages, however large the index)."""
+        try:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key='open_id'").fetchone()
+                conn.execute("SELECT MAX(id) FROM fragments").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as exc:
+            return None if "locked" in str(exc) or "busy" in str(exc) else str(exc)
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        if row is None or row[0] != self._open_id:
+            return "it no longer holds the open id it was opened with (replaced or truncated)"
+        return None
+
     def db(self) -> sqlite3.Connection:
+        """This thread's connection to the current index (a new one after a rebuild replaced it)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            conn = None
         if conn is None:
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            self._local.conn, self._local.generation = conn, self._generation
         return conn
 
     # ---- recovery -------------------------------------------------------------------------
@@ -331,6 +365,7 @@ class FragmentStore:
             if old.exists():
                 old.rename(f"{self.db_path}.before-reindex-{stamp}{suffix}")
         (self.root / _OPEN_ID_FILE).unlink(missing_ok=True)
+        self._generation += 1
         self._open_index()
         report = {"chunks": 0, "recovered": 0, "truncated_bytes": 0, "damaged": 0}
         self._adopt_unknown_files(report)
