@@ -30,6 +30,8 @@ demo: $(BIN)/gapless
 lint: $(BIN)/gapless
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint system-deps
 	$(BIN)/python -m pytest -n 2

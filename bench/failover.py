@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gapless.audit.audit import audit
-from gapless.recorder.timeparse import parse_time_us
+from gapless.common.timeparse import parse_time_us
 
 TOKEN = "bench-token-0123456789abcdef"
 GAPLESS = [sys.executable, "-m", "gapless.cli"]

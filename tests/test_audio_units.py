@@ -10,6 +10,10 @@ import struct
 import pytest
 
 from gapless.backfill.trim import missing_runs
+from gapless.ingest.clock import SessionClock
+from gapless.ingest.fragmenter import AudioPacket, Fragmenter, Packet
+from gapless.ingest.rtp_audio import AudioRtp
+from gapless.ingest.rtsp import AudioTrack, parse_sdp
 from gapless.media.audio import AudioFormat, audio_of_init, parse_audio_specific_config
 from gapless.media.fmp4 import (
     AUDIO_TRACK_ID,
@@ -21,10 +25,6 @@ from gapless.media.fmp4 import (
     video_only_init,
 )
 from gapless.media.h264 import parse_sps
-from gapless.recorder.clock import SessionClock
-from gapless.recorder.fragmenter import AudioPacket, Fragmenter, Packet
-from gapless.recorder.rtp_audio import AudioRtp
-from gapless.recorder.rtsp import AudioTrack, parse_sdp
 from gapless.sim.encoder import Profile, encode_loop
 
 AAC_16K_MONO = bytes.fromhex("1408")

@@ -13,7 +13,7 @@ import pytest
 from conftest import GAPLESS, TOKEN, Sim, wait_for
 
 from gapless.audit.audit import audit
-from gapless.recorder.timeparse import parse_time_us
+from gapless.common.timeparse import parse_time_us
 
 CAMERA = "lobby"
 

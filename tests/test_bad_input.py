@@ -13,8 +13,8 @@ from cluster_harness import Management
 from conftest import TOKEN
 
 from gapless.audit.audit import audit
-from gapless.http import IDLE_TIMEOUT_S
-from gapless.recorder.hls import sign
+from gapless.common.http import IDLE_TIMEOUT_S
+from gapless.common.signing import sign
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import yaml
 from conftest import GAPLESS, TOKEN, Proc, Sim, free_port, wait_for
 
 from gapless.audit.audit import audit
-from gapless.recorder.ingest import AUTH_BACKOFF_S
+from gapless.ingest.camera import AUTH_BACKOFF_S
 
 PASSWORD = "p@ss:w/rd%?"  # reserved characters, as camera passwords have
 #: What a hostile camera may cost the recorder at most (documented in docs/design/storage.md).

@@ -14,9 +14,9 @@ import pytest
 from conftest import GAPLESS, TOKEN, Sim, exported, wait_for
 
 from gapless.audit.audit import audit
+from gapless.ingest.clock import ARRIVAL_BOUND_US
 from gapless.media.fmp4 import parse_fragment, ticks_to_us
 from gapless.media.h264 import find_stamp, split_avcc
-from gapless.recorder.clock import ARRIVAL_BOUND_US
 
 #: A frame's time against its true capture time: the clock's bound, plus the reader's 0.5 s wait
 #: and the simulator's scheduling.
@@ -83,7 +83,7 @@ FAULTS = [
     ("clock-step-forward", (), "/clock-step?seconds=1.5", 0, SENDER_REPORTS, 1),
     # beyond the arrival bound: the clock is now wrong, so it is timed by arrival, seamlessly
     ("clock-step-back-5s", (), "/clock-step?seconds=-5", 0, CLOCK_OFF, 0),
-    # timed by arrival: rec-a, started after rec-b, takes rec-b's time (recorder/partner_time.py)
+    # timed by arrival: rec-a, started after rec-b, takes rec-b's time (ingest/partner_time.py)
     ("no-sender-reports", ("--sr-interval", "0"), None, 0, "estimated: no sender reports", 0),
     ("sender-reports-every-20s", ("--sr-interval", "20"), None, 0, SENDER_REPORTS, 0),
     ("clock-1970", ("--clock-error", "-1.7e9"), None, 0, CLOCK_OFF, 0),

@@ -1,4 +1,4 @@
-"""Camera time per clock segment (recorder/clock.py), driven frame by frame as a camera would send:
+"""Camera time per clock segment (ingest/clock.py), driven frame by frame as a camera would send:
 what real streams do to the NTP/RTP mapping, and what time each frame gets."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gapless.recorder.clock import ARRIVAL_BOUND_US, SETTLE_WAIT_US, SessionClock
+from gapless.ingest.clock import ARRIVAL_BOUND_US, SETTLE_WAIT_US, SessionClock
 
 NOW_US = 1_780_000_000_000_000
 FRAME_US = 40_000

@@ -46,7 +46,7 @@ def test_a_gop_stored_in_pieces_is_one_segment_numbered_like_the_whole_gop():
     same media sequence numbers, or a player switched between them by the gateway skips or repeats."""
     from dataclasses import dataclass
 
-    from gapless.recorder.hls import playlist, segments
+    from gapless.media.hls import playlist, segments
 
     @dataclass
     class Row:

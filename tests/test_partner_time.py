@@ -1,4 +1,4 @@
-"""Camera time shared with partners (recorder/partner_time.py, and clock.py's settle with a
+"""Camera time shared with partners (ingest/partner_time.py, and clock.py's settle with a
 partner's base): a new session takes a partner's time for the keyframes both received, unless its
 own sender reports agree anyway; a partner that cannot help ends the wait at once."""
 
@@ -13,8 +13,8 @@ import threading
 import pytest
 from test_clock import FRAME_US, NOW_US, Camera
 
-from gapless.recorder.clock import ARRIVAL_BOUND_US, SessionClock
-from gapless.recorder.partner_time import PartnerSource, PartnerWait
+from gapless.ingest.clock import ARRIVAL_BOUND_US, SessionClock
+from gapless.ingest.partner_time import PartnerSource, PartnerWait
 
 TOKEN = "partner-token-0123456789"
 

@@ -13,9 +13,9 @@ import av
 import httpx
 from conftest import GAPLESS, TOKEN, wait_for
 
+from gapless.common.timeparse import parse_time_us
 from gapless.media.fmp4 import iter_boxes
 from gapless.media.h264 import find_stamp, split_avcc
-from gapless.recorder.timeparse import parse_time_us
 
 
 def window(rec, camera: str) -> tuple[float, float]:
@@ -158,9 +158,13 @@ def test_bad_input_is_refused_and_other_cameras_keep_recording(sim, make_recorde
             {"id": "old", "url": sim.url("mpeg4")},
             {"id": "junk", "url": sim.url("garbage")},
             {"id": "gone", "url": "rtsp://127.0.0.1:9/nothing"},
+            {"id": "paused", "url": sim.url("cam0"), "enabled": False},
         ],
     ).start()
     rec.wait_fragments("lobby", 3)
+    listed = rec.api.get("/api/v1/cameras")
+    assert listed.status_code == 200, listed.text
+    assert {"id": "paused", "enabled": False, "state": "disabled"} in listed.json()["cameras"]
     health = wait_for(lambda: (h := rec.health())["cameras"]["gone"]["reconnects"] >= 2 and h, 60, "retries")
     assert health["cameras"]["old"]["state"] == "failed"
     assert "unsupported codec mpeg4" in health["cameras"]["old"]["reason"]
@@ -181,6 +185,9 @@ def test_bad_input_is_refused_and_other_cameras_keep_recording(sim, make_recorde
     )
     for attempt in ("..%2F..%2Findex.sqlite3", "1;drop", "-1", "99999999999999999999"):
         assert rec.api.get(f"/api/v1/fragments/{attempt}").status_code in (400, 404)
+    for method, path in (("GET", "/api/v1/no-such-route"), ("DELETE", "/api/v1/health")):  # aiohttp's own errors
+        answer = rec.api.request(method, path)
+        assert answer.status_code in (404, 405) and "error" in answer.json(), answer.text
     assert rec.health()["cameras"]["lobby"]["state"] == "recording"
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import TOKEN, wait_for
 
 from gapless.audit.audit import audit
-from gapless.recorder.config import RecorderConfig
+from gapless.config.recorder import RecorderConfig
 from gapless.recorder.service import Recorder
 from gapless.storage.store import Fragment, InitSegment
 

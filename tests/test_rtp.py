@@ -1,4 +1,4 @@
-"""The recorder's RTP depacketizer (recorder/rtp.py) on interleaved streams built by the simulator's
+"""The recorder's RTP depacketizer (ingest/rtp.py) on interleaved streams built by the simulator's
 packetizer: every access unit comes out whole, however the bytes are split, and damage is dropped
 and counted, never stored half."""
 
@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
+from gapless.ingest.rtp import InterleavedRtp
+from gapless.ingest.rtsp import CameraFault, RtspError
 from gapless.media.h264 import to_avcc
-from gapless.recorder.rtp import InterleavedRtp
-from gapless.recorder.rtsp import CameraFault, RtspError
 from gapless.sim.rtp import packetize_h264, packetize_h265, rtp_header, sender_report
 
 SPS = bytes([0x67, 0x64, 0x00, 0x1F]) + bytes(range(20))

@@ -3,8 +3,10 @@ checked against RFC 2617's own worked example (not against our simulator)."""
 
 import pytest
 
-from gapless.recorder.config import ConfigError, load_recorder_config
-from gapless.recorder.rtsp import CameraFault, RtspClient, UnsupportedStream, parse_camera_url, parse_sdp, redact_url
+from gapless.common.config import ConfigError
+from gapless.common.urls import parse_camera_url, redact_url
+from gapless.config.recorder import load_recorder_config
+from gapless.ingest.rtsp import CameraFault, RtspClient, UnsupportedStream, parse_sdp
 
 
 def test_vendor_urls_keep_their_query_and_credentials_are_decoded():

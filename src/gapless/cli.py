@@ -162,7 +162,8 @@ def recorder(config_path: str, reindex: bool, verbose: bool) -> None:
     """Record cameras, keep the archive, serve the API."""
     from pathlib import Path
 
-    from gapless.recorder.config import ConfigError, load_recorder_config
+    from gapless.common.config import ConfigError
+    from gapless.config.recorder import load_recorder_config
     from gapless.recorder.service import run_recorder
 
     _setup_logging(verbose)
@@ -191,8 +192,9 @@ def management_cmd(config_path: str, verbose: bool) -> None:
     """Configuration store and API, embedded coordinator, and a gateway on the same port."""
     from pathlib import Path
 
+    from gapless.common.config import ConfigError
     from gapless.gateway.gateway import embedded_gateway
-    from gapless.management.config import ConfigError, load_management_config
+    from gapless.management.config import load_management_config
     from gapless.management.server import run_management
 
     _setup_logging(verbose)
@@ -216,8 +218,8 @@ def management_cmd(config_path: str, verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def gateway_cmd(management_url: str, token: str, listen: str, verbose: bool) -> None:
     """Route clients to the cluster member that holds the token (stateless; run as many as you like)."""
+    from gapless.common.config import listen_address
     from gapless.gateway.gateway import run_gateway
-    from gapless.recorder.config import listen_address
 
     _setup_logging(verbose)
     try:
@@ -278,8 +280,9 @@ def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_toke
 
     import httpx
 
-    from gapless.audit.audit import audit, compare
+    from gapless.audit.audit import AuditReport, CompareReport, audit, compare
 
+    result: AuditReport | CompareReport
     try:
         if compare_url:
             result = compare(
@@ -291,11 +294,14 @@ def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_toke
         detail = exc.response.text.strip() if isinstance(exc, httpx.HTTPStatusError) else str(exc)
         click.echo(f"error: {detail}", err=True)
         sys.exit(2)
-    failed = result.lost if compare_url else result.failed
+    if isinstance(result, CompareReport):
+        failed = bool(result.lost)
+        extra: dict[str, object] = {}
+    else:
+        failed, extra = result.failed, {"gaps": result.gaps}
     if as_json:
-        extra = {} if compare_url else {"gaps": result.gaps}
         click.echo(json.dumps({**dataclasses.asdict(result), **extra, "lost": result.lost, "failed": failed}))
-    elif compare_url:
+    elif isinstance(result, CompareReport):
         _print_compare(result, recorder_url, compare_url)
     else:
         _print_audit(result, recorder_url)
@@ -337,7 +343,7 @@ def _print_compare(report, recorder_url: str, compare_url: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gapless.recorder.timeparse import iso
+    from gapless.common.timeparse import iso
 
     table = Table(title=f"{report.camera}: what {compare_url} holds that {recorder_url} lacks")
     table.add_column("what")

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from gapless.common.timeparse import iso, parse_time_us
+from gapless.ingest.clock import ARRIVAL_BOUND_US
 from gapless.media.audio import AudioFormat, audio_of_init
 from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
 from gapless.media.h264 import find_stamp, split_avcc
-from gapless.recorder.clock import ARRIVAL_BOUND_US
-from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import holes, intersect
 
 #: An edge of the audited window counts as uncovered beyond this (a fragment ends on a frame time).

@@ -6,7 +6,7 @@ import hashlib
 
 import httpx
 
-from gapless.recorder.timeparse import parse_time_us
+from gapless.common.timeparse import parse_time_us
 
 #: The partner's API allows at most 24 h per fragment listing; ask in windows of this size.
 LISTING_WINDOW_US = 6 * 3_600_000_000

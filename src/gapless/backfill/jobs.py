@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from gapless.recorder.timeparse import iso
+from gapless.common.timeparse import iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backfill_jobs (
@@ -136,13 +136,16 @@ class JobStore:
                 now_us(),
             ),
         )
-        return self.get(cur.lastrowid)
+        assert cur.lastrowid is not None  # an INSERT always sets it
+        job = self.get(cur.lastrowid)
+        assert job is not None  # just inserted
+        return job
 
     def get(self, job_id: int) -> Job | None:
         row = self._db().execute(f"SELECT {_COLUMNS} FROM backfill_jobs WHERE id=?", (job_id,)).fetchone()
         return Job(*row) if row else None
 
-    def list(self, limit: int = 200, state: str | None = None) -> list[Job]:
+    def recent(self, limit: int = 200, state: str | None = None) -> list[Job]:
         where, args = ("WHERE state=?", (state,)) if state else ("", ())
         rows = (
             self._db()

@@ -23,8 +23,8 @@ import httpx
 
 from gapless.backfill.client import PartnerClient, PartnerError
 from gapless.backfill.jobs import JobStore, now_us
-from gapless.recorder.config import RecorderConfig
-from gapless.recorder.timeparse import iso
+from gapless.common.timeparse import iso
+from gapless.config.recorder import RecorderConfig
 from gapless.storage.coverage import FRAME_GAP_FRAMES, holes, intersect, merged
 from gapless.storage.store import FragmentStore
 

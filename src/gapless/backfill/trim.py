@@ -8,7 +8,7 @@ with a frame that is not a keyframe (our own fragment before it ends mid-GOP): p
 decodes, because the frames it depends on are the ones we already hold.
 
 Audio goes with the video of its time: a fragment holds exactly the audio units whose time falls in
-its span (recorder/fragmenter.py), so a kept run takes the partner's audio units in the run's span.
+its span (ingest/fragmenter.py), so a kept run takes the partner's audio units in the run's span.
 """
 
 from __future__ import annotations

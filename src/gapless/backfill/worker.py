@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -20,9 +21,9 @@ import httpx
 from gapless.backfill.client import CorruptFragment, PartnerClient, PartnerError
 from gapless.backfill.jobs import Job, JobStore, now_us
 from gapless.backfill.trim import missing_runs
+from gapless.common.timeparse import iso
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import describe_init
-from gapless.recorder.timeparse import iso
 from gapless.storage.coverage import FRAME_GAP_FRAMES, merged
 from gapless.storage.store import Fragment, FragmentStore, InitSegment
 
@@ -164,7 +165,7 @@ class BackfillWorker:
                 for job in runnable[: max(0, free)]:
                     task = asyncio.create_task(self._run_job(job), name=f"backfill-{job.id}")
                     self.active[job.id] = task
-                    task.add_done_callback(lambda _t, job_id=job.id: self._job_ended(job_id))
+                    task.add_done_callback(functools.partial(self._job_ended, job.id))
                 # Asleep until a job is created or ends, or a retry falls due (an idle recorder
                 # does not query its job table every second).
                 wait_s = IDLE_CHECK_S if next_try_us is None else (next_try_us - now_us()) / 1e6
@@ -186,7 +187,7 @@ class BackfillWorker:
     def _schedule(self, active: set[int]) -> tuple[list[Job], int | None]:
         return self.jobs.runnable(self.newest_first, active), self.jobs.next_try_us()
 
-    def _job_ended(self, job_id: int) -> None:
+    def _job_ended(self, job_id: int, _task: asyncio.Task) -> None:
         self.active.pop(job_id, None)
         self.wake.set()  # its slot is free, and a retry it saved may be due sooner than the last plan
 
@@ -354,7 +355,7 @@ class BackfillWorker:
         return segment
 
     def _save(self, job: Job, started: float, final: bool = False) -> None:
-        fields = {
+        fields: dict[str, object] = {
             "cursor_us": job.cursor_us,
             "fragments_total": job.fragments_total,
             "fragments_done": job.fragments_done,
@@ -363,9 +364,9 @@ class BackfillWorker:
             "stored_fragments": job.stored_fragments,
             "stored_frames": job.stored_frames,
             "refused": job.refused,
-            "active_s": job.active_s + (time.monotonic() - started),
+            "active_s": (active_s := job.active_s + (time.monotonic() - started)),
         }
         if final:
-            fields.update(state=job.state, finished_us=job.finished_us, active_s=fields["active_s"])
-            job.active_s = fields["active_s"]
+            fields.update(state=job.state, finished_us=job.finished_us)
+            job.active_s = active_s
         self.jobs.update(job.id, **fields)

@@ -35,34 +35,11 @@ from typing import Protocol
 import httpx
 
 from gapless.cluster.coordinator import Coordinator, CoordinatorError
+from gapless.cluster.keys import holder_key, member_key, preferred_key, released_key, switchover_key
 
 log = logging.getLogger("gapless.ha")
 
-PREFIX = "/gapless/clusters/"
 IDENTITY_INTERVAL_S = 0.1
-
-
-def holder_key(cluster: str) -> str:
-    return f"{PREFIX}{cluster}/holder"
-
-
-def member_key(cluster: str, member: str) -> str:
-    return f"{PREFIX}{cluster}/members/{member}"
-
-
-def preferred_key(cluster: str) -> str:
-    """Set by a switchover: the member that holds the token whenever it is ready (default: the first)."""
-    return f"{PREFIX}{cluster}/preferred"
-
-
-def released_key(cluster: str) -> str:
-    """Written by a holder that let go cleanly (identity withdrawn) just before it deletes the token."""
-    return f"{PREFIX}{cluster}/released"
-
-
-def switchover_key(cluster: str) -> str:
-    """A pending switchover request ({"to": member}); the holder deletes it when it hands over."""
-    return f"{PREFIX}{cluster}/switchover"
 
 
 @dataclass(frozen=True)
@@ -414,6 +391,8 @@ class HaAgent(threading.Thread):
     def _identity_loop(self) -> None:
         """Keeps the identity in line with presenting(), in its own thread so a coordinator call
         that hangs in the agent's loop never delays withdrawing it."""
+        identity = self.identity
+        assert identity is not None  # the loop runs only for a cluster with an identity
         failures = 0
         while not self.stop_event.wait(IDENTITY_INTERVAL_S):
             now = time.monotonic()
@@ -423,7 +402,7 @@ class HaAgent(threading.Thread):
                 remaining = state.valid_until - now if presenting else 0.0
             try:
                 with self.identity_lock:
-                    self.identity.reconcile(remaining)
+                    identity.reconcile(remaining)
                 failures = 0
             except Exception:
                 failures += 1
@@ -431,7 +410,7 @@ class HaAgent(threading.Thread):
                     log.exception("identity: reconcile failed (%d times in a row)", failures)
         with self.identity_lock:
             try:
-                self.identity.reconcile(0)
+                identity.reconcile(0)
             except Exception:
                 log.exception("identity: could not withdraw at stop")
 

@@ -7,12 +7,10 @@ from collections.abc import Callable
 import httpx
 
 from gapless.cluster.coordinator import Compacted, Coordinator, CoordinatorError, Event, KeyValue, Lease
-from gapless.http import BearerAuth
+from gapless.common.http import BearerAuth
 
 
-def _kv(data: dict | None) -> KeyValue | None:
-    if data is None:
-        return None
+def _kv(data: dict) -> KeyValue:
     return KeyValue(data["key"], data["value"], data["create_revision"], data["mod_revision"], data["lease"])
 
 
@@ -43,7 +41,8 @@ class EmbeddedCoordinator(Coordinator):
         self._call("/lease/revoke", {"id": lease})
 
     def get(self, key: str) -> KeyValue | None:
-        return _kv(self._call("/kv/get", {"key": key})["kv"])
+        found = self._call("/kv/get", {"key": key})["kv"]
+        return None if found is None else _kv(found)
 
     def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         data = self._call("/kv/get", {"prefix": prefix})
@@ -54,7 +53,7 @@ class EmbeddedCoordinator(Coordinator):
         return data["written"] if data["succeeded"] else None
 
     def put(self, key: str, value: dict, lease: int = 0) -> int:
-        return self._write("put", {"key": key, "value": value, "lease": lease})
+        return self._call("/kv/put", {"key": key, "value": value, "lease": lease})["written"]
 
     def create(self, key: str, value: dict, lease: int = 0) -> int | None:
         return self._write("create", {"key": key, "value": value, "lease": lease})
@@ -68,7 +67,7 @@ class EmbeddedCoordinator(Coordinator):
     def watch(self, prefix: str, after_revision: int, timeout: float) -> list[Event]:
         body = {"prefix": prefix, "after_revision": after_revision, "timeout": timeout}
         data = self._call("/watch", body, timeout=timeout + self.timeout)
-        return [Event(e["kind"], e["key"], e["revision"], _kv(e["kv"])) for e in data["events"]]
+        return [Event(e["kind"], e["key"], e["revision"], e["kv"] and _kv(e["kv"])) for e in data["events"]]
 
     def close(self) -> None:
         self.http.close()

@@ -16,12 +16,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from aiohttp import web
 
 from gapless.cluster.coordinator import Event, KeyValue, decode, encode
-from gapless.http import error, json_body
+from gapless.common.http import error, json_body
 
 log = logging.getLogger("gapless.coordinator")
 
@@ -208,11 +208,14 @@ def _event_json(event: Event) -> dict:
     return {"kind": event.kind, "key": event.key, "revision": event.revision, "kv": _kv_json(event.kv)}
 
 
+Op = Literal["grant", "keepalive", "revoke", "get", "watch", "put", "create", "replace", "delete"]
+
+
 @dataclass(frozen=True)
 class Access:
     """What one coordinator request would do, for the server's policy to allow or refuse."""
 
-    op: Literal["grant", "keepalive", "revoke", "get", "watch", "put", "create", "replace", "delete"]
+    op: Op
     key: str = ""  # the key, or the prefix of a range read or watch
     value: dict | None = None
     lease: int = 0
@@ -237,7 +240,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
             raise error(web.HTTPBadRequest, "body must be an object") from None
         return data
 
-    def field(data: dict, name: str, kind: type, default=None):
+    def field(data: dict, name: str, kind: type | tuple[type, ...], default: object = None) -> Any:
         value = data.get(name, default)
         wrong_type = value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
         if wrong_type or (isinstance(value, int) and not -(2**63) <= value < 2**63):  # SQLite's integers
@@ -268,7 +271,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
     async def lease(request: web.Request) -> web.Response:
         lease = field(await body(request), "id", int)
         op = request.match_info["op"]
-        policy.check(request, Access(op, lease=lease))
+        policy.check(request, Access(cast(Op, op), lease=lease))
         if op == "keepalive":
             return answer({"ttl": store.keepalive(lease)})
         store.revoke(lease)
@@ -293,7 +296,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
         lease = field(data, "lease", int, 0)
         op = request.match_info["op"]
         mod_revision = field(data, "mod_revision", int) if op == "replace" else 0
-        policy.check(request, Access(op, key, value, lease))
+        policy.check(request, Access(cast(Op, op), key, value, lease))
         if op == "put":
             revision = guarded(lambda: store.put(key, value, lease))
         elif op == "create":

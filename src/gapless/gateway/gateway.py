@@ -22,13 +22,14 @@ from dataclasses import dataclass
 import httpx
 from aiohttp import web
 
-from gapless.cluster.agent import PREFIX
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
-from gapless.http import BearerAuth, app_runner, error
+from gapless.cluster.keys import PREFIX
+from gapless.common.http import BearerAuth, app_runner, application, error
+from gapless.common.signing import signature_valid
+from gapless.config.cluster import ClusterConfig, ClusterDocument
 from gapless.management.access import GatewayConfig, bearer_token
-from gapless.management.config import ClusterConfig, ClusterDocument
-from gapless.recorder.hls import LIVE_SEGMENTS, playlist, segment_path, signature_valid, signed_uris
+from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
 
 log = logging.getLogger("gapless.gateway")
 
@@ -79,7 +80,8 @@ class ClusterState:
     def holder(self, cluster: str) -> tuple[str, int] | None:
         with self.lock:
             kv = self.keys.get(f"{PREFIX}{cluster}/holder")
-        return (kv.value.get("member"), kv.create_revision) if kv else None
+        member = kv.value.get("member") if kv else None
+        return (member, kv.create_revision) if kv and isinstance(member, str) else None
 
     def member(self, cluster: str, member: str) -> dict | None:
         with self.lock:
@@ -148,8 +150,9 @@ class Gateway:
                     raise error(web.HTTPServiceUnavailable, f"no configuration yet: {exc}") from None
                 log.warning("configuration refresh failed, using the last one: %s", exc)
                 self.document_at = time.monotonic()
+            assert self.view is not None
             if self.follower is None:
-                coordinator = self.document.coordinator
+                coordinator = self.view.config.coordinator
                 self.follower = threading.Thread(
                     target=self.state.follow,
                     args=(
@@ -166,7 +169,8 @@ class Gateway:
                     daemon=True,
                 )
                 self.follower.start()
-        return self.document
+        assert self.view is not None
+        return self.view.config
 
     async def close(self) -> None:
         self.stop_event.set()
@@ -217,7 +221,10 @@ class Gateway:
         raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
 
     async def _get(self, member: str, fence: int | None, path: str, params: dict | None) -> tuple[str, httpx.Response]:
-        entry = self.document.recorder(member)
+        assert self.view is not None  # asked only after a refresh
+        entry = self.view.config.recorder(member)
+        if entry is None:
+            raise MemberFailed(f"{member}: not in the configuration")
         headers = {"Authorization": f"Bearer {entry.token}"}
         if fence is not None:
             headers[FENCE_HEADER] = str(fence)
@@ -265,7 +272,7 @@ class Gateway:
             return
         raise error(web.HTTPUnauthorized, "missing or unknown viewer credential")
 
-    def signed_uris(self, camera: str) -> dict[str, Callable]:
+    def signed_uris(self, camera: str) -> MediaUris:
         assert self.view is not None
         return signed_uris(self.view.signing_key, camera, self.view.signed_url_ttl)
 
@@ -409,7 +416,7 @@ async def run_gateway(management_url: str, credential: str, listen_host: str, li
         return GatewayConfig.model_validate(reply.json())
 
     gateway = Gateway(fetch_view, management_url, credential)
-    app = web.Application()
+    app = application()
     app.add_routes(gateway_routes(gateway))
     runner = app_runner(app)
     await runner.setup()
@@ -438,6 +445,6 @@ def embedded_gateway(management, app: web.Application) -> Gateway:
         return management.gateway_config()
 
     # In process the configuration is at hand: every request sees the current credentials.
-    gateway = Gateway(view, management.url, management.config.management.api_token, refresh_s=0)
+    gateway = Gateway(view, management.url, management.admin_token, refresh_s=0)
     app.add_routes(gateway_routes(gateway))
     return gateway

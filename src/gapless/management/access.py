@@ -18,10 +18,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gapless.cluster.agent import PREFIX, holder_key, member_key, released_key, switchover_key
 from gapless.cluster.embedded_server import Access, EmbeddedStore
-from gapless.http import error, token_matches
-from gapless.management.config import ClusterDocument, Role, token_digest
+from gapless.cluster.keys import PREFIX, holder_key, member_key, released_key, switchover_key
+from gapless.common.http import error, token_matches
+from gapless.config.cluster import ClusterDocument, Role, token_digest
 from gapless.management.redaction import with_password
 
 ADMIN_TOKEN_NAME = "management.api_token"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gapless.management.config import ClusterDocument, ConfigError
+from gapless.common.config import ConfigError
+from gapless.config.cluster import ClusterDocument
 
 REDACTED = "<redacted>"
 

@@ -10,10 +10,12 @@ import signal
 
 from aiohttp import web
 
-from gapless.cluster.agent import holder_key, preferred_key, switchover_key
 from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
-from gapless.http import app_runner, error, json_body
+from gapless.cluster.keys import holder_key, preferred_key, switchover_key
+from gapless.common.config import ConfigError
+from gapless.common.http import app_runner, application, error, json_body
+from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.management.access import (
     CoordinatorPolicy,
     GatewayConfig,
@@ -25,32 +27,20 @@ from gapless.management.access import (
     gateway_config,
     identify,
 )
-from gapless.management.config import ClusterDocument, ConfigError, ManagementConfig, validate_document
+from gapless.management.config import ManagementConfig
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 
 log = logging.getLogger("gapless.management")
 
 
-def managed_config(version: int, document: ClusterDocument, recorder_id: str) -> dict:
-    """What one recorder needs: its cluster (cameras, settings), its peers, the coordinator."""
-    cluster = document.cluster_of(recorder_id)
-    peers = []
-    if cluster is not None:
-        peers = [document.recorder(m).model_dump() for m in cluster.members if m != recorder_id]
-    return {
-        "version": version,
-        "recorder": recorder_id,
-        "coordinator": document.coordinator.model_dump(),
-        "cluster": cluster.model_dump(mode="json") if cluster else None,
-        "peers": peers,
-    }
-
-
 class Management:
     def __init__(self, config: ManagementConfig) -> None:
         self.config = config
         section = config.management
+        if section.api_token is None:  # load_management_config fills it in (file or environment)
+            raise ConfigError("management.api_token: required")
+        self.admin_token: str = section.api_token
         self.url = f"http://{section.listen}"
         self.store = ConfigStore(section.data / "config.sqlite3")
         latest = self.store.latest()
@@ -83,7 +73,7 @@ class Management:
     def gateway_config(self) -> GatewayConfig:
         version, document = self.document
         section = self.config.management
-        return gateway_config(version, document, section.api_token, section.signed_url_ttl)
+        return gateway_config(version, document, self.admin_token, section.signed_url_ttl)
 
     def coordinator(self):
         _version, document = self.document
@@ -91,7 +81,7 @@ class Management:
             document.coordinator.backend,
             document.coordinator.endpoints,
             self.url,
-            self.config.management.api_token,
+            self.admin_token,
             2.0,
         )
 
@@ -101,7 +91,7 @@ def build_app(management: Management) -> web.Application:
     async def auth(request: web.Request, handler):
         if getattr(request.match_info.handler, "gapless_own_auth", False):  # the gateway's media routes
             return await handler(request)
-        principal = identify(bearer_token(request), management.config.management.api_token, management.document[1])
+        principal = identify(bearer_token(request), management.admin_token, management.document[1])
         if principal is None:
             raise error(web.HTTPUnauthorized, "missing or unknown credential")
         if principal.role not in allowed_roles(request.match_info.handler):
@@ -160,7 +150,7 @@ def build_app(management: Management) -> web.Application:
             raise forbidden(principal, f"read the configuration of recorder {recorder_id!r}")
         if document.recorder(recorder_id) is None:
             raise error(web.HTTPNotFound, f"no recorder {recorder_id!r} in the configuration")
-        return web.json_response(managed_config(version, document, recorder_id))
+        return web.json_response(ManagedConfig.of(version, document, recorder_id).model_dump(mode="json"))
 
     @routes.post("/api/v1/clusters/{cluster}/switchover")
     async def switchover(request: web.Request) -> web.Response:
@@ -186,7 +176,7 @@ def build_app(management: Management) -> web.Application:
         log.info("switchover of cluster %s requested: %s -> %s", cluster.id, current, target)
         return web.json_response({"cluster": cluster.id, "from": current, "to": target})
 
-    app = web.Application(middlewares=[auth])
+    app = application(auth)
     app.add_routes(routes)
     policy = CoordinatorPolicy(lambda: management.document[1], management.embedded)
     coordinator = coordinator_routes(management.embedded, policy)

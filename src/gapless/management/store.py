@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gapless.management.config import ClusterDocument
+from gapless.config.cluster import ClusterDocument
 
 
 class ConfigStore:

@@ -3,7 +3,7 @@
 
 Gapless never transcodes, so G.711 is stored as the camera sent it, in the QuickTime `ulaw`/`alaw`
 sample entries that FFmpeg (and so PyAV, ffprobe, VLC) read in MP4. Browsers cannot play G.711 in
-any container, so HLS serves those cameras' video alone (recorder/hls.py); AAC plays everywhere.
+any container, so HLS serves those cameras' video alone (media/hls.py); AAC plays everywhere.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def split_avcc(data: bytes) -> list[bytes]:
 
 
 def to_avcc(nals: list[bytes]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     for nal in nals:
         parts += (len(nal).to_bytes(4, "big"), nal)
     return b"".join(parts)

@@ -17,12 +17,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gapless.backfill.jobs import STATES
-from gapless.http import error, json_body, token_matches
+from gapless.common.http import application, error, json_body, token_matches
+from gapless.common.signing import signature_valid
+from gapless.common.timeparse import iso, parse_time_us
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
+from gapless.media.hls import LIVE_SEGMENTS, MAX_GOP_US, MediaUris, continues_gop, playlist, signed_uris
 from gapless.media.progressive import progressive_format, to_progressive
-from gapless.recorder.hls import LIVE_SEGMENTS, MAX_GOP_US, continues_gop, playlist, signature_valid, signed_uris
-from gapless.recorder.timeparse import iso, parse_time_us
 from gapless.storage.coverage import merged
 from gapless.storage.store import StorageError
 
@@ -170,7 +171,7 @@ def build_api(recorder) -> web.Application:
     @routes.get("/api/v1/cameras/{camera}/keyframes")
     async def keyframes(request: web.Request) -> web.Response:
         """The times this recorder gave the camera's recent keyframes: a partner starting a session
-        takes its time from these (recorder/partner_time.py)."""
+        takes its time from these (ingest/partner_time.py)."""
         raw = request.query.get("since_us", "0")
         if not raw.isdigit() or len(raw) > 18:
             raise error(web.HTTPBadRequest, "since_us must be camera time in microseconds")
@@ -195,9 +196,13 @@ def build_api(recorder) -> web.Application:
 
     @routes.get("/api/v1/cameras")
     async def cameras(_request: web.Request) -> web.Response:
-        return web.json_response(
-            {"cameras": [{"id": c.id, "state": recorder.cameras[c.id].feed.state} for c in recorder.config.cameras]}
-        )
+        listed = []
+        for camera in recorder.config.cameras:
+            ingest = recorder.cameras.get(camera.id)  # a disabled camera has none
+            listed.append(
+                {"id": camera.id, "enabled": camera.enabled, "state": ingest.feed.state if ingest else "disabled"}
+            )
+        return web.json_response({"cameras": listed})
 
     @routes.get("/api/v1/cameras/{camera}/coverage")
     async def coverage(request: web.Request) -> web.Response:
@@ -355,7 +360,7 @@ def build_api(recorder) -> web.Application:
         data = segment.data if await browser_audio(segment.id) else video_only_init(segment.data)
         return web.Response(body=data, content_type="video/mp4")
 
-    def media_uris(camera: str) -> dict:
+    def media_uris(camera: str) -> MediaUris:
         return signed_uris(token, camera, recorder.config.recorder.signed_url_ttl)
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
@@ -411,7 +416,7 @@ def build_api(recorder) -> web.Application:
         state = request.query.get("state")
         if state is not None and state not in STATES:
             raise error(web.HTTPBadRequest, f"state must be one of {', '.join(STATES)}")
-        jobs = await asyncio.to_thread(recorder.jobs.list, 200, state)
+        jobs = await asyncio.to_thread(recorder.jobs.recent, 200, state)
         return web.json_response({"jobs": [j.public() for j in jobs]})
 
     @routes.get("/api/v1/backfill/{job_id}")
@@ -428,6 +433,6 @@ def build_api(recorder) -> web.Application:
             body=generate_latest(recorder.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    app = web.Application(middlewares=[auth, fenced])
+    app = application(auth, fenced)
     app.add_routes(routes)
     return app

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -16,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
-from gapless.management.config import ClusterConfig, CoordinatorConfig
-from gapless.recorder.config import ConfigError, Partner, RecorderConfig
+from gapless.common.config import ConfigError, describe_errors
+from gapless.config.cluster import ClusterConfig, CoordinatorConfig, ManagedConfig, RecorderEntry
+from gapless.config.recorder import ManagementLink, RecorderConfig
 
 log = logging.getLogger("gapless.managed")
 
@@ -38,24 +39,25 @@ async def follow(recorder, config: RecorderConfig, settings: ManagedSettings, st
         if stop.is_set():
             break
         try:
-            raw = await asyncio.to_thread(fetch, config)
-            if raw["version"] == version:
+            managed = await asyncio.to_thread(fetch, config)
+            if managed.version == version:
                 continue
-            new_config, new_settings = merge(config, raw)
+            new_config, new_settings = merge(config, managed)
         except httpx.HTTPError as exc:  # unreachable: recording goes on with what it has
             log.debug("configuration poll: %s", exc)
             continue
-        except (ConfigError, ValueError, KeyError) as exc:  # refused (a rotated credential?) or unusable
+        except ConfigError as exc:  # refused (a rotated credential?) or unusable
             log.warning("configuration poll: %s", exc)
             continue
-        await asyncio.to_thread(save_cache, config, raw)
+        await asyncio.to_thread(save_cache, config, managed)
         changes = await asyncio.to_thread(recorder.reconfigure, new_config)
-        log.info("configuration version %d applied: %s", raw["version"], ", ".join(changes) or "no camera changes")
+        log.info("configuration version %d applied: %s", managed.version, ", ".join(changes) or "no camera changes")
         if _cluster_settings(new_settings) != _cluster_settings(settings):
             log.warning(
-                "configuration version %d changes cluster settings: restart this recorder to apply them", raw["version"]
+                "configuration version %d changes cluster settings: restart this recorder to apply them",
+                managed.version,
             )
-        version, config, settings = raw["version"], new_config, new_settings
+        version, config, settings = managed.version, new_config, new_settings
 
 
 def _cluster_settings(settings: ManagedSettings) -> tuple:
@@ -71,11 +73,11 @@ class ManagedSettings:
     version: int
     cluster: ClusterConfig | None
     coordinator: CoordinatorConfig
-    peers: list[Partner]
+    peers: list[RecorderEntry]
 
 
-def fetch(config: RecorderConfig, timeout: float = 5.0) -> dict:
-    link = config.management
+def fetch(config: RecorderConfig, timeout: float = 5.0) -> ManagedConfig:
+    link = _link(config)
     reply = httpx.get(
         f"{link.url.rstrip('/')}/api/v1/recorders/{config.recorder.id}/config",
         headers={"Authorization": f"Bearer {link.current_token()}"},
@@ -83,15 +85,28 @@ def fetch(config: RecorderConfig, timeout: float = 5.0) -> dict:
     )
     if reply.status_code != 200:
         raise ConfigError(f"management server: HTTP {reply.status_code}: {reply.text[:200]}")
-    return reply.json()
+    return _validated(reply.content, "the management server's answer")
 
 
-def save_cache(config: RecorderConfig, raw: dict) -> None:
+def _link(config: RecorderConfig) -> ManagementLink:
+    if config.management is None:
+        raise ConfigError("this recorder has no management section")
+    return config.management
+
+
+def _validated(raw: bytes | str, source: str) -> ManagedConfig:
+    try:
+        return ManagedConfig.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, source)) from None
+
+
+def save_cache(config: RecorderConfig, managed: ManagedConfig) -> None:
     path = Path(config.recorder.storage) / CACHE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:  # peer tokens, passwords
-        json.dump(raw, fh)
+        fh.write(managed.model_dump_json())
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -102,34 +117,35 @@ def load(config: RecorderConfig, wait_forever: bool = True) -> tuple[RecorderCon
     cache = Path(config.recorder.storage) / CACHE_NAME
     while True:
         try:
-            raw = fetch(config)
-            save_cache(config, raw)
-            log.info("configuration version %d from %s", raw["version"], config.management.url)
+            managed = fetch(config)
+            save_cache(config, managed)
+            log.info("configuration version %d from %s", managed.version, _link(config).url)
             break
-        except (httpx.HTTPError, ConfigError, ValueError) as exc:
+        except (httpx.HTTPError, ConfigError) as exc:
             if cache.exists():
-                raw = json.loads(cache.read_text())
-                log.warning("management server unreachable (%s); using the cached version %d", exc, raw["version"])
+                managed = _validated(cache.read_text(), str(cache))
+                log.warning("management server unreachable (%s); using the cached version %d", exc, managed.version)
                 break
             if not wait_forever:
                 raise ConfigError(f"management server unreachable and no cached configuration: {exc}") from None
             log.error("management server unreachable and no cached configuration yet: %s (retrying)", exc)
             time.sleep(RETRY_S)
-    return merge(config, raw)
+    return merge(config, managed)
 
 
-def merge(config: RecorderConfig, raw: dict) -> tuple[RecorderConfig, ManagedSettings]:
-    cluster = ClusterConfig.model_validate(raw["cluster"]) if raw.get("cluster") else None
-    peers = [Partner(id=p["id"], url=p["url"], token=p["token"]) for p in raw.get("peers", [])]
+def merge(config: RecorderConfig, managed: ManagedConfig) -> tuple[RecorderConfig, ManagedSettings]:
+    cluster = managed.cluster
     data = config.model_dump()
     data.pop("management")
     if cluster is not None:
         data["cameras"] = [c.model_dump() for c in cluster.cameras]
-        data["partners"] = [p.model_dump() for p in peers]
+        data["partners"] = [{"id": p.id, "url": p.url, "token": p.token} for p in managed.peers]
         data["backfill"] = cluster.backfill.model_dump()
         if cluster.retention.max_age or cluster.retention.max_bytes:
             data["recorder"]["retention"] = cluster.retention.model_dump()
-    merged = RecorderConfig.model_validate(data)
+    try:
+        merged = RecorderConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, f"configuration version {managed.version}")) from None
     merged.management = config.management
-    settings = ManagedSettings(raw["version"], cluster, CoordinatorConfig.model_validate(raw["coordinator"]), peers)
-    return merged, settings
+    return merged, ManagedSettings(managed.version, cluster, managed.coordinator, managed.peers)

@@ -26,14 +26,14 @@ from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
 from gapless.cluster.vip import VirtualIP
-from gapless.http import app_runner
+from gapless.common.http import app_runner
+from gapless.config.recorder import CameraConfig, RecorderConfig
+from gapless.ingest.camera import CameraIngest
+from gapless.ingest.partner_time import PartnerSource
+from gapless.ingest.reader import StreamReader
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
-from gapless.recorder.config import CameraConfig, RecorderConfig
-from gapless.recorder.ingest import CameraIngest
 from gapless.recorder.managed import ManagedSettings
-from gapless.recorder.partner_time import PartnerSource
-from gapless.recorder.reader import StreamReader
 from gapless.storage.store import FragmentStore, StorageError
 
 log = logging.getLogger("gapless.recorder")
@@ -170,8 +170,9 @@ class Recorder:
         camera = next(c for c in self.config.cameras if c.id == camera_id)
         known = self.config.partners_of(camera) + self.config.partners
         for partner in known:
-            if source in (partner.id, partner.url, (partner.url or "").rstrip("/")):
-                return partner.id, partner.url, "", their_camera or partner.camera or camera_id
+            url = partner.url or ""
+            if source in (partner.id, url, url.rstrip("/")):
+                return partner.id, url, "", their_camera or partner.camera or camera_id
         if source.startswith(("http://", "https://")) and token:
             return urlsplit(source).netloc, source, token, their_camera or camera_id
         return None
@@ -384,12 +385,13 @@ class Recorder:
 
 
 def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSettings) -> None:
-    cluster = settings.cluster
+    cluster, link = settings.cluster, config.management
+    assert cluster is not None and link is not None  # only a cluster member has an agent
     coordinator = connect(
         settings.coordinator.backend,
         settings.coordinator.endpoints,
-        config.management.url,
-        config.management.current_token,
+        link.url,
+        link.current_token,
         timeout=cluster.lease_ttl / 4,
     )
     recorder.agent = HaAgent(

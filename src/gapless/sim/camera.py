@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gapless.media.h264 import FrameStamp, build_stamp_sei
@@ -47,7 +48,7 @@ class Session:
     camera: SimCamera
     user_agent: str
     peer: str
-    send: object  # callable(channel: int, data: bytes) -> bool (False: client gone or too slow)
+    send: Callable[[int, bytes], bool]  # False: the client is gone or too slow
     seq: int = field(default_factory=lambda: random.randrange(1 << 16))
     packets: int = 0
     octets: int = 0

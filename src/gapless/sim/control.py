@@ -8,6 +8,7 @@ import time
 
 from aiohttp import web
 
+from gapless.common.http import application
 from gapless.sim.camera import SimCamera
 
 
@@ -136,6 +137,6 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
                 return web.json_response({"dropped": sid})
         raise web.HTTPNotFound(text=f"no session {sid!r}\n")
 
-    app = web.Application()
+    app = application()
     app.add_routes(routes)
     return app

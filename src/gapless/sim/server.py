@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gapless.http import app_runner
+from gapless.common.http import app_runner
 from gapless.sim.audio import audio_loop
 from gapless.sim.camera import SimCamera
 from gapless.sim.control import build_control_app

@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from gapless.storage.records import Record, record_head, scan_records
 
@@ -168,6 +169,16 @@ class StorageError(OSError):
         return isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError)
 
 
+@dataclass
+class OpenChunk:
+    """The chunk a camera's fragments are appended to now."""
+
+    id: int
+    file: BinaryIO
+    inits: set[str]  # init segments already written into it
+    first_us: int
+
+
 class FragmentStore:
     """Owns one recorder's storage directory. Writes come from one thread; reads from any."""
 
@@ -185,7 +196,7 @@ class FragmentStore:
         self._local = threading.local()
         self._generation = 0  # bumped when the index file is replaced: every thread reconnects
         self._open_id = ""
-        self._open_chunks: dict[str, tuple[int, object, set[str], int]] = {}
+        self._open_chunks: dict[str, OpenChunk] = {}
         self._next_chunk = 1
         #: Set when the index had to be rebuilt from the chunk files at open (why, and what it found).
         self.rebuilt: dict | None = None
@@ -474,10 +485,9 @@ class FragmentStore:
             raise
 
     def _undo(self, sizes_before: dict[int, tuple[str, int]]) -> None:
-        for camera in [c for c, (cid, *_rest) in self._open_chunks.items() if cid in sizes_before]:
-            _chunk_id, fh, _inits, _first = self._open_chunks.pop(camera)
+        for camera in [c for c, chunk in self._open_chunks.items() if chunk.id in sizes_before]:
             with contextlib.suppress(OSError):
-                fh.close()
+                self._open_chunks.pop(camera).file.close()
         for chunk_id, (camera, size) in sizes_before.items():
             path = self.root / f"cameras/{camera}/{chunk_id:010d}.glc"
             with contextlib.suppress(OSError), open(path, "r+b") as fh:
@@ -488,11 +498,12 @@ class FragmentStore:
 
     def _write(self, fragments: list[Fragment], sizes_before: dict[int, tuple[str, int]]) -> list[int]:
         db = self.db()
-        planned: list[tuple[Fragment, int, int, int]] = []
+        planned: list[tuple[Fragment, int, int, dict[str, object]]] = []
         new_inits: dict[str, InitSegment] = {}
-        touched: dict[int, object] = {}
+        touched: dict[int, BinaryIO] = {}
         for frag in fragments:
-            chunk_id, fh, inits_in_chunk = self._chunk_for(frag)
+            chunk = self._chunk_for(frag)
+            chunk_id, fh, inits_in_chunk = chunk.id, chunk.file, chunk.inits
             sizes_before.setdefault(chunk_id, (frag.camera, fh.tell()))
             if frag.init.id not in inits_in_chunk:
                 init = frag.init
@@ -557,6 +568,7 @@ class FragmentStore:
                     frag.arrival_us,
                 ),
             )
+            assert cur.lastrowid is not None  # an INSERT always sets it
             ids.append(cur.lastrowid)
             db.execute(
                 "UPDATE chunks SET bytes=?, start_us=COALESCE(start_us, ?), end_us=MAX(COALESCE(end_us, 0), ?)"
@@ -566,12 +578,11 @@ class FragmentStore:
         db.execute("COMMIT")
         return ids
 
-    def _chunk_for(self, frag: Fragment):
+    def _chunk_for(self, frag: Fragment) -> OpenChunk:
         current = self._open_chunks.get(frag.camera)
         if current is not None:
-            chunk_id, fh, inits, first_us = current
-            if fh.tell() < self.chunk_max_bytes and frag.end_us - first_us < self.chunk_max_us:
-                return chunk_id, fh, inits
+            if current.file.tell() < self.chunk_max_bytes and frag.end_us - current.first_us < self.chunk_max_us:
+                return current
             self.close_chunk(frag.camera)
         db = self.db()
         next_id, self._next_chunk = self._next_chunk, self._next_chunk + 1
@@ -588,17 +599,16 @@ class FragmentStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._open_chunks[frag.camera] = (next_id, fh, set(), frag.start_us)
-        return next_id, fh, self._open_chunks[frag.camera][2]
+        chunk = self._open_chunks[frag.camera] = OpenChunk(next_id, fh, set(), frag.start_us)
+        return chunk
 
     def close_chunk(self, camera: str) -> None:
         current = self._open_chunks.pop(camera, None)
         if current is not None:
-            chunk_id, fh, _inits, _first = current
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            self.db().execute("UPDATE chunks SET state='closed' WHERE id=?", (chunk_id,))
+            current.file.flush()
+            os.fsync(current.file.fileno())
+            current.file.close()
+            self.db().execute("UPDATE chunks SET state='closed' WHERE id=?", (current.id,))
 
     def close(self) -> None:
         for camera in list(self._open_chunks):

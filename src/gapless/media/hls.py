@@ -1,4 +1,4 @@
-"""HLS playlists (fMP4 segments = stored fragments) and the signed URLs they carry.
+"""HLS playlists (fMP4 segments = stored fragments), their media URIs signed.
 
 Media sequence numbers come from camera time (`round(start / nominal GOP duration)`), so two
 recorders of one camera number the same fragment alike and their live playlists line up; a
@@ -7,42 +7,16 @@ missing fragment becomes an `EXT-X-GAP` entry rather than a renumbering.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
-from gapless.recorder.timeparse import iso
+from gapless.common.signing import signed
+from gapless.common.timeparse import iso
 
 LIVE_SEGMENTS = 6
-#: Signed media URLs live `ttl` (the signed_url_ttl setting); one claiming to live longer (a forged
-#: or replayed far-future `exp`) is refused even with a valid signature. Clocks may differ by this.
-SIGNED_URL_SKEW_S = 300
-
-
-def sign(token: str, path: str, expires: int) -> str:
-    mac = hmac.new(token.encode(), f"{path}\n{expires}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
-
-
-def signed(token: str, path: str, ttl: float) -> str:
-    expires = int(time.time() + ttl)
-    return f"{path}?exp={expires}&sig={sign(token, path, expires)}"
-
-
-def signature_valid(token: str, path: str, expires: str, signature: str, ttl: float) -> bool:
-    """Whether a signed URL is valid now: a number of seconds within its lifetime, and its signature
-    (any bytes a client sends are answered False, never an error)."""
-    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
-        return False
-    now = time.time()
-    if not now <= int(expires) <= now + ttl + SIGNED_URL_SKEW_S:
-        return False
-    return hmac.compare_digest(sign(token, path, int(expires)).encode(), signature.encode("utf-8", "replace"))
 
 
 def nominal_duration_us(rows: list) -> int:
@@ -90,7 +64,14 @@ def segment_path(camera: str, start_us: int) -> str:
     return f"/api/v1/cameras/{camera}/segments/{start_us}.m4s"
 
 
-def signed_uris(token: str, camera: str, ttl: float) -> dict[str, Callable]:
+class MediaUris(TypedDict):
+    """How a playlist names its segments and init segments."""
+
+    segment_uri: Callable[[Segment], str]
+    init_uri: Callable[[str], str]
+
+
+def signed_uris(token: str, camera: str, ttl: float) -> MediaUris:
     """Segment and init URIs for playlists: signed, so players need no header."""
     return {
         "segment_uri": lambda segment: signed(token, segment_path(camera, segment.start_us), ttl),

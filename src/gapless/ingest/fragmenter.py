@@ -1,6 +1,6 @@
 """Turn a camera's H.264 access units into GOP fragments stamped with camera time.
 
-Time comes from `recorder/clock.py`: each access unit belongs to a clock segment and has a media
+Time comes from `ingest/clock.py`: each access unit belongs to a clock segment and has a media
 time in it; once the segment is settled, its time is `segment.base_us + media_us`. Until then
 frames wait in memory (bounded by PENDING_MAX_BYTES, past which the segment settles on what it
 has), never dropped. Each segment is a run of its own: a clock discontinuity ends the GOP in
@@ -27,12 +27,12 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
+from gapless.ingest.clock import Segment, SessionClock
+from gapless.ingest.partner_time import KeyframeLog
 from gapless.media import h265
 from gapless.media.audio import AudioFormat
 from gapless.media.fmp4 import Sample, build_fragment, build_hevc_init_segment, build_init_segment, us_to_ticks
 from gapless.media.h264 import NAL_PPS, NAL_SPS, BitstreamError, nal_type, parse_sps
-from gapless.recorder.clock import Segment, SessionClock
-from gapless.recorder.partner_time import KeyframeLog
 from gapless.storage.store import Fragment, InitSegment
 
 #: Frames held while a segment waits for its time; past this the segment settles at once.

@@ -15,7 +15,7 @@ A segment's time comes, in order of preference, from
 3. **arrival** (estimated): the earliest arrival of the segment's frames relative to their RTP
    times, for cameras that send no reports and cameras whose clock is wrong.
 
-A session's first segment may instead take a **partner's** time (recorder/partner_time.py): while
+A session's first segment may instead take a **partner's** time (ingest/partner_time.py): while
 `hold` is set it does not settle on its own, and `settle(segment, partner=…)` fixes it to the time a
 partner recording the same camera gave a keyframe both received, unless the segment's own sender
 reports agree with that within AGREE_US anyway. Later reports are still checked against the

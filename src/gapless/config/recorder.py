@@ -2,84 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+
+from gapless.common.config import (
+    CAMERA_ID_PATTERN,
+    ID_PATTERN,
+    Bytes,
+    ConfigError,
+    Listen,
+    Listening,
+    Seconds,
+    SignedUrlTtl,
+    Strict,
+    api_token,
+    load_yaml_config,
+    parse_bytes,
 )
-
-from gapless.recorder.rtsp import parse_camera_url
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the field."""
-
-
-def _seconds(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 90s, 12h, 30d)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def _bytes(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ValueError(f"invalid size {value!r} (use e.g. 500MB, 2GiB, 1TB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
-def listen_address(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen must be host:port, not {value!r}")
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
-Listen = Annotated[str, AfterValidator(listen_address)]
-Bytes = Annotated[int, BeforeValidator(_bytes), Field(gt=0)]
-#: A signed media URL's lifetime: at least a minute, at most a week.
-SignedUrlTtl = Annotated[float, BeforeValidator(_seconds), Field(ge=60, le=7 * 86400)]
-
-
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_CAMERA_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from gapless.common.urls import parse_camera_url
 
 
 class Retention(Strict):
@@ -92,22 +35,8 @@ class ChunkSettings(Strict):
     max_duration: Seconds = 600.0
 
 
-class Listening(Strict):
-    """A server section with `listen: host:port`."""
-
-    listen: Listen
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
-
-
 class RecorderSection(Listening):
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     listen: Listen = "127.0.0.1:7101"
     storage: Path
     api_token: str | None = Field(default=None, min_length=16, repr=False)
@@ -116,16 +45,26 @@ class RecorderSection(Listening):
     #: How long the media URLs in this recorder's playlists stay valid.
     signed_url_ttl: SignedUrlTtl = 6 * 3600.0
     #: Bytes per second the background scrub re-reads to find damage before anyone needs it; 0: off.
-    scrub_rate: Annotated[int, BeforeValidator(_bytes), Field(ge=0)] = 8 * 2**20
+    scrub_rate: Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)] = 8 * 2**20
 
 
 class Partner(Strict):
     """A recorder that records the same camera (its camera id may differ): a backfill source."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     url: str | None = Field(default=None, pattern=r"^https?://")
     token: str | None = Field(default=None, min_length=16, repr=False)
-    camera: str | None = Field(default=None, pattern=_CAMERA_ID)
+    camera: str | None = Field(default=None, pattern=CAMERA_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class PartnerLink:
+    """A partner as the recorder uses it for one camera: every field known."""
+
+    id: str
+    url: str
+    token: str
+    camera: str  # the camera's id on the partner
 
 
 def camera_url(value: str) -> str:
@@ -134,7 +73,7 @@ def camera_url(value: str) -> str:
 
 
 class CameraConfig(Strict):
-    id: str = Field(pattern=_CAMERA_ID)
+    id: str = Field(pattern=CAMERA_ID_PATTERN)
     #: rtsp://[user:password@]host[:port]/path[?query]; reserved characters in credentials percent-encoded.
     url: Annotated[str, AfterValidator(camera_url)]
     #: Credentials given apart from the URL (any characters); they win over the URL's.
@@ -234,58 +173,18 @@ class RecorderConfig(Strict):
                     )
         return self
 
-    def partners_of(self, camera: CameraConfig) -> list[Partner]:
-        """The partners that record this camera, complete (url, token, their camera id)."""
+    def partners_of(self, camera: CameraConfig) -> list[PartnerLink]:
+        """The partners that record this camera, complete (url, token, their camera id; the
+        validators above guarantee a partner named only by id is in the recorder-wide list)."""
         known = {p.id: p for p in self.partners}
         chosen = self.partners if camera.partners is None else camera.partners
         resolved = []
         for partner in chosen:
-            base = known.get(partner.id)
-            resolved.append(
-                Partner(
-                    id=partner.id,
-                    url=partner.url or base.url,
-                    token=partner.token or base.token,
-                    camera=partner.camera or camera.id,
-                )
-            )
+            base = known.get(partner.id, partner)
+            url, token = partner.url or base.url, partner.token or base.token
+            assert url is not None and token is not None
+            resolved.append(PartnerLink(partner.id, url, token, partner.camera or camera.id))
         return resolved
-
-
-def _format(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def load_yaml_config(path: Path, model: type[Model], expected: str) -> Model:
-    """Read and validate a YAML config file; every problem becomes a ConfigError naming the field."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with {expected}")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format(exc, str(path))) from None
-
-
-def api_token(configured: str | None, path: Path, field: str) -> str:
-    """The API token: GAPLESS_API_TOKEN from the environment wins over the file."""
-    token = os.environ.get("GAPLESS_API_TOKEN") or configured
-    if not token or len(token) < 16:
-        raise ConfigError(f"{path}: {field}: required, at least 16 characters (or set GAPLESS_API_TOKEN)")
-    return token
 
 
 def load_recorder_config(path: Path) -> RecorderConfig:

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import av
 
 from gapless import __version__
+from gapless.ingest.clock import SessionClock
+from gapless.ingest.fragmenter import AudioPacket, Fragmenter, Packet
+from gapless.ingest.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerSource, PartnerWait
+from gapless.ingest.reader import StreamReader
+from gapless.ingest.rtp import AccessUnit, InterleavedRtp
+from gapless.ingest.rtp_audio import AudioRtp
+from gapless.ingest.rtsp import AuthRefused, CameraFault, RtspClient, RtspError, StreamInfo
 from gapless.media.fmp4 import parse_fragment
 from gapless.media.h264 import BitstreamError, split_avcc, to_annexb
-from gapless.recorder.clock import SessionClock
-from gapless.recorder.fragmenter import AudioPacket, Fragmenter, Packet
-from gapless.recorder.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerSource, PartnerWait
-from gapless.recorder.reader import StreamReader
-from gapless.recorder.rtp import AccessUnit, InterleavedRtp
-from gapless.recorder.rtp_audio import AudioRtp
-from gapless.recorder.rtsp import AuthRefused, CameraFault, RtspClient, RtspError, StreamInfo
 from gapless.storage.store import Fragment
 
 log = logging.getLogger("gapless.ingest")
@@ -74,7 +74,7 @@ class FeedState:
     frames: int = 0
     last_fragment_end_us: int | None = None
     lost_packets: int = 0
-    # How this camera's frames are timed (recorder/clock.py), for the operator:
+    # How this camera's frames are timed (ingest/clock.py), for the operator:
     time_source: str = ""  # sender reports | sender report (unconfirmed) | estimated: …
     camera_clock_offset_ms: int | None = None  # the camera's clock minus the recorder's, when it reports one
     clock_discontinuities: int = 0

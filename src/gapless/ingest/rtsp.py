@@ -5,7 +5,7 @@ Why not PyAV: profiling the ingest benchmark put about 75 % of the recorder's CP
 RTSP demuxer and the H.264 parser it forces on RTP streams, work Gapless does not need (it never
 decodes; it needs NAL units, the RTP clock and the RTCP sender reports). This client does only
 the requests: DESCRIBE/SETUP/PLAY, keep-alives, TEARDOWN, with Basic or Digest authentication
-(RFC 2617, with and without `qop=auth`). Once playing, `recorder/rtp.py` turns the interleaved
+(RFC 2617, with and without `qop=auth`). Once playing, `ingest/rtp.py` turns the interleaved
 stream into access units.
 
 A camera is untrusted input: every reply is bounded in size, every handshake step has a deadline,
@@ -22,8 +22,8 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
 
+from gapless.common.urls import parse_camera_url
 from gapless.media.audio import AudioConfigError, AudioFormat, parse_audio_specific_config
 
 #: Longest reply body accepted (an SDP is a few hundred bytes).
@@ -55,53 +55,6 @@ class UnsupportedStream(CameraFault):
 
 class AuthRefused(CameraFault):
     """The camera refused the credentials: retried rarely, so as not to provoke a lockout."""
-
-
-@dataclass(frozen=True)
-class CameraUrl:
-    scheme: str
-    host: str
-    port: int
-    path: str  # path and query, as the camera wants them
-    username: str
-    password: str
-
-    @property
-    def request_url(self) -> str:
-        """The URL without credentials, for requests, logs and APIs."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"rtsp://{host}:{self.port}{self.path}"
-
-
-def parse_camera_url(url: str) -> CameraUrl:
-    """Validate a camera URL fully; ValueError says what is wrong (never echoing a password)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"camera URL {redact_url(url)!r}: {exc}") from None
-    if parts.scheme == "rtsps":
-        raise ValueError("rtsps:// (RTSP over TLS) is not supported yet: use rtsp:// on a trusted network")
-    if parts.scheme != "rtsp":
-        raise ValueError(f"camera URL must start with rtsp://, not {parts.scheme or '(no scheme)'}://")
-    if not parts.hostname:
-        raise ValueError(f"camera URL {redact_url(url)!r} has no host")
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"camera URL port {port} is out of range 1-65535")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return CameraUrl(
-        "rtsp", parts.hostname, port or 554, path, unquote(parts.username or ""), unquote(parts.password or "")
-    )
-
-
-def redact_url(url: str) -> str:
-    """The URL with any user:password removed (for logs and API answers)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable URL)"
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
 @dataclass

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from gapless.ingest.clock import SEQ_JUMP
+from gapless.ingest.rtsp import AudioTrack
 from gapless.media.audio import AAC_FRAME_SAMPLES
-from gapless.recorder.clock import SEQ_JUMP
-from gapless.recorder.rtsp import AudioTrack
 
 #: An AAC access unit is at most 6144 bits per channel; anything near this is not audio.
 MAX_AUDIO_UNIT_BYTES = 64 << 10

@@ -10,7 +10,7 @@ frames by time, could repeat or skip frames at the edge of what it copies.
 
 So at the start of a session, before its first clock segment settles, the ingest thread asks each
 partner for the times it gave its recent keyframes (`GET /api/v1/cameras/{id}/keyframes`), and the
-first keyframe both hold fixes the segment's time to the partner's (recorder/clock.py `settle`).
+first keyframe both hold fixes the segment's time to the partner's (ingest/clock.py `settle`).
 The wait is bounded (PARTNER_WAIT_S; frames are held meanwhile, never dropped), ends at once when
 no partner is reachable or records the camera, and when a partner has moved past our first
 keyframe without holding it (a different stream: a sub-stream, another encoder).
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 from pydantic import BaseModel
 
-from gapless.recorder.clock import Segment
+from gapless.ingest.clock import Segment
 
 log = logging.getLogger("gapless.partner_time")
 

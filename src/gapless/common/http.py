@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Generator
+import logging
+from collections.abc import Awaitable, Callable, Generator
 
 import httpx
 from aiohttp import web
@@ -14,6 +15,34 @@ from aiohttp import web
 #: connection that dribbles a request's headers: otherwise such clients hold sockets for an hour
 #: and, past the open-files limit, starve the storage writer).
 IDLE_TIMEOUT_S = 15.0
+
+
+log = logging.getLogger("gapless.http")
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error any Gapless server answers is `{"error": …}` with its status: aiohttp's own (an
+    unknown route, a wrong method, a body too large) as well as ours; anything unexpected is a
+    JSON 500 whose details go to the log, never to the client."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": "internal error (see the server's log)"}, status=500)
+
+
+def application(*middlewares: Callable) -> web.Application:
+    """The aiohttp application every Gapless server uses: JSON errors outermost, then its own
+    middlewares (authentication, fencing) in order."""
+    return web.Application(middlewares=[json_errors, *middlewares])
 
 
 def app_runner(app: web.Application) -> web.AppRunner:

@@ -16,11 +16,11 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from gapless.ingest.clock import SEQ_JUMP
+from gapless.ingest.rtp_audio import AudioRtp
+from gapless.ingest.rtsp import CameraFault, RtspError
 from gapless.media import h265
 from gapless.media.h264 import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS, nal_header_problem
-from gapless.recorder.clock import SEQ_JUMP
-from gapless.recorder.rtp_audio import AudioRtp
-from gapless.recorder.rtsp import CameraFault, RtspError
 
 NTP_EPOCH_OFFSET_US = 2_208_988_800 * 1_000_000
 _RTP_HEAD = struct.Struct(">BBHII")
@@ -41,7 +41,7 @@ class AccessUnit:
     avcc: bytes
     parameter_sets: list[bytes]  # SPS and PPS sent in band, usually with each keyframe
     keyframe: bool  # holds an IDR slice
-    rtp_ts: int  # the RTP timestamp as sent (32 bits); recorder/clock.py makes it time
+    rtp_ts: int  # the RTP timestamp as sent (32 bits); ingest/clock.py makes it time
     ssrc: int
     arrival_us: int
     malformed: str | None = None  # why this is not H.264 (forbidden bit, reserved NAL type)

@@ -1,0 +1,29 @@
+"""The coordinator's key layout, in one place: the HA agent writes these keys, the gateway and the
+management server read them, the embedded coordinator's policy scopes credentials by them."""
+
+from __future__ import annotations
+
+PREFIX = "/gapless/clusters/"
+
+
+def holder_key(cluster: str) -> str:
+    return f"{PREFIX}{cluster}/holder"
+
+
+def member_key(cluster: str, member: str) -> str:
+    return f"{PREFIX}{cluster}/members/{member}"
+
+
+def preferred_key(cluster: str) -> str:
+    """Set by a switchover: the member that holds the token whenever it is ready (default: the first)."""
+    return f"{PREFIX}{cluster}/preferred"
+
+
+def released_key(cluster: str) -> str:
+    """Written by a holder that let go cleanly (identity withdrawn) just before it deletes the token."""
+    return f"{PREFIX}{cluster}/released"
+
+
+def switchover_key(cluster: str) -> str:
+    """A pending switchover request ({"to": member}); the holder deletes it when it hands over."""
+    return f"{PREFIX}{cluster}/switchover"

@@ -1,0 +1,201 @@
+"""The cluster configuration the management server stores and hands out (versioned): the
+coordinator, recorders, clusters with their cameras, and credentials. Shared by the management
+server, the recorders that fetch their part of it, and the gateway."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from gapless.common.config import ID_PATTERN, ConfigError, Seconds, Strict, describe_errors
+from gapless.config.recorder import BackfillSettings, CameraConfig, Retention, unique_camera_ids
+
+Role = Literal["admin", "viewer", "gateway", "recorder"]
+
+
+def token_digest(token: str) -> str:
+    """What the management server stores of a credential's token: its SHA-256 (tokens are random
+    and at least 16 characters, so a slow password hash would buy nothing)."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+class Credential(Strict):
+    """Who may call the management server, and what for (docs/design/security.md):
+    `admin` everything; `viewer` the gateway's media routes; `gateway` what a standalone gateway
+    reads; `recorder` its own configuration and its own cluster's coordinator keys.
+    Written with `token` (kept only as its SHA-256, never shown again) or `token_sha256`."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    role: Role
+    recorder: str | None = Field(default=None, pattern=ID_PATTERN)  # the recorder a `recorder` credential is
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_token(cls, data: object) -> object:
+        if isinstance(data, dict) and "token" in data:
+            data = dict(data)
+            token = data.pop("token")
+            if "token_sha256" in data:
+                raise ValueError("give token or token_sha256, not both")
+            if not isinstance(token, str) or len(token) < 16:
+                raise ValueError("token: at least 16 characters")
+            data["token_sha256"] = token_digest(token)
+        return data
+
+    @model_validator(mode="after")
+    def _recorder(self) -> Credential:
+        if (self.role == "recorder") != (self.recorder is not None):
+            raise ValueError("a credential names a recorder if and only if its role is recorder")
+        return self
+
+
+class CoordinatorConfig(Strict):
+    backend: Literal["embedded", "etcd"] = "embedded"
+    endpoints: list[str] = []
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> CoordinatorConfig:
+        if self.backend == "etcd" and not self.endpoints:
+            raise ValueError("the etcd backend needs endpoints, e.g. [http://127.0.0.1:2379]")
+        if self.backend == "embedded" and self.endpoints:
+            raise ValueError("endpoints are for the etcd backend only")
+        for endpoint in self.endpoints:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {endpoint!r} must be an http(s) URL")
+        return self
+
+
+class RecorderEntry(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    url: str = Field(pattern=r"^https?://")
+    token: str = Field(min_length=16, repr=False)
+
+
+class VirtualAddress(Strict):
+    vip: str
+    interface: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+
+    @field_validator("vip")
+    @classmethod
+    def _vip(cls, value: str) -> str:
+        try:
+            iface = ipaddress.ip_interface(value)
+        except ValueError:
+            raise ValueError(
+                f"vip must be an address with prefix length, e.g. 198.18.0.100/24, not {value!r}"
+            ) from None
+        if "/" not in value:
+            raise ValueError(f"vip needs a prefix length, e.g. {value}/24")
+        return str(iface)
+
+
+class ClusterConfig(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    members: list[str] = Field(min_length=2, max_length=2)  # the first is the primary
+    lease_ttl: Seconds = 1.0
+    failback: Literal["auto", "manual"] = "auto"
+    address: VirtualAddress | None = None
+    retention: Retention = Retention()
+    backfill: BackfillSettings = BackfillSettings()
+    cameras: list[CameraConfig] = []
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        if not 0.5 <= value <= 60:
+            raise ValueError("lease_ttl must be between 0.5s and 60s")
+        return value
+
+    _unique_cameras = field_validator("cameras")(unique_camera_ids)
+
+    @field_validator("members")
+    @classmethod
+    def _distinct(cls, members: list[str]) -> list[str]:
+        if len(set(members)) != len(members):
+            raise ValueError("members must be two different recorders")
+        return members
+
+
+class ClusterDocument(Strict):
+    """What the management server stores and hands out (versioned)."""
+
+    coordinator: CoordinatorConfig = CoordinatorConfig()
+    recorders: list[RecorderEntry] = []
+    clusters: list[ClusterConfig] = []
+    credentials: list[Credential] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> ClusterDocument:
+        ids = [r.id for r in self.recorders]
+        if len(set(ids)) != len(ids):
+            raise ValueError("recorders: an id appears twice")
+        credential_ids = [c.id for c in self.credentials]
+        if len(set(credential_ids)) != len(credential_ids):
+            raise ValueError("credentials: an id appears twice")
+        for credential in self.credentials:
+            if credential.recorder is not None and credential.recorder not in ids:
+                raise ValueError(f"credentials.{credential.id}: recorder {credential.recorder!r} is not in recorders")
+        seen_members: dict[str, str] = {}
+        seen_cameras: dict[str, str] = {}
+        cluster_ids = set()
+        for cluster in self.clusters:
+            if cluster.id in cluster_ids:
+                raise ValueError(f"clusters: id {cluster.id!r} appears twice")
+            cluster_ids.add(cluster.id)
+            for member in cluster.members:
+                if member not in ids:
+                    raise ValueError(f"clusters.{cluster.id}.members: {member!r} is not in recorders")
+                if member in seen_members:
+                    raise ValueError(f"recorder {member!r} is in two clusters ({seen_members[member]}, {cluster.id})")
+                seen_members[member] = cluster.id
+            for camera in cluster.cameras:
+                if camera.id in seen_cameras:
+                    where = f"{seen_cameras[camera.id]}, {cluster.id}"
+                    raise ValueError(f"camera {camera.id!r} is in two clusters ({where})")
+                seen_cameras[camera.id] = cluster.id
+                if camera.partners is not None:
+                    raise ValueError(f"clusters.{cluster.id}.cameras.{camera.id}: partners come from the cluster")
+        return self
+
+    def recorder(self, recorder_id: str) -> RecorderEntry | None:
+        return next((r for r in self.recorders if r.id == recorder_id), None)
+
+    def cluster_of(self, recorder_id: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if recorder_id in c.members), None)
+
+    def cluster_of_camera(self, camera_id: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if any(cam.id == camera_id for cam in c.cameras)), None)
+
+
+def validate_document(raw: object, source: str) -> ClusterDocument:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected an object with coordinator, recorders and clusters")
+    try:
+        return ClusterDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, source)) from None
+
+
+class ManagedConfig(Strict):
+    """What one recorder fetches (`GET /api/v1/recorders/{id}/config`) and caches: its cluster
+    (cameras, settings), its peers (with the media token it reads their fragments with), and the
+    coordinator."""
+
+    version: int
+    recorder: str
+    coordinator: CoordinatorConfig
+    cluster: ClusterConfig | None = None
+    peers: list[RecorderEntry] = []
+
+    @classmethod
+    def of(cls, version: int, document: ClusterDocument, recorder_id: str) -> ManagedConfig:
+        cluster = document.cluster_of(recorder_id)
+        members = cluster.members if cluster is not None else []
+        peers = [r for r in document.recorders if r.id in members and r.id != recorder_id]
+        return cls(
+            version=version, recorder=recorder_id, coordinator=document.coordinator, cluster=cluster, peers=peers
+        )
