@@ -21,8 +21,11 @@ keeps the same contract, which the HA agent relies on and tests/test_coordinator
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -71,6 +74,32 @@ def decode(raw: bytes | str) -> dict:
 
 class Coordinator(ABC):
     """See the module docstring for the contract every method keeps."""
+
+    #: The client's bound on one request (backends set it in their constructor).
+    timeout: float = 1.0
+    #: When set (monotonic seconds), every request ends by then or raises: see `deadline`.
+    _deadline: float | None = None
+
+    @contextlib.contextmanager
+    def deadline(self, at: float) -> Iterator[None]:
+        """Every call made inside ends by `at` (monotonic) or raises CoordinatorError: the HA agent
+        bounds a whole step by one deadline, so several slow calls in a row cannot push its next
+        renewal past the lease (docs/design/ha.md, timing)."""
+        self._deadline = at
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def request_timeout(self, wanted: float | None = None) -> float:
+        """The timeout for the next request: the client's (or `wanted`), cut to the deadline."""
+        timeout = self.timeout if wanted is None else wanted
+        if self._deadline is None:
+            return timeout
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise CoordinatorError("the step's deadline passed before the call")
+        return min(timeout, remaining)
 
     @abstractmethod
     def grant(self, ttl: float) -> Lease:

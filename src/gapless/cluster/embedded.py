@@ -21,7 +21,7 @@ class EmbeddedCoordinator(Coordinator):
 
     def _call(self, path: str, body: dict, timeout: float | None = None) -> dict:
         try:
-            reply = self.http.post(path, json=body, timeout=timeout or self.timeout)
+            reply = self.http.post(path, json=body, timeout=self.request_timeout(timeout))
         except httpx.HTTPError as exc:
             raise CoordinatorError(f"coordinator {path}: {type(exc).__name__}: {exc}") from None
         if reply.status_code == 410:

@@ -61,7 +61,7 @@ class EtcdCoordinator(Coordinator):
     def _call(self, path: str, body: dict) -> dict:
         """POST to the first endpoint that answers, within one timeout overall; an endpoint that
         failed goes to the back of the list."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.request_timeout()
         errors = []
         for _ in range(len(self.endpoints)):
             endpoint = self.endpoints[0]

@@ -6,6 +6,11 @@ from __future__ import annotations
 PREFIX = "/gapless/clusters/"
 
 
+def cluster_prefix(cluster: str) -> str:
+    """Every key of one cluster (one range read gives the HA agent the whole picture)."""
+    return f"{PREFIX}{cluster}/"
+
+
 def holder_key(cluster: str) -> str:
     return f"{PREFIX}{cluster}/holder"
 

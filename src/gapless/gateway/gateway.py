@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
-from gapless.cluster.keys import PREFIX
+from gapless.cluster.keys import PREFIX, holder_key, member_key
 from gapless.common.http import BearerAuth, app_runner, application, error
 from gapless.common.signing import signature_valid
 from gapless.config.cluster import ClusterConfig, ClusterDocument
@@ -79,13 +79,13 @@ class ClusterState:
 
     def holder(self, cluster: str) -> tuple[str, int] | None:
         with self.lock:
-            kv = self.keys.get(f"{PREFIX}{cluster}/holder")
+            kv = self.keys.get(holder_key(cluster))
         member = kv.value.get("member") if kv else None
         return (member, kv.create_revision) if kv and isinstance(member, str) else None
 
     def member(self, cluster: str, member: str) -> dict | None:
         with self.lock:
-            kv = self.keys.get(f"{PREFIX}{cluster}/members/{member}")
+            kv = self.keys.get(member_key(cluster, member))
         return kv.value if kv else None
 
     def follow(self, coordinator_factory, stop: threading.Event) -> None:
