@@ -193,8 +193,8 @@ def management_cmd(config_path: str, verbose: bool) -> None:
     from pathlib import Path
 
     from gapless.common.config import ConfigError
+    from gapless.config.management import load_management_config
     from gapless.gateway.gateway import embedded_gateway
-    from gapless.management.config import load_management_config
     from gapless.management.server import run_management
 
     _setup_logging(verbose)

@@ -68,13 +68,17 @@ CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A configuration model: unknown keys are refused, and each field's docstring is its
+    documented meaning (docs/configuration.md is generated from them)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Listening(Strict):
     """A server section with `listen: host:port`."""
 
     listen: Listen
+    """Where it listens, `host:port`."""
 
     @property
     def host(self) -> str:

@@ -29,9 +29,13 @@ class Credential(Strict):
     Written with `token` (kept only as its SHA-256, never shown again) or `token_sha256`."""
 
     id: str = Field(pattern=ID_PATTERN)
+    """The credential's name (in logs and refusals; never its token)."""
     role: Role
+    """`admin`, `viewer`, `gateway` or `recorder` (docs/design/security.md)."""
     recorder: str | None = Field(default=None, pattern=ID_PATTERN)  # the recorder a `recorder` credential is
+    """For role `recorder`: the recorder it is."""
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+    """The SHA-256 of its token; write `token: …` (at least 16 characters) and it is stored so. Never shown."""
 
     @model_validator(mode="before")
     @classmethod
@@ -55,7 +59,9 @@ class Credential(Strict):
 
 class CoordinatorConfig(Strict):
     backend: Literal["embedded", "etcd"] = "embedded"
+    """`embedded` (served by the management server) or `etcd`."""
     endpoints: list[str] = []
+    """etcd's client URLs (`http://host:2379`), for the etcd backend."""
 
     @model_validator(mode="after")
     def _endpoints(self) -> CoordinatorConfig:
@@ -71,13 +77,18 @@ class CoordinatorConfig(Strict):
 
 class RecorderEntry(Strict):
     id: str = Field(pattern=ID_PATTERN)
+    """The recorder's id (its own file's `recorder.id`)."""
     url: str = Field(pattern=r"^https?://")
+    """The recorder's API URL."""
     token: str = Field(min_length=16, repr=False)
+    """The recorder's API token (its peer and the gateway read media with it); shown as `<redacted>`."""
 
 
 class VirtualAddress(Strict):
     vip: str
+    """The virtual IP with its prefix length (`198.18.0.100/24`), on the token holder only."""
     interface: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+    """The network interface it is added to."""
 
     @field_validator("vip")
     @classmethod
@@ -95,13 +106,21 @@ class VirtualAddress(Strict):
 
 class ClusterConfig(Strict):
     id: str = Field(pattern=ID_PATTERN)
+    """The cluster's id."""
     members: list[str] = Field(min_length=2, max_length=2)  # the first is the primary
+    """Two recorder ids; the first is the primary (preferred token holder)."""
     lease_ttl: Seconds = 1.0
+    """The token lease (0.5 s to 60 s): a dead holder is replaced within about this."""
     failback: Literal["auto", "manual"] = "auto"
+    """`auto`: the primary takes the token back once ready; `manual`: only by a switchover."""
     address: VirtualAddress | None = None
+    """An optional virtual IP moved with the token."""
     retention: Retention = Retention()
+    """Both members' retention."""
     backfill: BackfillSettings = BackfillSettings()
+    """Both members' backfill settings."""
     cameras: list[CameraConfig] = []
+    """The cameras both members record (their `partners` come from the cluster)."""
 
     @field_validator("lease_ttl")
     @classmethod
@@ -124,9 +143,13 @@ class ClusterDocument(Strict):
     """What the management server stores and hands out (versioned)."""
 
     coordinator: CoordinatorConfig = CoordinatorConfig()
+    """Where leases and the token live."""
     recorders: list[RecorderEntry] = []
+    """Every recorder the management server knows."""
     clusters: list[ClusterConfig] = []
+    """Symmetrical clusters of two recorders."""
     credentials: list[Credential] = []
+    """Who else may call the management server, and for what."""
 
     @model_validator(mode="after")
     def _references(self) -> ClusterDocument:

@@ -27,34 +27,51 @@ from gapless.common.urls import parse_camera_url
 
 class Retention(Strict):
     max_age: Seconds | None = None
+    """Delete footage older than this (a duration: `30d`, `12h`); none: no age limit."""
     max_bytes: Bytes | None = None
+    """Delete the oldest footage while more than this is stored (a size: `500GB`, `2TiB`); none: no size limit."""
 
 
 class ChunkSettings(Strict):
     max_bytes: Bytes = 64 * 2**20
+    """A chunk file is closed at this size; retention deletes whole chunks."""
     max_duration: Seconds = 600.0
+    """A chunk file is closed after this much footage."""
 
 
 class RecorderSection(Listening):
     id: str = Field(pattern=ID_PATTERN)
+    """This recorder's id (letters, digits, `_.-`, up to 64): partners and the management server name it so."""
     listen: Listen = "127.0.0.1:7101"
+    """Where the HTTP API listens, `host:port`."""
     storage: Path
+    """The storage directory (chunk files, index, cached configuration); one recorder owns it."""
     api_token: str | None = Field(default=None, min_length=16, repr=False)
+    """The token every API call presents (at least 16 characters); `GAPLESS_API_TOKEN` in the environment wins.
+    Required."""
     retention: Retention = Retention()
+    """The recorder's retention (a camera's own wins for that camera)."""
     chunk: ChunkSettings = ChunkSettings()
-    #: How long the media URLs in this recorder's playlists stay valid.
+    """How chunk files are cut."""
     signed_url_ttl: SignedUrlTtl = 6 * 3600.0
-    #: Bytes per second the background scrub re-reads to find damage before anyone needs it; 0: off.
+    """How long the signed media URLs in this recorder's playlists stay valid (1 minute to 7 days)."""
     scrub_rate: Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)] = 8 * 2**20
+    """Bytes per second the background scrub re-reads the archive to find damage before anyone needs it; 0 turns it
+    off."""
 
 
 class Partner(Strict):
     """A recorder that records the same camera (its camera id may differ): a backfill source."""
 
     id: str = Field(pattern=ID_PATTERN)
+    """The partner recorder's id."""
     url: str | None = Field(default=None, pattern=r"^https?://")
+    """The partner's API URL (`http(s)://host:port`); in a camera's list, may be left out to take the recorder-wide
+    entry's."""
     token: str | None = Field(default=None, min_length=16, repr=False)
+    """The partner's API token (for reading its fragments); like `url`, may come from the recorder-wide entry."""
     camera: str | None = Field(default=None, pattern=CAMERA_ID_PATTERN)
+    """The camera's id on the partner, when it differs (e.g. its sub-stream)."""
 
 
 @dataclass(frozen=True)
@@ -74,16 +91,20 @@ def camera_url(value: str) -> str:
 
 class CameraConfig(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN)
-    #: rtsp://[user:password@]host[:port]/path[?query]; reserved characters in credentials percent-encoded.
+    """The camera id (letters, digits, `_-`, up to 64), in URLs and the archive."""
     url: Annotated[str, AfterValidator(camera_url)]
-    #: Credentials given apart from the URL (any characters); they win over the URL's.
+    """`rtsp://[user:password@]host[:port]/path[?query]`; reserved characters in credentials percent-encoded."""
     username: str | None = None
+    """The RTSP user, given apart from the URL (wins over the URL's)."""
     password: str | None = Field(default=None, repr=False)
+    """The RTSP password, any characters (wins over the URL's); never logged or shown by an API."""
     retention: Retention = Retention()
+    """This camera's retention (wins over the recorder's)."""
     enabled: bool = True
-    #: Replaces the recorder-wide partners for this camera; an entry may name only a partner's id
-    #: (and its camera id there) and take url and token from the recorder-wide list.
+    """false: configured but not recorded."""
     partners: list[Partner] | None = None
+    """Replaces the recorder-wide partners for this camera; an entry may name only a partner's id (and its camera id
+    there)."""
 
     @property
     def source(self) -> tuple[str, str | None, str | None]:
@@ -102,10 +123,15 @@ def unique_camera_ids(cameras: list[CameraConfig]) -> list[CameraConfig]:
 
 class BackfillSettings(Strict):
     concurrency: int = Field(default=4, ge=1, le=64)
+    """Backfill jobs run at once (1 to 64)."""
     max_rate: Bytes | None = None  # bytes per second over all jobs; none = unlimited
+    """Bytes per second fetched from partners over all jobs; none: unlimited."""
     order: Literal["newest", "oldest"] = "newest"
+    """`newest` (recent holes first) or `oldest`."""
     scan_interval: Seconds = 60.0
+    """How often each camera is compared with its partners for holes."""
     lookback: Seconds = 600.0
+    """How far back the periodic scan looks (a start-up scan covers the whole downtime)."""
 
 
 class ManagementLink(Strict):
@@ -114,8 +140,11 @@ class ManagementLink(Strict):
     read again before every call, so the credential can be rotated without a restart."""
 
     url: str = Field(pattern=r"^https?://")
+    """The management server's URL."""
     token: str | None = Field(default=None, min_length=16, repr=False)
+    """This recorder's own management credential (role `recorder`)."""
     token_file: Path | None = None
+    """A file holding the credential instead, read again before every call: rotate it without a restart."""
     _last_read: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -145,10 +174,16 @@ class ManagementLink(Strict):
 
 class RecorderConfig(Strict):
     recorder: RecorderSection
+    """The recorder's own settings."""
     management: ManagementLink | None = None
+    """A clustered recorder: cameras, partners and backfill settings come from this management server (then leave them
+    out here)."""
     partners: list[Partner] = []
+    """Recorders that record the same cameras: backfill sources."""
     backfill: BackfillSettings = BackfillSettings()
+    """How holes are found and filled."""
     cameras: list[CameraConfig] = []
+    """The cameras this recorder records."""
 
     _unique = field_validator("cameras")(unique_camera_ids)
 

@@ -16,6 +16,7 @@ from gapless.cluster.keys import holder_key, preferred_key, switchover_key
 from gapless.common.config import ConfigError
 from gapless.common.http import app_runner, application, error, json_body
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
+from gapless.config.management import ManagementConfig
 from gapless.management.access import (
     CoordinatorPolicy,
     GatewayConfig,
@@ -27,7 +28,6 @@ from gapless.management.access import (
     gateway_config,
     identify,
 )
-from gapless.management.config import ManagementConfig
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 

@@ -25,20 +25,28 @@ from gapless.config.cluster import ClusterConfig, ClusterDocument, CoordinatorCo
 
 class ManagementSection(Listening):
     listen: Listen = "127.0.0.1:7000"
+    """Where the API (and, by default, the gateway) listens, `host:port`."""
     data: Path
-    #: The administrator's token (every right); GAPLESS_API_TOKEN in the environment wins over it.
+    """The data directory (configuration versions, embedded coordinator)."""
     api_token: str | None = Field(default=None, min_length=16, repr=False)
+    """The administrator's token (every right); `GAPLESS_API_TOKEN` in the environment wins. Required."""
     gateway: bool = True  # serve the gateway's routes on the same port
-    #: How long the media URLs in the gateway's playlists stay valid.
+    """Serve the gateway's routes on the same port."""
     signed_url_ttl: SignedUrlTtl = 6 * 3600.0
+    """How long the signed media URLs in the gateway's playlists stay valid (1 minute to 7 days)."""
 
 
 class ManagementConfig(Strict):
     management: ManagementSection
+    """The management server's own settings."""
     coordinator: CoordinatorConfig = CoordinatorConfig()
+    """Seeds the stored configuration on first start (then: `PUT /api/v1/config`)."""
     recorders: list[RecorderEntry] = []
+    """Seeds the stored configuration on first start."""
     clusters: list[ClusterConfig] = []
+    """Seeds the stored configuration on first start."""
     credentials: list[Credential] = []
+    """Seeds the stored configuration on first start."""
 
     def document(self) -> ClusterDocument:
         return ClusterDocument(
