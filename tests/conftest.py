@@ -21,10 +21,25 @@ TOKEN = "test-token-0123456789abcdef"
 GAPLESS = [sys.executable, "-m", "gapless.cli"]
 
 
+#: Ports for test servers: a block per xdist worker, below the kernel's ephemeral range (32768+),
+#: so no other worker's server and no outgoing connection can take a port between the moment a
+#: test picks it and the moment its process binds it.
+PORTS_PER_WORKER = 2500
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_next_ports = itertools.count(15000 + PORTS_PER_WORKER * _WORKER)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in _next_ports:
+        if port >= 15000 + PORTS_PER_WORKER * (_WORKER + 1):
+            break
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken (a server left over by another run): the next one
+            return port
+    raise RuntimeError("this test worker used up its port block")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):

@@ -142,8 +142,11 @@ class GapScanner:
             return False
 
     async def _scan(self, cam: str, lo: int) -> bool:
+        feed, camera = self.feeds.get(cam), self.cameras.get(cam)
+        if feed is None or camera is None:  # removed by a configuration change meanwhile
+            return True
         lo = max(lo, self._retention_floor(cam))
-        run_start = self.feeds[cam].run_start_us()
+        run_start = feed.run_start_us()
         hi = run_start if run_start is not None else FAR_FUTURE_US
         if hi <= lo:
             return True
@@ -154,7 +157,7 @@ class GapScanner:
         created = 0
         answered = True
         self.scans += 1
-        for partner in self.config.partners_of(self.cameras[cam]):
+        for partner in self.config.partners_of(camera):
             query_hi = min(hi, now_us() + MARGIN_US)
             try:
                 async with PartnerClient(partner.url, partner.token, timeout=10.0) as client:
