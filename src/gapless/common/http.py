@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Generator
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 
 import httpx
 from aiohttp import web
@@ -48,6 +51,27 @@ def application(*middlewares: Callable) -> web.Application:
 def app_runner(app: web.Application) -> web.AppRunner:
     """The AppRunner every Gapless HTTP server uses."""
     return web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[asyncio.Event]:
+    """Serve `app` on host:port; yields the event SIGINT or SIGTERM sets. Leaving the block
+    closes the listener and the open connections (graceful: every Gapless process stops so)."""
+    runner = app_runner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            yield stop
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    finally:
+        await runner.cleanup()
 
 
 def error(status: type[web.HTTPException], message: str, **extra: object) -> web.HTTPException:

@@ -25,7 +25,7 @@ from aiohttp import web
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import PREFIX, holder_key, member_key
-from gapless.common.http import BearerAuth, app_runner, application, error
+from gapless.common.http import BearerAuth, application, error, serving
 from gapless.common.signing import signature_valid
 from gapless.config.cluster import ClusterConfig, ClusterDocument
 from gapless.management.access import GatewayConfig, bearer_token
@@ -405,8 +405,6 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
 async def run_gateway(management_url: str, credential: str, listen_host: str, listen_port: int) -> None:
     """A standalone gateway: what it routes with from the management server (its credential has
     the role gateway), holders from the coordinator."""
-    import signal
-
     client = httpx.AsyncClient(timeout=5.0, auth=BearerAuth(credential))
 
     async def fetch_view() -> GatewayConfig:
@@ -418,22 +416,15 @@ async def run_gateway(management_url: str, credential: str, listen_host: str, li
     gateway = Gateway(fetch_view, management_url, credential)
     app = application()
     app.add_routes(gateway_routes(gateway))
-    runner = app_runner(app)
-    await runner.setup()
-    await web.TCPSite(runner, listen_host, listen_port).start()
     try:
-        await gateway.start()
-    except web.HTTPException as exc:  # management not up yet: the first request retries
-        log.warning("%s", exc.text)
-    log.info("gateway on http://%s:%d for %s", listen_host, listen_port, management_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
+        async with serving(app, listen_host, listen_port) as stop:
+            try:
+                await gateway.start()
+            except web.HTTPException as exc:  # management not up yet: the first request retries
+                log.warning("%s", exc.text)
+            log.info("gateway on http://%s:%d for %s", listen_host, listen_port, management_url)
+            await stop.wait()
     finally:
-        await runner.cleanup()
         await gateway.close()
         await client.aclose()
 

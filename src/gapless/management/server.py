@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from aiohttp import web
 
@@ -14,7 +13,7 @@ from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
 from gapless.cluster.keys import holder_key, preferred_key, switchover_key
 from gapless.common.config import ConfigError
-from gapless.common.http import app_runner, application, error, json_body
+from gapless.common.http import application, error, json_body, serving
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.config.management import ManagementConfig
 from gapless.management.access import (
@@ -192,26 +191,19 @@ async def run_management(config: ManagementConfig, gateway_factory=None) -> None
     gateway = None
     if config.management.gateway and gateway_factory is not None:
         gateway = gateway_factory(management, app)
-    runner = app_runner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, config.management.host, config.management.port)
-    await site.start()
-    if gateway is not None:
-        await gateway.start()
-    log.info("management server on %s (coordinator: %s)", management.url, management.document[1].coordinator.backend)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     sweeper = asyncio.create_task(sweep_leases(management.embedded), name="lease-sweeper")
     try:
-        await stop.wait()
+        async with serving(app, config.management.host, config.management.port) as stop:
+            if gateway is not None:
+                await gateway.start()
+            backend = management.document[1].coordinator.backend
+            log.info("management server on %s (coordinator: %s)", management.url, backend)
+            await stop.wait()
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         if gateway is not None:
             await gateway.close()
-        await runner.cleanup()
         management.embedded.close()
         management.store.close()

@@ -7,7 +7,6 @@ import concurrent.futures
 import contextlib
 import logging
 import queue
-import signal
 import sqlite3
 import threading
 import time
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -26,7 +24,7 @@ from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
 from gapless.cluster.vip import VirtualIP
-from gapless.common.http import app_runner
+from gapless.common.http import serving
 from gapless.config.recorder import CameraConfig, RecorderConfig
 from gapless.ingest.camera import CameraIngest
 from gapless.ingest.partner_time import PartnerSource
@@ -439,17 +437,21 @@ async def run_recorder(config: RecorderConfig) -> None:
     recorder.start()
     if settings is not None and settings.cluster is not None:
         _start_agent(recorder, config, settings)
-    runner = app_runner(build_api(recorder))
-    await runner.setup()
-    site = web.TCPSite(runner, config.recorder.host, config.recorder.port)
-    await site.start()
-    log.info(
-        "recorder %s: %d cameras, API on http://%s", config.recorder.id, len(recorder.cameras), config.recorder.listen
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serving(build_api(recorder), config.recorder.host, config.recorder.port) as stop:
+            log.info(
+                "recorder %s: %d cameras, API on http://%s",
+                config.recorder.id,
+                len(recorder.cameras),
+                config.recorder.listen,
+            )
+            await _record(recorder, config, settings, stop)
+    finally:
+        await asyncio.to_thread(recorder.stop)
+
+
+async def _record(recorder: Recorder, config: RecorderConfig, settings, stop: asyncio.Event) -> None:
+    """Retention every RETENTION_INTERVAL_S, and the background tasks, until `stop`."""
     background = [
         asyncio.create_task(_scrub(recorder, stop), name="scrub"),
         asyncio.create_task(recorder.backfill.run(stop), name="backfill"),
@@ -469,5 +471,3 @@ async def run_recorder(config: RecorderConfig) -> None:
     finally:
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
-        await runner.cleanup()
-        await asyncio.to_thread(recorder.stop)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
-from gapless.common.http import app_runner
+from gapless.common.http import serving
 from gapless.sim.audio import audio_loop
 from gapless.sim.camera import SimCamera
 from gapless.sim.control import build_control_app
@@ -63,10 +60,13 @@ async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> No
         camera.step_clock(settings.clock_error)
     rtsp = RtspServer(cameras, settings.host, settings.port, settings.auth, settings.session_timeout)
     await rtsp.start()
-    runner = app_runner(build_control_app(cameras))
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.control_port)
-    await site.start()
+    async with serving(build_control_app(cameras), settings.host, settings.control_port) as stop:
+        await _run_cameras(settings, cameras, rtsp, stop, ready)
+
+
+async def _run_cameras(
+    settings: SimSettings, cameras: dict[str, SimCamera], rtsp: RtspServer, stop: asyncio.Event, ready
+) -> None:
     for camera in cameras.values():
         camera.start()
     profile = settings.profile
@@ -86,10 +86,6 @@ async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> No
     print(
         f"ready rtsp://{settings.host}:{rtsp.port}/ control http://{settings.host}:{settings.control_port}/", flush=True
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if ready:
         ready.set()
     try:
@@ -98,4 +94,3 @@ async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> No
         for camera in cameras.values():
             await camera.stop()
         await rtsp.close()
-        await runner.cleanup()
