@@ -21,6 +21,7 @@ import httpx
 from gapless.backfill.client import CorruptFragment, PartnerClient, PartnerError
 from gapless.backfill.jobs import Job, JobStore, now_us
 from gapless.backfill.trim import missing_runs
+from gapless.common.backoff import Backoff
 from gapless.common.timeparse import iso
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import describe_init
@@ -32,6 +33,7 @@ log = logging.getLogger("gapless.backfill")
 BATCH_FRAGMENTS = 16
 FETCH_PARALLEL = 4
 RETRY_MAX_S = 60.0
+RETRY = Backoff(2.0, RETRY_MAX_S)  # a job's attempts are counted in the job itself
 LIVE_START_WAIT_S = 30.0
 #: The longest the worker sleeps with nothing due: a safety net, since every change that can make
 #: a job runnable (created, ended, retried from the API) wakes it.
@@ -202,7 +204,7 @@ class BackfillWorker:
             await self._transfer(job, started)
         except (httpx.HTTPError, PartnerError, LiveStarting, OSError) as exc:
             job.attempts += 1
-            delay = min(RETRY_MAX_S, 2.0 ** min(job.attempts, 6))
+            delay = RETRY.delay(job.attempts)
             message = f"{type(exc).__name__}: {exc}".strip()
             log.warning(
                 "backfill job %d (%s from %s): %s; retrying in %.0f s", job.id, job.camera, job.source, message, delay

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import av
 
 from gapless import __version__
+from gapless.common.backoff import Backoff
 from gapless.ingest.clock import SessionClock
 from gapless.ingest.fragmenter import AudioPacket, Fragmenter, Packet
 from gapless.ingest.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerSource, PartnerWait
@@ -138,36 +139,43 @@ class CameraIngest(threading.Thread):
             self.reader.detach(self.session)
 
     def run(self) -> None:
-        backoff = 1.0
-        auth_failures = 0
+        backoff = Backoff(1.0, BACKOFF_MAX_S)
+        auth_backoff = Backoff(AUTH_BACKOFF_S, AUTH_BACKOFF_MAX_S)
         while not self.stop_event.is_set():
             started = time.monotonic()
             wait = None
             try:
                 self._session()
             except AuthRefused as exc:
-                auth_failures += 1
-                wait = min(AUTH_BACKOFF_S * 2 ** (auth_failures - 1), AUTH_BACKOFF_MAX_S)
+                wait = auth_backoff.next()
                 self.feed.state, self.feed.reason = "failed", str(exc)
                 log.error("camera %s: %s (trying again in %.0f s)", self.camera_id, exc, wait)
             except CameraFault as exc:
                 self.feed.state, self.feed.reason = "failed", str(exc)
-                log.error("camera %s failed: %s (retrying in %.0f s)", self.camera_id, exc, backoff)
+                log.error(
+                    "camera %s failed: %s (retrying in %.0f s)",
+                    self.camera_id,
+                    exc,
+                    backoff.upcoming,
+                )
             except (RtspError, OSError, BitstreamError) as exc:
                 self.feed.state, self.feed.reason = "reconnecting", str(exc)
-                log.warning("camera %s: %s (reconnecting in %.0f s)", self.camera_id, exc, backoff)
+                log.warning("camera %s: %s (reconnecting in %.0f s)", self.camera_id, exc, backoff.upcoming)
             except Exception as exc:  # a bug must not silently end this camera's recording
                 self.feed.state, self.feed.reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
-                log.exception("camera %s: internal error (retrying in %.0f s)", self.camera_id, backoff)
+                log.exception(
+                    "camera %s: internal error (retrying in %.0f s)",
+                    self.camera_id,
+                    backoff.upcoming,
+                )
             if self.stop_event.is_set():
                 break
             self.feed.reconnects += 1
             if wait is None:
-                auth_failures = 0  # the camera took the credentials (or needed none)
-                if time.monotonic() - started > 30:
-                    backoff = 1.0
-                wait = backoff
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                auth_backoff.reset()  # the camera took the credentials (or needed none)
+                if time.monotonic() - started > 30:  # it recorded a while: start the doubling again
+                    backoff.reset()
+                wait = backoff.next()
             self.stop_event.wait(wait)
 
     def _session(self) -> None:
