@@ -1,18 +1,26 @@
 """`gapless audit` checks time itself: what in a fragment listing cannot be true."""
 
 from gapless.audit.audit import ARRIVAL_SLACK_US, time_problems
+from gapless.contracts.recorder import FragmentInfo
 
 T = 1_780_000_000_000_000
 
 
-def row(fid: int, start: int, end: int, frames: int = 25, arrival: int | None = None) -> dict:
-    return {
-        "id": fid,
-        "start_us": start,
-        "end_us": end,
-        "frames": frames,
-        "arrival_us": start if arrival is None else arrival,
-    }
+def row(fid: int, start: int, end: int, frames: int = 25, arrival: int | None = None) -> FragmentInfo:
+    return FragmentInfo(
+        id=fid,
+        camera="cam",
+        run="r",
+        seq=fid,
+        start_us=start,
+        end_us=end,
+        frames=frames,
+        bytes=1000,
+        sha256="0" * 64,
+        init="i",
+        origin="rec-a",
+        arrival_us=start if arrival is None else arrival,
+    )
 
 
 def test_a_true_listing_has_no_time_problem():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from gapless.common.timeparse import iso, parse_time_us
+from gapless.contracts.recorder import Coverage, FragmentInfo, FragmentList, corrupt_refusal
 from gapless.ingest.clock import ARRIVAL_BOUND_US
 from gapless.media.audio import AudioFormat, audio_of_init
 from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
@@ -137,23 +138,23 @@ class _Archive:
 def _read(client: httpx.Client, camera: str, params: dict) -> _Archive:
     cov = client.get(f"/api/v1/cameras/{camera}/coverage", params=params)
     cov.raise_for_status()
-    report = AuditReport(camera, [tuple(i) for i in cov.json()["intervals"]])
+    report = AuditReport(camera, list(Coverage.model_validate_json(cov.content).intervals))
     listing = client.get(f"/api/v1/cameras/{camera}/fragments", params=params)
     listing.raise_for_status()
     numbers: dict[str, list[int]] = defaultdict(list)
     audio: list[_AudioUnit] = []
     formats: dict[str, AudioFormat | None] = {}
-    metas = listing.json()["fragments"]
+    metas = FragmentList.model_validate_json(listing.content).fragments
     report.time_problems = time_problems(metas)
     for meta in metas:
-        body = client.get(f"/api/v1/fragments/{meta['id']}")
+        body = client.get(f"/api/v1/fragments/{meta.id}")
         report.fragments += 1
-        if body.status_code == 500 and "checksum" in body.text:  # the recorder's own copy is damaged
-            report.bad_checksums.append(meta["id"])
+        if body.status_code == 500 and corrupt_refusal(body.content):  # the recorder's own copy is damaged
+            report.bad_checksums.append(meta.id)
             continue
         body.raise_for_status()
-        if hashlib.sha256(body.content).hexdigest() != meta["sha256"]:
-            report.bad_checksums.append(meta["id"])
+        if hashlib.sha256(body.content).hexdigest() != meta.sha256:
+            report.bad_checksums.append(meta.id)
             continue
         tracks = parse_tracks(body.content)
         for sample in tracks.get(TRACK_ID, []):
@@ -162,11 +163,11 @@ def _read(client: httpx.Client, camera: str, params: dict) -> _Archive:
             if stamp is not None:
                 numbers[stamp.camera].append(stamp.frame)
         if AUDIO_TRACK_ID in tracks:
-            if meta["init"] not in formats:
-                init = client.get(f"/api/v1/inits/{meta['init']}")
+            if meta.init not in formats:
+                init = client.get(f"/api/v1/inits/{meta.init}")
                 init.raise_for_status()
-                formats[meta["init"]] = audio_of_init(init.content)
-            audio += _audio_units(tracks[AUDIO_TRACK_ID], formats[meta["init"]])
+                formats[meta.init] = audio_of_init(init.content)
+            audio += _audio_units(tracks[AUDIO_TRACK_ID], formats[meta.init])
     audio.sort(key=lambda unit: unit.start_us)
     report.audio_units = len(audio)
     return _Archive(report, numbers, audio)
@@ -201,25 +202,24 @@ def audio_problems(
     return gaps, overlaps
 
 
-def time_problems(metas: list[dict]) -> list[str]:
+def time_problems(metas: list[FragmentInfo]) -> list[str]:
     """What in a fragment listing (sorted by start) cannot be true of time."""
     problems = []
-    previous: dict | None = None
+    previous: FragmentInfo | None = None
     for meta in metas:
-        start, end, frames = meta["start_us"], meta["end_us"], meta["frames"]
+        start, end, frames = meta.start_us, meta.end_us, meta.frames
         if end - start < frames * MIN_FRAME_US:
-            problems.append(f"fragment {meta['id']} at {iso(start)}: {frames} frames in {end - start} µs")
-        arrival = meta.get("arrival_us")
+            problems.append(f"fragment {meta.id} at {iso(start)}: {frames} frames in {end - start} µs")
+        arrival = meta.arrival_us
         if arrival is not None and abs(arrival - start) > ARRIVAL_SLACK_US:
             problems.append(
-                f"fragment {meta['id']} at {iso(start)} arrived {(arrival - start) / 1e6:+.1f} s from its time"
+                f"fragment {meta.id} at {iso(start)} arrived {(arrival - start) / 1e6:+.1f} s from its time"
             )
-        if previous is not None and start < previous["end_us"]:
+        if previous is not None and start < previous.end_us:
             problems.append(
-                f"fragments {previous['id']} and {meta['id']} overlap by {previous['end_us'] - start} µs"
-                f" at {iso(start)}"
+                f"fragments {previous.id} and {meta.id} overlap by {previous.end_us - start} µs at {iso(start)}"
             )
-        if previous is None or end > previous["end_us"]:
+        if previous is None or end > previous.end_us:
             previous = meta
     return problems
 
@@ -229,7 +229,7 @@ def _recorded_between(client: httpx.Client, camera: str, start_us: int, end_us: 
         f"/api/v1/cameras/{camera}/fragments", params={"start": f"{start_us / 1e6:.6f}", "end": f"{end_us / 1e6:.6f}"}
     )
     listing.raise_for_status()
-    return bool(listing.json()["fragments"])
+    return bool(FragmentList.model_validate_json(listing.content).fragments)
 
 
 def _edges(client: httpx.Client, report: AuditReport, start_us: int, end_us: int) -> None:

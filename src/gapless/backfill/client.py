@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from gapless.common.timeparse import parse_time_us
+from gapless.contracts.recorder import Coverage, FragmentInfo, FragmentList, corrupt_refusal
 
 #: The partner's API allows at most 24 h per fragment listing; ask in windows of this size.
 LISTING_WINDOW_US = 6 * 3_600_000_000
+
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class PartnerError(Exception):
@@ -38,8 +44,8 @@ class PartnerClient:
         response = await self.http.get(path, params=params or None)
         if response.status_code == 404 and "/fragments/" not in path:
             return response
-        if response.status_code == 500 and _says_corrupt(response):
-            raise CorruptFragment(f"{path}: the partner's own copy fails its checksum: {response.json()['error']}")
+        if response.status_code == 500 and (refusal := corrupt_refusal(response.content)) is not None:
+            raise CorruptFragment(f"{path}: the partner's own copy fails its checksum: {refusal.error}")
         if response.status_code != 200:
             raise PartnerError(f"{path}: HTTP {response.status_code}: {response.text[:200]}")
         return response
@@ -48,11 +54,13 @@ class PartnerClient:
         response = await self._get(f"/api/v1/cameras/{camera}/coverage", start=_secs(start_us), end=_secs(end_us))
         if response.status_code == 404:
             raise PartnerError(f"partner has no camera {camera!r}")
-        return [(parse_time_us(a), parse_time_us(b)) for a, b in response.json()["intervals"]]
+        return [
+            (parse_time_us(a), parse_time_us(b)) for a, b in Coverage.model_validate_json(response.content).intervals
+        ]
 
-    async def fragments(self, camera: str, start_us: int, end_us: int) -> list[dict]:
+    async def fragments(self, camera: str, start_us: int, end_us: int) -> list[FragmentInfo]:
         """Fragment metadata overlapping [start, end), oldest first, asked in windows."""
-        found: dict[int, dict] = {}
+        found: dict[int, FragmentInfo] = {}
         window_start = start_us
         while window_start < end_us:
             window_end = min(end_us, window_start + LISTING_WINDOW_US)
@@ -61,19 +69,19 @@ class PartnerClient:
             )
             if response.status_code == 404:
                 raise PartnerError(f"partner has no camera {camera!r}")
-            for meta in response.json()["fragments"]:
-                found[meta["id"]] = meta
+            for meta in _parsed(FragmentList, response).fragments:
+                found[meta.id] = meta
             window_start = window_end
-        return sorted(found.values(), key=lambda m: (m["start_us"], m["id"]))
+        return sorted(found.values(), key=lambda m: (m.start_us, m.id))
 
-    async def fragment_bytes(self, meta: dict) -> bytes:
-        response = await self._get(f"/api/v1/fragments/{meta['id']}")
+    async def fragment_bytes(self, meta: FragmentInfo) -> bytes:
+        response = await self._get(f"/api/v1/fragments/{meta.id}")
         data = response.content
         digest = hashlib.sha256(data).hexdigest()
-        if len(data) != meta["bytes"] or digest != meta["sha256"] or response.headers.get("X-Gapless-SHA256") != digest:
+        if len(data) != meta.bytes or digest != meta.sha256 or response.headers.get("X-Gapless-SHA256") != digest:
             raise CorruptFragment(
-                f"fragment {meta['id']} from {meta['start_us']} µs: {len(data)} bytes with sha256 {digest[:12]}…,"
-                f" expected {meta['bytes']} bytes with {meta['sha256'][:12]}…"
+                f"fragment {meta.id} from {meta.start_us} µs: {len(data)} bytes with sha256 {digest[:12]}…,"
+                f" expected {meta.bytes} bytes with {meta.sha256[:12]}…"
             )
         return data
 
@@ -85,8 +93,8 @@ def _secs(us: int) -> str:
     return f"{us / 1e6:.6f}"
 
 
-def _says_corrupt(response: httpx.Response) -> bool:
+def _parsed(model: type[Answer], response: httpx.Response) -> Answer:
     try:
-        return bool(response.json().get("corrupt"))
-    except ValueError:
-        return False
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise PartnerError(f"{response.url.path}: not a {model.__name__} answer") from None

@@ -23,6 +23,7 @@ from gapless.backfill.jobs import Job, JobStore, now_us
 from gapless.backfill.trim import missing_runs
 from gapless.common.backoff import Backoff
 from gapless.common.timeparse import iso
+from gapless.contracts.recorder import FragmentInfo
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import describe_init
 from gapless.storage.coverage import FRAME_GAP_FRAMES, merged
@@ -60,7 +61,7 @@ class WriteBatch:
 
     camera: str
     origin: str
-    items: list[tuple[dict, bytes]]
+    items: list[tuple[FragmentInfo, bytes]]
     inits: dict[str, InitSegment]
     guard: LiveGuard
     stored_fragments: int = 0
@@ -71,29 +72,29 @@ class WriteBatch:
         pending, live_from = self.guard()
         if pending:
             raise LiveStarting(f"own feed of {self.camera} is starting")
-        lo = min(meta["start_us"] for meta, _ in self.items) - 10_000_000
-        hi = max(meta["end_us"] for meta, _ in self.items) + 10_000_000
+        lo = min(meta.start_us for meta, _ in self.items) - 10_000_000
+        hi = max(meta.end_us for meta, _ in self.items) + 10_000_000
         covered = [(r.start_us, r.end_us) for r in store.fragments(self.camera, lo, hi)]
         if live_from is not None:
             covered.append((live_from, 1 << 62))
         fragments = []
         for meta, payload in self.items:
-            audio = audio_of_init(self.inits[meta["init"]].data)
+            audio = audio_of_init(self.inits[meta.init].data)
             rate = audio.rate if audio is not None else None
-            for run in missing_runs(payload, meta["start_us"], meta["end_us"], meta["seq"], covered, rate):
+            for run in missing_runs(payload, meta.start_us, meta.end_us, meta.seq, covered, rate):
                 fragments.append(
                     Fragment(
                         self.camera,
-                        meta["run"],
-                        meta["seq"],
+                        meta.run,
+                        meta.seq,
                         run.start_us,
                         run.end_us,
                         run.frames,
-                        self.inits[meta["init"]],
+                        self.inits[meta.init],
                         run.payload,
                         self.origin,
-                        meta.get("arrival_us") or self.arrival_us,  # when the partner received it
-                        meta["sha256"] if run.whole else None,
+                        meta.arrival_us or self.arrival_us,  # when the partner received it
+                        meta.sha256 if run.whole else None,
                         run.keyframe_first,
                     )
                 )
@@ -233,9 +234,9 @@ class BackfillWorker:
         source = self.sources(job)
         async with PartnerClient(source.url, source.token) as partner:
             listing = await partner.fragments(job.source_camera, job.cursor_us, job.end_us)
-            listing = [m for m in listing if m["end_us"] > job.cursor_us]
+            listing = [m for m in listing if m.end_us > job.cursor_us]
             job.fragments_total = job.fragments_done + len(listing)
-            job.bytes_total = job.bytes_done + sum(m["bytes"] for m in listing)
+            job.bytes_total = job.bytes_done + sum(m.bytes for m in listing)
             await asyncio.to_thread(self._save, job, started)
             inits: dict[str, InitSegment] = {}
             slots = asyncio.Semaphore(FETCH_PARALLEL)
@@ -275,22 +276,22 @@ class BackfillWorker:
             job.refused,
         )
 
-    def _window_size(self, listing: list[dict]) -> int:
+    def _window_size(self, listing: list[FragmentInfo]) -> int:
         """Fragments per stored window: BATCH_FRAGMENTS, fewer under a rate limit so that progress
         shows every couple of seconds."""
         if not self.limiter.rate or not listing:
             return BATCH_FRAGMENTS
-        average = sum(m["bytes"] for m in listing) / len(listing)
+        average = sum(m.bytes for m in listing) / len(listing)
         return max(1, min(BATCH_FRAGMENTS, int(2 * self.limiter.rate / average)))
 
     async def _fetch(
-        self, job: Job, partner: PartnerClient, meta: dict, inits: dict, slots: asyncio.Semaphore
+        self, job: Job, partner: PartnerClient, meta: FragmentInfo, inits: dict, slots: asyncio.Semaphore
     ) -> bytes:
         """The fragment's verified bytes; b"" when we hold it already or it was refused."""
         async with slots:
             if await asyncio.to_thread(self._held, job.camera, meta):
                 return b""
-            await self.limiter.take(meta["bytes"])
+            await self.limiter.take(meta.bytes)
             try:
                 data = await partner.fragment_bytes(meta)
             except CorruptFragment as exc:
@@ -300,8 +301,8 @@ class BackfillWorker:
                 await asyncio.to_thread(self.jobs.add_error, job, f"refused: {exc}")
                 return b""
             self.bytes_fetched += len(data)
-            if meta["init"] not in inits:
-                inits[meta["init"]] = await self._init(partner, meta["init"])
+            if meta.init not in inits:
+                inits[meta.init] = await self._init(partner, meta.init)
             return data
 
     async def _finish(
@@ -309,7 +310,7 @@ class BackfillWorker:
         job: Job,
         future: concurrent.futures.Future | None,
         write: WriteBatch | None,
-        window: list[dict],
+        window: list[FragmentInfo],
         started: float,
     ) -> None:
         """Wait for a window's write (resubmitting while our own feed is starting), then move the cursor."""
@@ -330,15 +331,15 @@ class BackfillWorker:
             self.frames_stored += write.stored_frames
         for meta in window:
             job.fragments_done += 1
-            job.bytes_done += meta["bytes"]
-            job.cursor_us = max(job.cursor_us, meta["end_us"])
+            job.bytes_done += meta.bytes
+            job.cursor_us = max(job.cursor_us, meta.end_us)
         await asyncio.to_thread(self._save, job, started)
 
-    def _held(self, camera: str, meta: dict) -> bool:
+    def _held(self, camera: str, meta: FragmentInfo) -> bool:
         """Whether our archive already spans the whole fragment (then it is not even fetched)."""
-        slack = (meta["end_us"] - meta["start_us"]) // max(1, meta["frames"]) // 2
-        for start, end in merged(self.store.fragments(camera, meta["start_us"], meta["end_us"]), FRAME_GAP_FRAMES):
-            if start <= meta["start_us"] + slack and end >= meta["end_us"] - slack:
+        slack = (meta.end_us - meta.start_us) // max(1, meta.frames) // 2
+        for start, end in merged(self.store.fragments(camera, meta.start_us, meta.end_us), FRAME_GAP_FRAMES):
+            if start <= meta.start_us + slack and end >= meta.end_us - slack:
                 return True
         return False
 

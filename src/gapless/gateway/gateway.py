@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 from aiohttp import web
+from pydantic import ValidationError
 
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
@@ -28,6 +29,7 @@ from gapless.cluster.keys import PREFIX, holder_key, member_key
 from gapless.common.http import BearerAuth, application, error, serving
 from gapless.common.signing import signature_valid
 from gapless.config.cluster import ClusterConfig, ClusterDocument
+from gapless.contracts.recorder import FragmentList
 from gapless.management.access import GatewayConfig, bearer_token
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
 
@@ -250,13 +252,14 @@ class Gateway:
         return None
 
     async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> list[Row]:
-        _member, reply = await self.ask(
+        member, reply = await self.ask(
             cluster, f"/api/v1/cameras/{camera}/fragments", {"start": f"{start_s:.6f}", "end": f"{end_s:.6f}"}
         )
-        return [
-            Row(f["start_us"], f["end_us"], f["frames"], f["init"], f.get("keyframe_first", True))
-            for f in reply.json()["fragments"]
-        ]
+        try:
+            listing = FragmentList.model_validate_json(reply.content)
+        except ValidationError:
+            raise error(web.HTTPBadGateway, f"{member}: not a fragment listing") from None
+        return [Row(f.start_us, f.end_us, f.frames, f.init, f.keyframe_first) for f in listing.fragments]
 
     async def authorize(self, request: web.Request) -> None:
         """A viewer's (or admin's) token as a bearer header or `?token=`, or a signed URL."""

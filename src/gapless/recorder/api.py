@@ -20,6 +20,7 @@ from gapless.backfill.jobs import STATES
 from gapless.common.http import application, error, json_body, token_matches
 from gapless.common.signing import signature_valid
 from gapless.common.timeparse import iso, parse_time_us
+from gapless.contracts.recorder import Coverage, FragmentList
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
 from gapless.media.hls import LIVE_SEGMENTS, MAX_GOP_US, MediaUris, continues_gop, playlist, signed_uris
@@ -210,15 +211,15 @@ def build_api(recorder) -> web.Application:
         start, end = time_range(request, "coverage")
         rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
         intervals = merged(rows)
-        clipped = [[iso(max(a, start)), iso(min(b, end))] for a, b in intervals]
-        return web.json_response({"camera": cam, "intervals": clipped})
+        clipped = [(iso(max(a, start)), iso(min(b, end))) for a, b in intervals]
+        return web.json_response(Coverage(camera=cam, intervals=clipped).model_dump(mode="json"))
 
     @routes.get("/api/v1/cameras/{camera}/fragments")
     async def fragments(request: web.Request) -> web.Response:
         cam = camera_id(request)
         start, end = time_range(request, "fragments")
         rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
-        return web.json_response({"camera": cam, "fragments": [r.public() for r in rows]})
+        return web.json_response(FragmentList(camera=cam, fragments=[r.public() for r in rows]).model_dump(mode="json"))
 
     @routes.get("/api/v1/fragments/{fragment_id}")
     async def fragment(request: web.Request) -> web.Response:

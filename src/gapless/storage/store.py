@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gapless.contracts.recorder import FragmentInfo
 from gapless.storage.records import Record, record_head, scan_records
 
 log = logging.getLogger("gapless.storage")
@@ -133,22 +134,22 @@ class FragmentRow:
     keyframe_first: bool
     arrival_us: int | None
 
-    def public(self) -> dict:
-        return {
-            "id": self.id,
-            "camera": self.camera,
-            "run": self.run,
-            "seq": self.seq,
-            "start_us": self.start_us,
-            "end_us": self.end_us,
-            "frames": self.frames,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "init": self.init,
-            "origin": self.origin,
-            "keyframe_first": bool(self.keyframe_first),
-            "arrival_us": self.arrival_us,
-        }
+    def public(self) -> FragmentInfo:
+        return FragmentInfo(
+            id=self.id,
+            camera=self.camera,
+            run=self.run,
+            seq=self.seq,
+            start_us=self.start_us,
+            end_us=self.end_us,
+            frames=self.frames,
+            bytes=self.bytes,
+            sha256=self.sha256,
+            init=self.init,
+            origin=self.origin,
+            keyframe_first=bool(self.keyframe_first),
+            arrival_us=self.arrival_us,
+        )
 
 
 _ROW_COLUMNS = (
