@@ -20,6 +20,7 @@ import yaml
 from conftest import GAPLESS, TOKEN, Proc, Sim, audit_clean, free_port, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi_spec_validator import validate
 
 from gapless.gateway.gateway import gateway_routes
 from gapless.management.server import build_app
@@ -211,6 +212,14 @@ def test_fuzzing_every_route_finds_no_server_error_and_no_hang(tmp_path, sim, ma
             "camera-sim": fuzz(f"http://127.0.0.1:{fuzzed_sim.control_port}", sim_routes(), [], known),
         }
         assert all(count > 0 for count in answered.values()), answered
+        for base, token in (
+            (rec.url, TOKEN),
+            (management_url, VIEWER),
+            (f"http://127.0.0.1:{fuzzed_sim.control_port}", ""),
+        ):
+            served = httpx.get(f"{base}/api/v1/openapi.json", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert served.status_code == 200, (base, served.text)
+            validate(served.json())
         for proc in (rec.proc, management, fuzzed_sim.proc):
             assert proc.popen.poll() is None, f"{proc.args[3]} died under the fuzz"
         assert rec.health()["cameras"]["cam"]["state"] == "recording"

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gapless.cluster.coordinator import Event, KeyValue, decode, encode
 from gapless.common.http import error, json_body
+from gapless.common.openapi import documented
 
 log = logging.getLogger("gapless.coordinator")
 
@@ -258,6 +259,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
             raise error(web.HTTPNotFound, str(exc)) from None
 
     @routes.post(f"{prefix}/lease/grant")
+    @documented("Grant a lease ({ttl})")
     async def grant(request: web.Request) -> web.Response:
         data = await body(request)
         ttl = field(data, "ttl", (int, float))
@@ -268,6 +270,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
         return answer({"id": lease, "ttl": granted})
 
     @routes.post(f"{prefix}/lease/{{op:keepalive|revoke}}")
+    @documented("Renew or revoke a lease ({id})")
     async def lease(request: web.Request) -> web.Response:
         lease = field(await body(request), "id", int)
         op = request.match_info["op"]
@@ -278,6 +281,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
         return answer({})
 
     @routes.post(f"{prefix}/kv/get")
+    @documented("Read a key, or every key under a prefix ({key} or {prefix})")
     async def get(request: web.Request) -> web.Response:
         data = await body(request)
         if "prefix" in data:
@@ -290,6 +294,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
         return answer({"kv": _kv_json(store.get(key))})
 
     @routes.post(f"{prefix}/kv/{{op:put|create|replace}}")
+    @documented("Write a key: put, create if absent, replace if unchanged ({key, value, lease, mod_revision})")
     async def write(request: web.Request) -> web.Response:
         data = await body(request)
         key, value = field(data, "key", str), field(data, "value", dict)
@@ -306,6 +311,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
         return answer({"succeeded": revision is not None, "written": revision})
 
     @routes.post(f"{prefix}/kv/delete")
+    @documented("Delete a key (if unchanged since mod_revision)")
     async def delete(request: web.Request) -> web.Response:
         data = await body(request)
         mod_revision = data.get("mod_revision")
@@ -316,6 +322,7 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
         return answer({"succeeded": store.delete(key, mod_revision)})
 
     @routes.post(f"{prefix}/watch")
+    @documented("Changes under a prefix after a revision, waiting up to timeout seconds (at most 30)")
     async def watch(request: web.Request) -> web.Response:
         data = await body(request)
         timeout = float(field(data, "timeout", (int, float)))

@@ -27,6 +27,7 @@ from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import PREFIX, holder_key, member_key
 from gapless.common.http import BearerAuth, application, error, serving
+from gapless.common.openapi import OPENAPI_PATH, documented, openapi
 from gapless.common.signing import signature_valid
 from gapless.config.cluster import ClusterConfig, ClusterDocument
 from gapless.contracts.recorder import FragmentList
@@ -294,6 +295,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return handler
 
     @routes.get("/api/v1/cameras")
+    @documented("Every cluster camera with its holder")
     @own_auth
     async def cameras(request: web.Request) -> web.Response:
         await gateway.authorize(request)
@@ -313,6 +315,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.json_response({"cameras": listed})
 
     @routes.get("/api/v1/clusters/{cluster}")
+    @documented("A cluster: members, holder, fencing revision, lease")
     @own_auth
     async def cluster_state(request: web.Request) -> web.Response:
         await gateway.authorize(request)
@@ -354,6 +357,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         )
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
+    @documented("Live HLS routed to the holder; segments by camera time", media_type="application/vnd.apple.mpegurl")
     @own_auth
     async def live(request: web.Request) -> web.Response:
         await gateway.authorize(request)
@@ -367,6 +371,11 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
+    @documented(
+        "VOD HLS of a range (at most 24 h)",
+        media_type="application/vnd.apple.mpegurl",
+        query={"start": "epoch seconds", "end": "epoch seconds"},
+    )
     @own_auth
     async def playback(request: web.Request) -> web.Response:
         await gateway.authorize(request)
@@ -385,6 +394,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
+    @documented("A segment from whichever member has it", media_type="video/iso.segment")
     @own_auth
     async def segment(request: web.Request) -> web.Response:
         await gateway.authorize(request)
@@ -394,6 +404,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(body=data, content_type="video/iso.segment")
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
+    @documented("An init segment from whichever member has it", media_type="video/mp4")
     @own_auth
     async def init(request: web.Request) -> web.Response:
         await gateway.authorize(request)
@@ -419,6 +430,13 @@ async def run_gateway(management_url: str, credential: str, listen_host: str, li
     gateway = Gateway(fetch_view, management_url, credential)
     app = application()
     app.add_routes(gateway_routes(gateway))
+
+    @documented("This document: the gateway's routes (OpenAPI 3.1)")
+    async def document(request: web.Request) -> web.Response:
+        await gateway.authorize(request)
+        return web.json_response(openapi(request.app, "Gapless gateway", "One stable URL per camera."))
+
+    app.router.add_get(OPENAPI_PATH, document)
     try:
         async with serving(app, listen_host, listen_port) as stop:
             try:

@@ -14,6 +14,7 @@ from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, s
 from gapless.cluster.keys import holder_key, preferred_key, switchover_key
 from gapless.common.config import ConfigError
 from gapless.common.http import application, error, json_body, serving
+from gapless.common.openapi import documented, openapi_route
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.config.management import ManagementConfig
 from gapless.management.access import (
@@ -31,6 +32,11 @@ from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 
 log = logging.getLogger("gapless.management")
+
+DESCRIPTION = (
+    "Configuration (versioned, secrets write-only), credentials by role, the embedded coordinator,"
+    " and the gateway's routes (one stable URL per camera, routed to the token holder)."
+)
 
 
 class Management:
@@ -101,11 +107,13 @@ def build_app(management: Management) -> web.Application:
     routes = web.RouteTableDef()
 
     @routes.get("/api/v1/config")
+    @documented("The cluster configuration (secrets <redacted>) and its version")
     async def get_config(_request: web.Request) -> web.Response:
         version, document = management.document
         return web.json_response({"version": version, "config": redact(document)})
 
     @routes.put("/api/v1/config")
+    @documented("Store a new configuration version (validated whole; If-Match: version)", body=ClusterDocument)
     async def put_config(request: web.Request) -> web.Response:
         raw = await json_body(request)
         if isinstance(raw, dict) and "config" in raw:
@@ -126,11 +134,13 @@ def build_app(management: Management) -> web.Application:
         return web.json_response({"version": version})
 
     @routes.get("/api/v1/gateway/config")
+    @documented("What a gateway routes and authenticates with", GatewayConfig)
     @allow("gateway")
     async def get_gateway_config(_request: web.Request) -> web.Response:
         return web.json_response(management.gateway_config().model_dump(mode="json"))
 
     @routes.get("/api/v1/recorders")
+    @documented("Recorders and their clusters")
     async def recorders(_request: web.Request) -> web.Response:
         _version, document = management.document
         listed = [
@@ -140,6 +150,7 @@ def build_app(management: Management) -> web.Application:
         return web.json_response({"recorders": listed})
 
     @routes.get("/api/v1/recorders/{recorder}/config")
+    @documented("What one recorder needs: its cluster, peers, coordinator", ManagedConfig)
     @allow("recorder")
     async def recorder_config(request: web.Request) -> web.Response:
         version, document = management.document
@@ -152,6 +163,7 @@ def build_app(management: Management) -> web.Application:
         return web.json_response(ManagedConfig.of(version, document, recorder_id).model_dump(mode="json"))
 
     @routes.post("/api/v1/clusters/{cluster}/switchover")
+    @documented('Hand the token to a member ({"to": member}; default the other)')
     async def switchover(request: web.Request) -> web.Response:
         _version, document = management.document
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
@@ -182,6 +194,9 @@ def build_app(management: Management) -> web.Application:
     for route in coordinator:  # which keys each may touch is the policy's
         allow("recorder", "gateway")(route.handler)  # type: ignore[attr-defined]
     app.add_routes(coordinator)
+    document = openapi_route("Gapless management server", DESCRIPTION)
+    allow("viewer", "gateway", "recorder")(document.handler)
+    app.add_routes([document])
     return app
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gapless.backfill.jobs import STATES
 from gapless.common.http import application, error, json_body, token_matches
+from gapless.common.openapi import documented, openapi_route
 from gapless.common.signing import signature_valid
 from gapless.common.timeparse import iso, parse_time_us
 from gapless.contracts.recorder import Coverage, FragmentList
@@ -46,6 +47,9 @@ PROGRESSIVE_BUILDS = 2
 PROGRESSIVE_QUEUE_S = 60.0
 
 log = logging.getLogger("gapless.api")
+
+#: The query of every route that reads a time range.
+TIME_RANGE = {"start": "ISO 8601 with a zone, or epoch seconds", "end": "ISO 8601 with a zone, or epoch seconds"}
 
 
 def left_out_box(left_out: list[dict]) -> bytes:
@@ -141,6 +145,7 @@ def build_api(recorder) -> web.Application:
     progressive_builds = asyncio.Semaphore(PROGRESSIVE_BUILDS)
 
     @routes.get("/api/v1/health")
+    @documented("Per-camera feed state, storage, write queue, backfill jobs")
     async def health(_request: web.Request) -> web.Response:
         usage = shutil.disk_usage(recorder.store.root)
         cameras = {}
@@ -170,6 +175,10 @@ def build_api(recorder) -> web.Application:
         )
 
     @routes.get("/api/v1/cameras/{camera}/keyframes")
+    @documented(
+        "Recent keyframes (SHA-256, camera time): how partners share camera time",
+        query={"since_us": "only keyframes from this camera time on"},
+    )
     async def keyframes(request: web.Request) -> web.Response:
         """The times this recorder gave the camera's recent keyframes: a partner starting a session
         takes its time from these (ingest/partner_time.py)."""
@@ -180,12 +189,14 @@ def build_api(recorder) -> web.Application:
         return web.json_response(text=times.model_dump_json())
 
     @routes.get("/api/v1/cluster")
+    @documented("This member's HA state: role, holder, fencing revision, lease, token changes")
     async def cluster(_request: web.Request) -> web.Response:
         if recorder.agent is None:
             raise error(web.HTTPNotFound, "this recorder is not a cluster member")
         return web.json_response(recorder.agent.snapshot())
 
     @routes.post("/api/v1/cluster/failsafe")
+    @documented("A peer holder asks, while the coordinator is unreachable, whether it may keep the token")
     async def failsafe(request: web.Request) -> web.Response:
         if recorder.agent is None:
             raise error(web.HTTPNotFound, "this recorder is not a cluster member")
@@ -196,6 +207,7 @@ def build_api(recorder) -> web.Application:
         return web.json_response({"ack": recorder.agent.failsafe_ack(holder, fence)})
 
     @routes.get("/api/v1/cameras")
+    @documented("Configured cameras and their state")
     async def cameras(_request: web.Request) -> web.Response:
         listed = []
         for camera in recorder.config.cameras:
@@ -206,6 +218,11 @@ def build_api(recorder) -> web.Application:
         return web.json_response({"cameras": listed})
 
     @routes.get("/api/v1/cameras/{camera}/coverage")
+    @documented(
+        "Recorded spans of a camera in a range",
+        Coverage,
+        query=TIME_RANGE,
+    )
     async def coverage(request: web.Request) -> web.Response:
         cam = camera_id(request)
         start, end = time_range(request, "coverage")
@@ -215,6 +232,11 @@ def build_api(recorder) -> web.Application:
         return web.json_response(Coverage(camera=cam, intervals=clipped).model_dump(mode="json"))
 
     @routes.get("/api/v1/cameras/{camera}/fragments")
+    @documented(
+        "Fragment metadata in a range (at most 24 h)",
+        FragmentList,
+        query=TIME_RANGE,
+    )
     async def fragments(request: web.Request) -> web.Response:
         cam = camera_id(request)
         start, end = time_range(request, "fragments")
@@ -222,6 +244,7 @@ def build_api(recorder) -> web.Application:
         return web.json_response(FragmentList(camera=cam, fragments=[r.public() for r in rows]).model_dump(mode="json"))
 
     @routes.get("/api/v1/fragments/{fragment_id}")
+    @documented("A fragment's moof+mdat, checksum in X-Gapless-SHA256", media_type="video/iso.segment")
     async def fragment(request: web.Request) -> web.Response:
         raw = request.match_info["fragment_id"]
         if not _FRAGMENT_ID.match(raw):
@@ -241,6 +264,7 @@ def build_api(recorder) -> web.Application:
         )
 
     @routes.get("/api/v1/inits/{init_id}")
+    @documented("An init segment (ftyp+moov)", media_type="video/mp4")
     async def init(request: web.Request) -> web.Response:
         segment = await asyncio.to_thread(recorder.store.init, request.match_info["init_id"])
         if segment is None:
@@ -248,6 +272,14 @@ def build_api(recorder) -> web.Application:
         return web.Response(body=segment.data, content_type="video/mp4")
 
     @routes.get("/api/v1/cameras/{camera}/export.mp4")
+    @documented(
+        "One MP4 of a range (at most 6 h): fragmented, or progressive",
+        media_type="video/mp4",
+        query={
+            **TIME_RANGE,
+            "layout": "progressive: moov first, built before sending",
+        },
+    )
     async def export(request: web.Request) -> web.StreamResponse:
         _cam, rows = await recorded(request, "export")
         inits = {i: await asyncio.to_thread(recorder.store.init, i) for i in {r.init for r in rows}}
@@ -322,6 +354,7 @@ def build_api(recorder) -> web.Application:
                 yield data
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:[0-9]{1,18}}.m4s")
+    @documented("The HLS segment (one GOP) starting at this camera time", media_type="video/iso.segment")
     async def segment(request: web.Request) -> web.Response:
         """One playlist segment: the fragment starting at this camera time, with the later pieces
         of its GOP (see hls.segments)."""
@@ -353,6 +386,7 @@ def build_api(recorder) -> web.Application:
         return hls_audio[init_id]
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
+    @documented("An init segment as HLS names it", media_type="video/mp4")
     async def camera_init(request: web.Request) -> web.Response:
         camera_id(request)
         segment = await asyncio.to_thread(recorder.store.init, request.match_info["init"])
@@ -365,6 +399,7 @@ def build_api(recorder) -> web.Application:
         return signed_uris(token, camera, recorder.config.recorder.signed_url_ttl)
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
+    @documented("Live HLS playlist (fMP4, signed segment URIs)", media_type="application/vnd.apple.mpegurl")
     async def live(request: web.Request) -> web.Response:
         cam = camera_id(request)
         rows = await asyncio.to_thread(recorder.store.recent_fragments, cam, 3 * LIVE_SEGMENTS)
@@ -374,12 +409,18 @@ def build_api(recorder) -> web.Application:
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
+    @documented(
+        "VOD HLS playlist of a range (at most 24 h)",
+        media_type="application/vnd.apple.mpegurl",
+        query=TIME_RANGE,
+    )
     async def playback(request: web.Request) -> web.Response:
         cam, rows = await recorded(request, "playback")
         text = playlist(rows, live=False, **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.post("/api/v1/backfill")
+    @documented("Queue a backfill job", body=BackfillRequest, status=201)
     async def backfill_create(request: web.Request) -> web.Response:
         raw = await json_body(request)
         try:
@@ -413,6 +454,7 @@ def build_api(recorder) -> web.Application:
         return web.json_response(job.public(), status=201)
 
     @routes.get("/api/v1/backfill")
+    @documented("Backfill jobs, newest first", query={"state": "waiting, running, done or partial"})
     async def backfill_list(request: web.Request) -> web.Response:
         state = request.query.get("state")
         if state is not None and state not in STATES:
@@ -421,6 +463,7 @@ def build_api(recorder) -> web.Application:
         return web.json_response({"jobs": [j.public() for j in jobs]})
 
     @routes.get("/api/v1/backfill/{job_id}")
+    @documented("One backfill job: progress, rate, errors, next try")
     async def backfill_get(request: web.Request) -> web.Response:
         raw = request.match_info["job_id"]
         job = await asyncio.to_thread(recorder.jobs.get, int(raw)) if _FRAGMENT_ID.match(raw) else None
@@ -429,6 +472,7 @@ def build_api(recorder) -> web.Application:
         return web.json_response(job.public())
 
     @routes.get("/metrics")
+    @documented("Prometheus metrics", media_type="text/plain")
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(recorder.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -436,4 +480,7 @@ def build_api(recorder) -> web.Application:
 
     app = application(auth, fenced)
     app.add_routes(routes)
+    app.add_routes(
+        [openapi_route("Gapless recorder", "Live, playback, export, fragments and backfill of one recorder.")]
+    )
     return app
