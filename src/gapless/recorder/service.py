@@ -32,6 +32,7 @@ from gapless.ingest.reader import StreamReader
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
 from gapless.recorder.managed import ManagedSettings
+from gapless.storage.retention import apply_retention
 from gapless.storage.store import FragmentStore, StorageError
 
 log = logging.getLogger("gapless.recorder")
@@ -331,44 +332,9 @@ class Recorder:
         return report
 
     def apply_retention(self) -> int:
-        """Delete whole oldest chunks: per camera by age (camera's limit, else the recorder's) and by the
-        camera's byte limit; then, across all cameras, oldest first while the recorder's byte limit is
-        exceeded. The chunk being written is never deleted. Returns the number of chunks deleted."""
-        section = self.config.recorder
-        deleted = 0
-        now_us = time.time_ns() // 1000
-        db = self.store.db()
-        for camera in self.config.cameras:
-            max_age = camera.retention.max_age or section.retention.max_age
-            max_bytes = camera.retention.max_bytes
-            rows = db.execute(
-                "SELECT id, bytes, end_us, state FROM chunks WHERE camera=? ORDER BY id", (camera.id,)
-            ).fetchall()
-            total = sum(r[1] for r in rows)
-            for chunk_id, size, end_us, state in rows:
-                too_old = max_age is not None and end_us is not None and end_us < now_us - max_age * 1e6
-                too_big = max_bytes is not None and total > max_bytes
-                if not (too_old or too_big) or state == "open":
-                    break
-                self._delete(chunk_id, camera.id, size, "age" if too_old else "camera bytes")
-                total -= size
-                deleted += 1
-        if section.retention.max_bytes is not None:
-            rows = db.execute("SELECT id, camera, bytes, state FROM chunks ORDER BY end_us, id").fetchall()
-            total = sum(r[2] for r in rows)
-            for chunk_id, camera_id, size, state in rows:
-                if total <= section.retention.max_bytes:
-                    break
-                if state == "open":
-                    continue
-                self._delete(chunk_id, camera_id, size, "recorder bytes")
-                total -= size
-                deleted += 1
-        return deleted
-
-    def _delete(self, chunk_id: int, camera_id: str, size: int, why: str) -> None:
-        self.store.delete_chunk(chunk_id)
-        log.info("retention (%s): deleted chunk %d of %s (%d bytes)", why, chunk_id, camera_id, size)
+        """Retention over this recorder's cameras (storage/retention.py)."""
+        cameras = {camera.id: camera.retention for camera in self.config.cameras}
+        return apply_retention(self.store, cameras, self.config.recorder.retention)
 
     def stop(self) -> None:
         if self.agent is not None:
