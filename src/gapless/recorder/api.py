@@ -165,8 +165,8 @@ def build_api(recorder) -> web.Application:
                 "cluster": recorder.agent.snapshot() if recorder.agent else None,
                 "storage": {
                     "disk_free_bytes": usage.free,
-                    "queue_depth": recorder.pending_fragments(),
-                    "last_error": recorder.writer_error,
+                    "queue_depth": recorder.writer.pending_fragments(),
+                    "last_error": recorder.writer.error,
                     # quarantined: never served; the gap scanner has a partner fill their time
                     **await asyncio.to_thread(recorder.store.damage),
                     "index_rebuilt": recorder.store.rebuilt,

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gapless.backfill.client import PartnerError
 from gapless.backfill.jobs import Job, JobStore
@@ -32,33 +26,18 @@ from gapless.ingest.reader import StreamReader
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
 from gapless.recorder.managed import ManagedSettings
+from gapless.recorder.metrics import RecorderMetrics
+from gapless.recorder.writer import StorageWriter
 from gapless.storage.retention import apply_retention
-from gapless.storage.store import FragmentStore, StorageError
+from gapless.storage.store import FragmentStore
 
 log = logging.getLogger("gapless.recorder")
 
 RETENTION_INTERVAL_S = 10.0
-REBUILD_INTERVAL_S = 30.0
-
-
-@dataclass
-class _WriterTask:
-    task: Callable
-    future: concurrent.futures.Future
-
-    def run(self, store: FragmentStore) -> None:
-        if not self.future.set_running_or_notify_cancel():
-            return
-        try:
-            self.future.set_result(self.task(store))
-        except Exception as exc:  # handed to whoever waits on the future
-            self.future.set_exception(exc)
 
 
 #: A member whose storage writes have failed this long gives the token away (see MemberStatus).
 STORAGE_FAILING_S = 5.0
-
-_STATES = ("starting", "connecting", "recording", "reconnecting", "failed")
 
 
 class Recorder:
@@ -68,11 +47,7 @@ class Recorder:
         self.store = FragmentStore(
             section.storage, section.id, section.chunk.max_bytes, int(section.chunk.max_duration * 1_000_000)
         )
-        self.queue: queue.Queue = queue.Queue()
-        self.writer_error: str | None = None
-        self.last_rebuild: float | None = None  # monotonic time of the last index rebuild at run time
-        self.writer_failing_since: float | None = None  # monotonic; None while writes succeed
-        self.held = 0  # fragments taken off the queue by the writer and not yet stored
+        self.writer = StorageWriter(self.store, lambda: self.jobs)
         self.reader = StreamReader()
         # These three are updated in place when cameras are added or removed at run time.
         self.cameras: dict[str, CameraIngest] = {}
@@ -85,7 +60,7 @@ class Recorder:
         self.backfill = BackfillWorker(
             self.store,
             self.jobs,
-            self.submit,
+            self.writer.submit,
             self.live_guards,
             self.source_of,
             config.backfill.concurrency,
@@ -94,8 +69,7 @@ class Recorder:
         )
         self.gap_scanner = GapScanner(config, self.store, self.jobs, self.feeds, self.backfill.wake)
         self.metrics_registry = CollectorRegistry()
-        self.metrics_registry.register(self)
-        self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
+        self.metrics_registry.register(RecorderMetrics(self))
         self.agent: HaAgent | None = None  # set when the recorder is a cluster member
 
     def _add_camera(self, camera: CameraConfig) -> CameraIngest:
@@ -105,7 +79,7 @@ class Recorder:
             self.config.recorder.id,
             camera_id,
             camera.url,
-            self.queue,
+            self.writer.queue,
             self.reader,
             recorded_until_us=recent[-1].end_us if recent else None,
             username=camera.username,
@@ -145,10 +119,10 @@ class Recorder:
         counts = self.jobs.counts()
         open_jobs = counts.get("waiting", 0) + counts.get("running", 0)
         recording = all(ingest.feed.state == "recording" for ingest in self.cameras.values())
-        failing = self.writer_failing_since
+        failing = self.writer.failing_since
         storage_ok = failing is None or time.monotonic() - failing < STORAGE_FAILING_S
         ready = self.gap_scanner.caught_up() and recording and open_jobs == 0 and storage_ok
-        return MemberStatus(ready, open_jobs, None if storage_ok else f"storage failing: {self.writer_error}")
+        return MemberStatus(ready, open_jobs, None if storage_ok else f"storage failing: {self.writer.error}")
 
     def source_of(self, job: Job) -> Source:
         """Where a job's source is now: configured partners first (their url and token may have
@@ -176,160 +150,19 @@ class Recorder:
             return urlsplit(source).netloc, source, token, their_camera or camera_id
         return None
 
-    # prometheus collector
-    def collect(self):
-        state = GaugeMetricFamily(
-            "gapless_camera_state", "1 for the camera's current feed state", labels=["camera", "state"]
-        )
-        frags = CounterMetricFamily("gapless_fragments_written", "fragments stored", labels=["camera"])
-        frames = CounterMetricFamily("gapless_frames_written", "frames stored", labels=["camera"])
-        reconnects = CounterMetricFamily("gapless_ingest_reconnects", "RTSP reconnects", labels=["camera"])
-        if self.agent is not None:
-            holder = GaugeMetricFamily("gapless_cluster_presenting", "1 while this member presents the cluster")
-            holder.add_metric([], 1.0 if self.agent.presenting() else 0.0)
-            changes = CounterMetricFamily("gapless_token_changes", "token changes seen here", labels=["change"])
-            for change in ("taken", "released", "lost"):
-                changes.add_metric([change], sum(1 for c in self.agent.state.changes if c.change == change))
-            yield from (holder, changes)
-        for cam, ingest in self.cameras.items():
-            for name in _STATES:
-                state.add_metric([cam, name], 1.0 if ingest.feed.state == name else 0.0)
-            frags.add_metric([cam], ingest.feed.fragments)
-            frames.add_metric([cam], ingest.feed.frames)
-            reconnects.add_metric([cam], ingest.feed.reconnects)
-        depth = GaugeMetricFamily("gapless_write_queue_depth", "fragments waiting to be stored")
-        depth.add_metric([], self.pending_fragments())
-        jobs = GaugeMetricFamily("gapless_backfill_jobs", "backfill jobs by state", labels=["state"])
-        for name, count in self.jobs.counts().items():
-            jobs.add_metric([name], count)
-        worker = self.backfill
-        fetched = CounterMetricFamily("gapless_backfill_bytes_fetched", "bytes fetched from partners")
-        fetched.add_metric([], worker.bytes_fetched)
-        stored = CounterMetricFamily("gapless_backfill_frames_stored", "frames stored by backfill")
-        stored.add_metric([], worker.frames_stored)
-        refused = CounterMetricFamily("gapless_backfill_fragments_refused", "partner fragments failing checksum")
-        refused.add_metric([], worker.fragments_refused)
-        yield from (state, frags, frames, reconnects, depth, jobs, fetched, stored, refused)
-
     def start(self) -> None:
         if self.store.rebuilt is not None:
             log.warning("storage %s: index rebuilt from the chunk files: %s", self.store.root, self.store.rebuilt)
         try:
             report = self.store.recover()
         except sqlite3.DatabaseError as exc:  # an index that opened but is damaged inside
-            self._reindex(f"damaged ({exc})")
+            self.writer.reindex(f"damaged ({exc})")
             report = self.store.recover()
         log.info("storage %s recovered: %s", self.store.root, report)
-        self._writer.start()
+        self.writer.start()
         self.reader.start()
         for ingest in self.cameras.values():
             ingest.start()
-
-    def pending_fragments(self) -> int:
-        """Received fragments not stored yet: queued, or in the writer's hands (retrying, disk full)."""
-        return self.queue.qsize() + self.held
-
-    def submit(self, task) -> concurrent.futures.Future:
-        """Run task(store) in the storage writer thread, in order with live fragments; the future
-        carries its result or exception."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self.queue.put(_WriterTask(task, future))
-        return future
-
-    def _write_loop(self) -> None:
-        """Store fragments in batches; on error keep them and retry: nothing is dropped."""
-        batch: list = []
-        while True:
-            if not batch:
-                item = self.queue.get()
-                if item is None:
-                    break
-                if isinstance(item, _WriterTask):
-                    item.run(self.store)
-                    continue
-                batch.append(item)
-            stop_after = False
-            task = None
-            while len(batch) < 64:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop_after = True
-                    break
-                if isinstance(item, _WriterTask):
-                    task = item  # runs after this batch, keeping queue order
-                    break
-                batch.append(item)
-            self.held = len(batch)
-            try:
-                self.store.write(batch)
-                batch = []
-                self.held = 0
-                self.writer_error = None
-                self.writer_failing_since = None
-            except StorageError as exc:
-                if exc.index_damaged and self.rebuild_index(str(exc)):
-                    continue  # the batch again, into the rebuilt index
-                self._write_failed(exc, len(batch))
-            except OSError as exc:
-                self._write_failed(exc, len(batch))
-            if task is not None:
-                if batch:
-                    self.queue.put(task)  # behind what arrived meanwhile; the batch is retried first
-                else:
-                    task.run(self.store)
-            if stop_after:
-                if batch:
-                    try:
-                        self.store.write(batch)
-                    except OSError as exc:
-                        log.error("at shutdown, %d fragments could not be stored: %s", len(batch), exc)
-                break
-        self.store.close()
-
-    def _write_failed(self, exc: OSError, held: int) -> None:
-        self.writer_error = f"{exc.strerror or exc} (keeping {held} fragments, retrying)"
-        if self.writer_failing_since is None:
-            self.writer_failing_since = time.monotonic()
-        log.error("storage write failed: %s", self.writer_error)
-        time.sleep(1.0)
-
-    def rebuild_index(self, why: str) -> bool:
-        """The index broke under a running recorder: rebuild it from the chunk files, in the writer
-        thread (fragments wait in the queue meanwhile), and carry on (storage.md, invariant 9). At
-        most once per REBUILD_INTERVAL_S: an index that breaks again at once is a failing disk,
-        retried like any write error. Returns whether it rebuilt."""
-        now = time.monotonic()
-        if self.last_rebuild is not None and now - self.last_rebuild < REBUILD_INTERVAL_S:
-            return False
-        self.last_rebuild = now
-        try:
-            report = self._reindex(f"damaged while recording ({why})")
-        except (OSError, sqlite3.Error) as failure:
-            log.error("storage %s: rebuilding the index failed: %s", self.store.root, failure)
-            return False
-        log.warning("storage %s: index rebuilt while recording: %s", self.store.root, report)
-        return True
-
-    def _reindex(self, why: str) -> dict:
-        """Rebuild the index from the chunk files, keeping the backfill jobs it held if they can
-        still be read (a connection open before the damage may read them from its cache)."""
-        log.error("storage %s: the index is %s: rebuilding it from the chunk files", self.store.root, why)
-        try:
-            jobs = self.jobs.all_rows()
-        except sqlite3.Error as failure:
-            log.error(
-                "storage %s: backfill jobs lost with the index (%s); gap scans find the gaps again",
-                self.store.root,
-                failure,
-            )
-            jobs = []
-        report = self.store.reindex()
-        self.jobs.reinstate(jobs)
-        self.store.rebuilt = {"why": why, **report}
-        return report
 
     def apply_retention(self) -> int:
         """Retention over this recorder's cameras (storage/retention.py)."""
@@ -344,8 +177,7 @@ class Recorder:
         for ingest in self.cameras.values():
             ingest.join(timeout=15)
         self.reader.stop()
-        self.queue.put(None)
-        self._writer.join(timeout=30)
+        self.writer.stop()
 
 
 def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSettings) -> None:
@@ -382,7 +214,9 @@ async def _scrub(recorder: Recorder, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
         if problem := await asyncio.to_thread(recorder.store.index_problem):
-            await asyncio.wrap_future(recorder.submit(lambda _store, why=problem: recorder.rebuild_index(why)))
+            await asyncio.wrap_future(
+                recorder.writer.submit(lambda _store, why=problem: recorder.writer.rebuild_index(why))
+            )
             cursor = 0
         try:
             cursor, damaged = await asyncio.to_thread(
@@ -430,7 +264,7 @@ async def _record(recorder: Recorder, config: RecorderConfig, settings, stop: as
             try:
                 await asyncio.to_thread(recorder.apply_retention)
             except (sqlite3.Error, OSError) as exc:  # a damaged index must not end the recording
-                recorder.writer_error = recorder.writer_error or f"retention: {exc}"
+                recorder.writer.error = recorder.writer.error or f"retention: {exc}"
                 log.error("retention failed (recording goes on; it tries again, a damaged index is rebuilt): %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL_S)
