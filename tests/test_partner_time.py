@@ -13,8 +13,9 @@ import threading
 import pytest
 from test_clock import FRAME_US, NOW_US, Camera
 
+from gapless.config.recorder import PartnerLink
 from gapless.ingest.clock import ARRIVAL_BOUND_US, SessionClock
-from gapless.ingest.partner_time import PartnerSource, PartnerWait
+from gapless.ingest.partner_time import PartnerWait
 
 TOKEN = "partner-token-0123456789"
 
@@ -82,7 +83,7 @@ def partner(*answers: tuple[int, dict]):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield PartnerSource("rec-b", f"http://127.0.0.1:{server.server_address[1]}", TOKEN, "cam")
+        yield PartnerLink("rec-b", f"http://127.0.0.1:{server.server_address[1]}", TOKEN, "cam")
     finally:
         server.shutdown()
         server.server_close()
@@ -131,7 +132,7 @@ def test_a_partner_that_cannot_help_ends_the_wait_at_once(answer, says):
 def test_an_unreachable_partner_ends_the_wait():
     clock = SessionClock(90_000)
     segment, _ = clock.frame(1, 0, False, NOW_US)
-    wait = PartnerWait([PartnerSource("rec-b", "http://127.0.0.1:9", TOKEN, "cam")])
+    wait = PartnerWait([PartnerLink("rec-b", "http://127.0.0.1:9", TOKEN, "cam")])
     wait.keyframe(b"key", segment, 0, NOW_US)
     wait.ask()
     assert wait.answer is not None and wait.answer.base_us is None and "rec-b:" in wait.answer.reason

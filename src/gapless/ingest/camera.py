@@ -19,9 +19,10 @@ import av
 
 from gapless import __version__
 from gapless.common.backoff import Backoff
+from gapless.config.recorder import PartnerLink
 from gapless.ingest.clock import SessionClock
 from gapless.ingest.fragmenter import AudioPacket, Fragmenter, Packet
-from gapless.ingest.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerSource, PartnerWait
+from gapless.ingest.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerWait
 from gapless.ingest.reader import StreamReader
 from gapless.ingest.rtp import AccessUnit, InterleavedRtp
 from gapless.ingest.rtp_audio import AudioRtp
@@ -110,7 +111,7 @@ class CameraIngest(threading.Thread):
         recorded_until_us: int | None = None,
         username: str | None = None,
         password: str | None = None,
-        partners: list[PartnerSource] | None = None,
+        partners: list[PartnerLink] | None = None,
     ) -> None:
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
         self.partners = partners or []  # recorders of the same camera: a new session takes their time

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 from pydantic import BaseModel
 
+from gapless.config.recorder import PartnerLink
 from gapless.ingest.clock import Segment
 
 log = logging.getLogger("gapless.partner_time")
@@ -72,14 +73,6 @@ class KeyframeLog:
         return [kf for kf in list(self._entries) if kf.time_us >= since_us]
 
 
-@dataclass(frozen=True)
-class PartnerSource:
-    id: str
-    url: str
-    token: str
-    camera: str  # the camera's id on the partner
-
-
 @dataclass
 class OwnKeyframe:
     sha256: str
@@ -102,7 +95,7 @@ class PartnerAnswer:
 class PartnerWait:
     """One session's wait for a partner's time (asked from the ingest thread, applied in the reader's)."""
 
-    partners: list[PartnerSource]
+    partners: list[PartnerLink]
     own: list[OwnKeyframe] = field(default_factory=list)
     answer: PartnerAnswer | None = None
     started: float = field(default_factory=time.monotonic)
@@ -154,7 +147,7 @@ class PartnerWait:
             self.answer = PartnerAnswer(None, None, "", reason)
 
 
-def _fetch(partner: PartnerSource, since_us: int) -> KeyframeTimes:
+def _fetch(partner: PartnerLink, since_us: int) -> KeyframeTimes:
     response = httpx.get(
         f"{partner.url.rstrip('/')}/api/v1/cameras/{partner.camera}/keyframes",
         params={"since_us": since_us},

@@ -21,7 +21,6 @@ from gapless.cluster.vip import VirtualIP
 from gapless.common.http import serving
 from gapless.config.recorder import CameraConfig, RecorderConfig
 from gapless.ingest.camera import CameraIngest
-from gapless.ingest.partner_time import PartnerSource
 from gapless.ingest.reader import StreamReader
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
@@ -84,10 +83,7 @@ class Recorder:
             recorded_until_us=recent[-1].end_us if recent else None,
             username=camera.username,
             password=camera.password,
-            partners=[
-                PartnerSource(p.id, p.url or "", p.token or "", p.camera or camera_id)
-                for p in self.config.partners_of(camera)
-            ],
+            partners=self.config.partners_of(camera),
         )
         self.cameras[camera_id] = ingest
         self.live_guards[camera_id] = ingest.feed.live_guard
