@@ -212,12 +212,13 @@ def test_fuzzing_every_route_finds_no_server_error_and_no_hang(tmp_path, sim, ma
             "camera-sim": fuzz(f"http://127.0.0.1:{fuzzed_sim.control_port}", sim_routes(), [], known),
         }
         assert all(count > 0 for count in answered.values()), answered
-        for base, token in (
-            (rec.url, TOKEN),
-            (management_url, VIEWER),
-            (f"http://127.0.0.1:{fuzzed_sim.control_port}", ""),
+        admin = {"Authorization": f"Bearer {TOKEN}"}  # a fuzzed PUT may have replaced the stored credentials
+        for base, headers in (
+            (rec.url, admin),
+            (management_url, admin),
+            (f"http://127.0.0.1:{fuzzed_sim.control_port}", {}),
         ):
-            served = httpx.get(f"{base}/api/v1/openapi.json", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            served = httpx.get(f"{base}/api/v1/openapi.json", headers=headers, timeout=10)
             assert served.status_code == 200, (base, served.text)
             validate(served.json())
         for proc in (rec.proc, management, fuzzed_sim.proc):
