@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 
 import httpx
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 #: A connection must complete its request's headers, or send its next request, within this long
 #: after connecting or after its last response (aiohttp's keep-alive timer, which also closes a
@@ -21,6 +22,25 @@ IDLE_TIMEOUT_S = 15.0
 
 
 log = logging.getLogger("gapless.http")
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot even parse (a NUL byte in a header, say) as an ERROR with a
+    traceback, after answering it 400. It is the client's fault: one warning line, and never the
+    raw bytes (they may hold a credential)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 500) < 500:
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "malformed HTTP request from %s refused (%d %s)"
+            record.args = (peer, exc.code, type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
 
 
 @web.middleware
