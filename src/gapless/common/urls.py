@@ -52,3 +52,14 @@ def redact_url(url: str) -> str:
         return "(unparsable URL)"
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def with_password(url: str, password: str | None) -> str:
+    """A camera URL whose user-info password (if it has one) is replaced, or removed (None)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}{'' if password is None else ':' + password}@{host}{slash}{path}"

@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from gapless.cluster.embedded_server import Access, EmbeddedStore
 from gapless.cluster.keys import PREFIX, holder_key, member_key, released_key, switchover_key
 from gapless.common.http import error, token_matches
+from gapless.common.urls import with_password
 from gapless.config.cluster import ClusterDocument, Role, token_digest
-from gapless.management.redaction import with_password
 
 ADMIN_TOKEN_NAME = "management.api_token"
 

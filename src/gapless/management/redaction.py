@@ -11,20 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gapless.common.config import ConfigError
+from gapless.common.urls import with_password
 from gapless.config.cluster import ClusterDocument
 
 REDACTED = "<redacted>"
-
-
-def with_password(url: str, password: str | None) -> str:
-    """A camera URL whose user-info password (if it has one) is replaced, or removed (None)."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}{sep}{user}{'' if password is None else ':' + password}@{host}{slash}{path}"
 
 
 def _password_marked(url: str) -> str:

@@ -62,6 +62,7 @@ class Management:
                 )
         self.embedded = EmbeddedStore(section.data / "coordinator.sqlite3")
         self._latest = self.store.latest()
+        self._gateway_config: GatewayConfig | None = None
 
     @property
     def document(self) -> tuple[int, ClusterDocument]:
@@ -76,9 +77,13 @@ class Management:
         return version
 
     def gateway_config(self) -> GatewayConfig:
+        """What the gateway routes with, built once per configuration version (the embedded
+        gateway asks on every request: segments included)."""
         version, document = self.document
-        section = self.config.management
-        return gateway_config(version, document, self.admin_token, section.signed_url_ttl)
+        if self._gateway_config is None or self._gateway_config.version != version:
+            ttl = self.config.management.signed_url_ttl
+            self._gateway_config = gateway_config(version, document, self.admin_token, ttl)
+        return self._gateway_config
 
     def coordinator(self):
         _version, document = self.document
