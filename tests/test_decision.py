@@ -277,7 +277,7 @@ def test_a_holder_presents_only_until_its_renewal_plus_ttl_minus_margin():
     coordinator, clock = MemoryCoordinator(), Clock()
     a = agent(A, coordinator, clock)
     a._step()
-    assert a.presenting() and a.state.role == Role.HOLDER and a.snapshot()["holder"] == A
+    assert a.presenting() and a.state.role == Role.HOLDER and a.snapshot().holder == A
     fence = a.state.fence
     clock.now += 0.7
     a._step()  # renewed: valid from this send on

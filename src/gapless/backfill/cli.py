@@ -6,7 +6,10 @@ import time
 
 import click
 import httpx
+from pydantic import ValidationError
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from gapless.contracts.recorder import BackfillRequest, JobInfo
 
 POLL_S = 0.5
 #: Give up following (the job itself goes on inside the recorder) after this long without progress.
@@ -25,11 +28,22 @@ def run_backfill(
     no_wait: bool,
 ) -> int:
     now = time.time()
-    body = {"camera": camera, "source": source, "start": start or f"{now - 3600:.3f}", "end": end or f"{now:.3f}"}
-    if source_camera:
-        body["source_camera"] = source_camera
-    if source.startswith(("http://", "https://")):
-        body["source_token"] = source_token or token
+    try:
+        request = BackfillRequest.model_validate(
+            {
+                "camera": camera,
+                "source": source,
+                "start": start or f"{now - 3600:.3f}",
+                "end": end or f"{now:.3f}",
+                "source_camera": source_camera or None,
+                "source_token": (source_token or token) if source.startswith(("http://", "https://")) else None,
+            }
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        click.echo(f"error: {problems}", err=True)
+        return 2
+    body = request.model_dump(mode="json", exclude_none=True)
     with httpx.Client(base_url=target.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         try:
             created = api.post("/api/v1/backfill", json=body)
@@ -39,21 +53,21 @@ def run_backfill(
         if created.status_code != 201:
             click.echo(f"error: {created.text.strip()}", err=True)
             return 2
-        job = created.json()
-        click.echo(f"backfill job {job['id']}: {camera} from {job['source']}, {job['start']} → {job['end']}")
+        job = JobInfo.model_validate_json(created.content)
+        click.echo(f"backfill job {job.id}: {camera} from {job.source}, {job.start} → {job.end}")
         if no_wait:
             return 0
         job = _follow(api, job)
-    for message in job["errors"]:
+    for message in job.errors:
         click.echo(f"  {message}", err=True)
     click.echo(
-        f"job {job['id']} {job['state']}: {job['fragments_done']}/{job['fragments_total']} fragments,"
-        f" {job['stored_frames']} frames stored, {job['refused']} refused"
+        f"job {job.id} {job.state}: {job.fragments_done}/{job.fragments_total} fragments,"
+        f" {job.stored_frames} frames stored, {job.refused} refused"
     )
-    return 0 if job["state"] == "done" else 1
+    return 0 if job.state == "done" else 1
 
 
-def _follow(api: httpx.Client, job: dict) -> dict:
+def _follow(api: httpx.Client, job: JobInfo) -> JobInfo:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -64,24 +78,24 @@ def _follow(api: httpx.Client, job: dict) -> dict:
     last_change = time.monotonic()
     seen = None
     with Progress(*columns) as progress:
-        bar = progress.add_task(f"job {job['id']}", total=None)
-        while job["state"] in ("waiting", "running"):
+        bar = progress.add_task(f"job {job.id}", total=None)
+        while job.state in ("waiting", "running"):
             time.sleep(POLL_S)
             try:
-                job = api.get(f"/api/v1/backfill/{job['id']}").json()
-            except httpx.HTTPError as exc:
-                progress.console.print(f"[yellow]target unreachable ({exc}); still trying")
-            state = (job["state"], job["bytes_done"], job["attempts"])
+                job = JobInfo.model_validate_json(api.get(f"/api/v1/backfill/{job.id}").raise_for_status().content)
+            except (httpx.HTTPError, ValidationError) as exc:
+                progress.console.print(f"[yellow]target unreachable or answering badly ({exc}); still trying")
+            state = (job.state, job.bytes_done, job.attempts)
             if state != seen:
                 seen, last_change = state, time.monotonic()
             elif time.monotonic() - last_change > STALL_S:
                 progress.console.print("[red]no progress for 10 min; the job stays queued on the recorder")
                 break
-            note = f" (waiting: {job['errors'][-1]})" if job["state"] == "waiting" and job["errors"] else ""
+            note = f" (waiting: {job.errors[-1]})" if job.state == "waiting" and job.errors else ""
             progress.update(
                 bar,
-                total=job["bytes_total"] or None,
-                completed=job["bytes_done"],
-                description=f"job {job['id']} {job['state']}{note}"[:100],
+                total=job.bytes_total or None,
+                completed=job.bytes_done,
+                description=f"job {job.id} {job.state}{note}"[:100],
             )
     return job

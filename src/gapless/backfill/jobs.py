@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from typing import get_args
 
 from gapless.common.timeparse import iso
+from gapless.contracts.recorder import JobInfo, JobState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backfill_jobs (
@@ -29,7 +31,7 @@ CREATE INDEX IF NOT EXISTS backfill_jobs_by_state ON backfill_jobs(state, camera
 
 #: waiting: runnable now or after next_try; running: a worker has it; done: every source fragment was
 #: handled; partial: done, but some fragments were refused (checksum) and are listed in errors.
-STATES = ("waiting", "running", "done", "partial")
+STATES: tuple[JobState, ...] = get_args(JobState)
 OPEN_STATES = ("waiting", "running")
 MAX_ERRORS_KEPT = 20
 
@@ -65,7 +67,8 @@ class Job:
     created_us: int
     finished_us: int | None
 
-    def public(self) -> dict:
+    def public(self) -> JobInfo:
+        """The job as the API shows it: its source token left out."""
         data = asdict(self)
         del data["source_token"]
         rate = self.bytes_done / self.active_s if self.active_s > 0 else None
@@ -80,7 +83,7 @@ class Job:
             eta_s=round(left / rate, 1) if rate and self.state in OPEN_STATES else None,
             next_try=iso(self.next_try_us) if self.state == "waiting" and self.next_try_us > now_us() else None,
         )
-        return data
+        return JobInfo.model_validate(data)
 
 
 _COLUMNS = ", ".join(Job.__dataclass_fields__)
@@ -193,7 +196,7 @@ class JobStore:
         )
         return [(start if state == "partial" else cursor, end) for state, start, cursor, end in rows]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobState, int]:
         rows = self._db().execute("SELECT state, COUNT(*) FROM backfill_jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | dict(rows)
 

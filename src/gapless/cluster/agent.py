@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
+from pydantic import ValidationError
 
 from gapless.cluster.coordinator import Coordinator, CoordinatorError
 from gapless.cluster.decision import (
@@ -39,6 +40,7 @@ from gapless.cluster.decision import (
     may_confirm_failsafe,
 )
 from gapless.cluster.keys import cluster_prefix, holder_key, member_key, released_key, switchover_key
+from gapless.contracts.recorder import FailsafeAnswer, FailsafeRequest, HaState, TokenChange
 
 log = logging.getLogger("gapless.ha")
 
@@ -57,14 +59,6 @@ class MemberStatus:
     ready: bool  # recording every camera, and no backfill left to do
     backfill_open: int
     unfit: str | None = None  # why this member must not hold the token (e.g. its storage fails)
-
-
-@dataclass
-class TokenChange:
-    at_us: int
-    change: str  # "taken" | "released" | "lost"
-    reason: str
-    fence: int
 
 
 @dataclass
@@ -133,24 +127,22 @@ class HaAgent(threading.Thread):
                 return False
             return fence is None or fence == state.fence
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> HaState:
         with self.lock:
             state = self.state
             now = self.clock()
-            return {
-                "cluster": self.cluster,
-                "member": self.me,
-                "role": str(state.role) if state.role != Role.HOLDER or now < state.valid_until else "expiring",
-                "presenting": self.presenting_unlocked(now),
-                "holder": state.holder,
-                "fence": state.fence,
-                "lease_ttl": state.lease_ttl or self.ttl,
-                "lease_remaining": max(0.0, round(state.valid_until + self.margin - now, 3))
-                if state.role.holds
-                else None,
-                "coordinator_reachable": state.coordinator_ok,
-                "changes": [c.__dict__ for c in state.changes[-20:]],
-            }
+            return HaState(
+                cluster=self.cluster,
+                member=self.me,
+                role=str(state.role) if state.role != Role.HOLDER or now < state.valid_until else "expiring",
+                presenting=self.presenting_unlocked(now),
+                holder=state.holder,
+                fence=state.fence,
+                lease_ttl=state.lease_ttl or self.ttl,
+                lease_remaining=max(0.0, round(state.valid_until + self.margin - now, 3)) if state.role.holds else None,
+                coordinator_reachable=state.coordinator_ok,
+                changes=state.changes[-20:],
+            )
 
     def presenting_unlocked(self, now: float) -> bool:
         return self.state.role.holds and now < self.state.valid_until
@@ -336,11 +328,11 @@ class HaAgent(threading.Thread):
         try:
             reply = self.http.post(
                 f"{peer.url.rstrip('/')}/api/v1/cluster/failsafe",
-                json={"cluster": self.cluster, "holder": self.me, "fence": self.state.fence},
+                json=FailsafeRequest(cluster=self.cluster, holder=self.me, fence=self.state.fence).model_dump(),
                 headers={"Authorization": f"Bearer {peer.token}"},
             )
-            return reply.status_code == 200 and reply.json().get("ack") is True
-        except (httpx.HTTPError, ValueError):
+            return reply.status_code == 200 and FailsafeAnswer.model_validate_json(reply.content).ack
+        except (httpx.HTTPError, ValidationError):
             return False
 
     # ---- identity ----------------------------------------------------------------------------
@@ -398,8 +390,8 @@ class HaAgent(threading.Thread):
             except Exception:
                 log.exception("identity: could not withdraw at stop")
 
-    def _change_locked(self, change: str, reason: str, fence: int) -> None:
-        event = TokenChange(time.time_ns() // 1000, change, reason, fence)
+    def _change_locked(self, change: Literal["taken", "released", "lost"], reason: str, fence: int) -> None:
+        event = TokenChange(at_us=time.time_ns() // 1000, change=change, reason=reason, fence=fence)
         self.state.changes.append(event)
         del self.state.changes[:-100]
         log.warning("token %s: cluster=%s member=%s fence=%d reason=%s", change, self.cluster, self.me, fence, reason)

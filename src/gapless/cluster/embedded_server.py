@@ -14,21 +14,37 @@ import logging
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Literal, Protocol, cast
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from gapless.cluster.coordinator import Event, KeyValue, decode, encode
-from gapless.common.http import error, json_body
+from gapless.common.http import error
 from gapless.common.openapi import documented
+from gapless.contracts.coordinator import (
+    MAX_WATCH_S,
+    EventBody,
+    KeyAnswer,
+    KeyDelete,
+    KeyRead,
+    KeyValueBody,
+    KeyWrite,
+    LeaseAnswer,
+    LeaseGrant,
+    LeaseRef,
+    WatchAnswer,
+    WatchRequest,
+    WriteAnswer,
+)
 
 log = logging.getLogger("gapless.coordinator")
 
 HISTORY = 10_000  # events kept for watchers; older revisions answer "compacted"
 SWEEP_INTERVAL_S = 0.05
-MAX_WATCH_S = 30.0
 MIN_TTL_S = 0.5
 
 
@@ -193,20 +209,17 @@ class EmbeddedStore:
         self.db.close()
 
 
-def _kv_json(kv: KeyValue | None) -> dict | None:
-    if kv is None:
-        return None
-    return {
-        "key": kv.key,
-        "value": kv.value,
-        "create_revision": kv.create_revision,
-        "mod_revision": kv.mod_revision,
-        "lease": kv.lease,
-    }
+def _kv_body(kv: KeyValue) -> KeyValueBody:
+    return KeyValueBody(
+        key=kv.key, value=kv.value, create_revision=kv.create_revision, mod_revision=kv.mod_revision, lease=kv.lease
+    )
 
 
-def _event_json(event: Event) -> dict:
-    return {"kind": event.kind, "key": event.key, "revision": event.revision, "kv": _kv_json(event.kv)}
+def _event_body(event: Event) -> EventBody:
+    kind: Literal["put", "delete"] = "put" if event.kind == "put" else "delete"
+    return EventBody(
+        kind=kind, key=event.key, revision=event.revision, kv=None if event.kv is None else _kv_body(event.kv)
+    )
 
 
 Op = Literal["grant", "keepalive", "revoke", "get", "watch", "put", "create", "replace", "delete"]
@@ -235,106 +248,76 @@ def coordinator_routes(store: EmbeddedStore, policy: Policy, prefix: str = "/coo
     middleware; what each caller may touch is `policy`'s)."""
     routes = web.RouteTableDef()
 
-    async def body(request: web.Request) -> dict:
-        data = await json_body(request)
-        if not isinstance(data, dict):
-            raise error(web.HTTPBadRequest, "body must be an object") from None
-        return data
+    def answer(reply: BaseModel) -> web.Response:
+        return web.json_response(text=reply.model_dump_json())
 
-    def field(data: dict, name: str, kind: type | tuple[type, ...], default: object = None) -> Any:
-        value = data.get(name, default)
-        wrong_type = value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
-        if wrong_type or (isinstance(value, int) and not -(2**63) <= value < 2**63):  # SQLite's integers
-            expected = kind.__name__ if isinstance(kind, type) else "number"
-            raise error(web.HTTPBadRequest, f"{name}: expected {expected}")
-        return value
-
-    def answer(data: dict) -> web.Response:
-        return web.json_response({"revision": store.revision, **data})
-
-    def guarded(call):
+    def guarded(call: Callable[[], int | None]) -> int | None:
         try:
             return call()
         except LeaseNotFound as exc:
             raise error(web.HTTPNotFound, str(exc)) from None
 
     @routes.post(f"{prefix}/lease/grant")
-    @documented("Grant a lease ({ttl})")
-    async def grant(request: web.Request) -> web.Response:
-        data = await body(request)
-        ttl = field(data, "ttl", (int, float))
-        if not 0 < ttl <= 3600:
-            raise error(web.HTTPBadRequest, "ttl: 0 < ttl <= 3600") from None
+    @documented("Grant a lease", LeaseAnswer, body=LeaseGrant)
+    async def grant(request: web.Request, body: LeaseGrant) -> web.Response:
         policy.check(request, Access("grant"))
-        lease, granted = store.grant(float(ttl), policy.owner(request))
-        return answer({"id": lease, "ttl": granted})
+        lease, granted = store.grant(body.ttl, policy.owner(request))
+        return answer(LeaseAnswer(revision=store.revision, id=lease, ttl=granted))
 
     @routes.post(f"{prefix}/lease/{{op:keepalive|revoke}}")
-    @documented("Renew or revoke a lease ({id})")
-    async def lease(request: web.Request) -> web.Response:
-        lease = field(await body(request), "id", int)
+    @documented("Renew or revoke a lease", LeaseAnswer, body=LeaseRef)
+    async def lease(request: web.Request, body: LeaseRef) -> web.Response:
         op = request.match_info["op"]
-        policy.check(request, Access(cast(Op, op), lease=lease))
+        policy.check(request, Access(cast(Op, op), lease=body.id))
         if op == "keepalive":
-            return answer({"ttl": store.keepalive(lease)})
-        store.revoke(lease)
-        return answer({})
+            return answer(LeaseAnswer(revision=store.revision, ttl=store.keepalive(body.id)))
+        store.revoke(body.id)
+        return answer(LeaseAnswer(revision=store.revision))
 
     @routes.post(f"{prefix}/kv/get")
-    @documented("Read a key, or every key under a prefix ({key} or {prefix})")
-    async def get(request: web.Request) -> web.Response:
-        data = await body(request)
-        if "prefix" in data:
-            prefix = field(data, "prefix", str)
-            policy.check(request, Access("get", prefix))
-            kvs, revision = store.get_prefix(prefix)
-            return web.json_response({"revision": revision, "kvs": [_kv_json(kv) for kv in kvs]})
-        key = field(data, "key", str)
-        policy.check(request, Access("get", key))
-        return answer({"kv": _kv_json(store.get(key))})
+    @documented("Read a key, or every key under a prefix", KeyAnswer, body=KeyRead)
+    async def get(request: web.Request, body: KeyRead) -> web.Response:
+        if body.prefix is not None:
+            policy.check(request, Access("get", body.prefix))
+            kvs, revision = store.get_prefix(body.prefix)
+            return answer(KeyAnswer(revision=revision, kvs=[_kv_body(kv) for kv in kvs]))
+        assert body.key is not None  # KeyRead holds one of the two
+        policy.check(request, Access("get", body.key))
+        found = store.get(body.key)
+        return answer(KeyAnswer(revision=store.revision, kv=None if found is None else _kv_body(found)))
 
     @routes.post(f"{prefix}/kv/{{op:put|create|replace}}")
-    @documented("Write a key: put, create if absent, replace if unchanged ({key, value, lease, mod_revision})")
-    async def write(request: web.Request) -> web.Response:
-        data = await body(request)
-        key, value = field(data, "key", str), field(data, "value", dict)
-        lease = field(data, "lease", int, 0)
+    @documented(
+        "Write a key: put, create if absent, replace if unchanged since mod_revision", WriteAnswer, body=KeyWrite
+    )
+    async def write(request: web.Request, body: KeyWrite) -> web.Response:
         op = request.match_info["op"]
-        mod_revision = field(data, "mod_revision", int) if op == "replace" else 0
+        key, value, lease = body.key, body.value, body.lease
         policy.check(request, Access(cast(Op, op), key, value, lease))
         if op == "put":
             revision = guarded(lambda: store.put(key, value, lease))
         elif op == "create":
             revision = guarded(lambda: store.create(key, value, lease))
         else:
-            revision = guarded(lambda: store.replace(key, value, mod_revision, lease))
-        return answer({"succeeded": revision is not None, "written": revision})
+            revision = guarded(lambda: store.replace(key, value, body.mod_revision, lease))
+        return answer(WriteAnswer(revision=store.revision, succeeded=revision is not None, written=revision))
 
     @routes.post(f"{prefix}/kv/delete")
-    @documented("Delete a key (if unchanged since mod_revision)")
-    async def delete(request: web.Request) -> web.Response:
-        data = await body(request)
-        mod_revision = data.get("mod_revision")
-        if mod_revision is not None and (not isinstance(mod_revision, int) or isinstance(mod_revision, bool)):
-            raise error(web.HTTPBadRequest, "mod_revision: expected int") from None
-        key = field(data, "key", str)
-        policy.check(request, Access("delete", key))
-        return answer({"succeeded": store.delete(key, mod_revision)})
+    @documented("Delete a key (if unchanged since mod_revision)", WriteAnswer, body=KeyDelete)
+    async def delete(request: web.Request, body: KeyDelete) -> web.Response:
+        policy.check(request, Access("delete", body.key))
+        return answer(WriteAnswer(revision=store.revision, succeeded=store.delete(body.key, body.mod_revision)))
 
     @routes.post(f"{prefix}/watch")
-    @documented("Changes under a prefix after a revision, waiting up to timeout seconds (at most 30)")
-    async def watch(request: web.Request) -> web.Response:
-        data = await body(request)
-        timeout = float(field(data, "timeout", (int, float)))
-        if not 0 <= timeout <= MAX_WATCH_S:  # NaN too: a watch must end
-            raise error(web.HTTPBadRequest, f"timeout: expected seconds from 0 to {MAX_WATCH_S:g}")
-        prefix = field(data, "prefix", str)
-        after = field(data, "after_revision", int)
-        policy.check(request, Access("watch", prefix))
-        events = await store.watch(prefix, after, timeout)
+    @documented(
+        "Changes under a prefix after a revision, waiting up to timeout seconds", WatchAnswer, body=WatchRequest
+    )
+    async def watch(request: web.Request, body: WatchRequest) -> web.Response:
+        policy.check(request, Access("watch", body.prefix))
+        events = await store.watch(body.prefix, body.after_revision, body.timeout)
         if events is None:
             raise error(web.HTTPGone, "compacted") from None
-        return answer({"events": [_event_json(e) for e in events]})
+        return answer(WatchAnswer(revision=store.revision, events=[_event_body(e) for e in events]))
 
     return routes
 

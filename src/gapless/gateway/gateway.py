@@ -13,6 +13,7 @@ camera time) continue: the player sees one stream, with no restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -27,10 +28,11 @@ from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import PREFIX, holder_key, member_key
 from gapless.common.http import BearerAuth, application, error, serving
-from gapless.common.openapi import OPENAPI_PATH, documented, openapi
+from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
 from gapless.common.signing import signature_valid
 from gapless.config.cluster import ClusterConfig, ClusterDocument
-from gapless.contracts.recorder import FragmentList
+from gapless.contracts.gateway import ClusterView, MemberView, RoutedCamera, RoutedCameraList
+from gapless.contracts.recorder import FragmentList, HaState, TimeRange
 from gapless.management.access import GatewayConfig, bearer_token
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
 
@@ -290,35 +292,35 @@ class Gateway:
 def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     routes = web.RouteTableDef()
 
-    def own_auth(handler):
-        handler.gapless_own_auth = True  # the management server's middleware leaves these to us
-        return handler
+    def own_auth(handler: Handler) -> Handler:
+        """A viewer's route: authorized here, before its query is read (the management server's
+        middleware leaves these to the gateway)."""
+
+        @functools.wraps(handler)
+        async def authorized(request: web.Request) -> web.StreamResponse:
+            await gateway.authorize(request)
+            return await handler(request)
+
+        authorized.gapless_own_auth = True  # type: ignore[attr-defined]
+        return authorized
 
     @routes.get("/api/v1/cameras")
-    @documented("Every cluster camera with its holder")
     @own_auth
-    async def cameras(request: web.Request) -> web.Response:
-        await gateway.authorize(request)
+    @documented("Every cluster camera with its holder", RoutedCameraList)
+    async def cameras(_request: web.Request) -> web.Response:
         document = await gateway.refresh()
         listed = []
         for cluster in document.clusters:
             holder = gateway.state.holder(cluster.id)
             for camera in cluster.cameras:
-                listed.append(
-                    {
-                        "id": camera.id,
-                        "cluster": cluster.id,
-                        "holder": holder[0] if holder else None,
-                        "live": f"/api/v1/cameras/{camera.id}/live.m3u8",
-                    }
-                )
-        return web.json_response({"cameras": listed})
+                live = f"/api/v1/cameras/{camera.id}/live.m3u8"
+                listed.append(RoutedCamera(id=camera.id, cluster=cluster.id, holder=holder and holder[0], live=live))
+        return web.json_response(text=RoutedCameraList(cameras=listed).model_dump_json())
 
     @routes.get("/api/v1/clusters/{cluster}")
-    @documented("A cluster: members, holder, fencing revision, lease")
     @own_auth
+    @documented("A cluster: members, holder, fencing revision, lease", ClusterView)
     async def cluster_state(request: web.Request) -> web.Response:
-        await gateway.authorize(request)
         document = await gateway.refresh()
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
         if cluster is None:
@@ -328,39 +330,37 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         for member in cluster.members:
             published = gateway.state.member(cluster.id, member)
             members.append(
-                {
-                    "id": member,
-                    "alive": published is not None,
-                    "ready": bool(published and published.get("ready")),
-                    "backfill_open": published.get("backfill_open") if published else None,
-                    "role": published.get("role") if published else None,
-                }
+                MemberView(
+                    id=member,
+                    alive=published is not None,
+                    ready=bool(published and published.get("ready")),
+                    backfill_open=published.get("backfill_open") if published else None,
+                    role=published.get("role") if published else None,
+                )
             )
-        lease = None
+        lease_remaining = None
         if holder is not None:
             try:
                 _member, reply = await gateway.ask(cluster, "/api/v1/cluster")
-                lease = reply.json()
-            except web.HTTPException:
-                lease = None
-        return web.json_response(
-            {
-                "id": cluster.id,
-                "members": members,
-                "holder": holder[0] if holder else None,
-                "fence": holder[1] if holder else None,
-                "lease_remaining": lease.get("lease_remaining") if lease else None,
-                "lease_ttl": cluster.lease_ttl,
-                "failback": cluster.failback,
-                "coordinator_reachable": gateway.state.reachable,
-            }
+                lease_remaining = HaState.model_validate_json(reply.content).lease_remaining
+            except (web.HTTPException, ValidationError):
+                lease_remaining = None
+        view = ClusterView(
+            id=cluster.id,
+            members=members,
+            holder=holder[0] if holder else None,
+            fence=holder[1] if holder else None,
+            lease_remaining=lease_remaining,
+            lease_ttl=cluster.lease_ttl,
+            failback=cluster.failback,
+            coordinator_reachable=gateway.state.reachable,
         )
+        return web.json_response(text=view.model_dump_json())
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
-    @documented("Live HLS routed to the holder; segments by camera time", media_type="application/vnd.apple.mpegurl")
     @own_auth
+    @documented("Live HLS routed to the holder; segments by camera time", media_type="application/vnd.apple.mpegurl")
     async def live(request: web.Request) -> web.Response:
-        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         now = time.time()
@@ -371,43 +371,34 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
+    @own_auth
     @documented(
         "VOD HLS of a range (at most 24 h)",
         media_type="application/vnd.apple.mpegurl",
-        query={"start": "epoch seconds", "end": "epoch seconds"},
+        query=TimeRange,
     )
-    @own_auth
-    async def playback(request: web.Request) -> web.Response:
-        await gateway.authorize(request)
+    async def playback(request: web.Request, query: TimeRange) -> web.Response:
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
-        try:
-            start, end = float(request.query["start"]), float(request.query["end"])
-        except (KeyError, ValueError):
-            raise error(web.HTTPBadRequest, "start= and end= are required, in epoch seconds") from None
-        if not 0 < end - start <= 24 * 3600:
-            raise error(web.HTTPBadRequest, "end must be after start, at most 24 h")
-        rows = await gateway.rows(cluster, camera, start, end)
+        rows = await gateway.rows(cluster, camera, query.start / 1e6, query.end / 1e6)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
         text = playlist(rows, live=False, **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
-    @documented("A segment from whichever member has it", media_type="video/iso.segment")
     @own_auth
+    @documented("A segment from whichever member has it", media_type="video/iso.segment")
     async def segment(request: web.Request) -> web.Response:
-        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         data = await gateway.media(cluster, segment_path(camera, int(request.match_info["start"])))
         return web.Response(body=data, content_type="video/iso.segment")
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
-    @documented("An init segment from whichever member has it", media_type="video/mp4")
     @own_auth
+    @documented("An init segment from whichever member has it", media_type="video/mp4")
     async def init(request: web.Request) -> web.Response:
-        await gateway.authorize(request)
         camera = request.match_info["camera"]
         cluster = await gateway.camera(camera)
         data = await gateway.media(cluster, f"/api/v1/cameras/{camera}/inits/{request.match_info['init']}.mp4")

@@ -14,9 +14,17 @@ from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, s
 from gapless.cluster.keys import holder_key, preferred_key, switchover_key
 from gapless.common.config import ConfigError
 from gapless.common.http import application, error, json_body, serving
-from gapless.common.openapi import documented, openapi_route
+from gapless.common.openapi import documented, openapi_route, parsed
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.config.management import ManagementConfig
+from gapless.contracts.management import (
+    RecorderEntry,
+    RecorderList,
+    StoredConfig,
+    StoredVersion,
+    SwitchoverAnswer,
+    SwitchoverRequest,
+)
 from gapless.management.access import (
     CoordinatorPolicy,
     GatewayConfig,
@@ -112,13 +120,18 @@ def build_app(management: Management) -> web.Application:
     routes = web.RouteTableDef()
 
     @routes.get("/api/v1/config")
-    @documented("The cluster configuration (secrets <redacted>) and its version")
+    @documented("The cluster configuration (secrets <redacted>) and its version", StoredConfig)
     async def get_config(_request: web.Request) -> web.Response:
         version, document = management.document
-        return web.json_response({"version": version, "config": redact(document)})
+        return web.json_response(text=StoredConfig(version=version, config=redact(document)).model_dump_json())
 
     @routes.put("/api/v1/config")
-    @documented("Store a new configuration version (validated whole; If-Match: version)", body=ClusterDocument)
+    @documented(
+        "Store a new configuration version (validated whole; If-Match: version)",
+        StoredVersion,
+        body=ClusterDocument,
+        parses_body=False,  # `<redacted>` secrets are restored from the stored version first
+    )
     async def put_config(request: web.Request) -> web.Response:
         raw = await json_body(request)
         if isinstance(raw, dict) and "config" in raw:
@@ -136,7 +149,7 @@ def build_app(management: Management) -> web.Application:
         if version is None:
             raise error(web.HTTPPreconditionFailed, "the configuration changed meanwhile; read it again")
         log.info("configuration version %d stored (by %s)", version, request["principal"].name)
-        return web.json_response({"version": version})
+        return web.json_response(text=StoredVersion(version=version).model_dump_json())
 
     @routes.get("/api/v1/gateway/config")
     @documented("What a gateway routes and authenticates with", GatewayConfig)
@@ -145,14 +158,14 @@ def build_app(management: Management) -> web.Application:
         return web.json_response(management.gateway_config().model_dump(mode="json"))
 
     @routes.get("/api/v1/recorders")
-    @documented("Recorders and their clusters")
+    @documented("Recorders and their clusters", RecorderList)
     async def recorders(_request: web.Request) -> web.Response:
         _version, document = management.document
         listed = [
-            {"id": r.id, "url": r.url, "cluster": getattr(document.cluster_of(r.id), "id", None)}
+            RecorderEntry(id=r.id, url=r.url, cluster=getattr(document.cluster_of(r.id), "id", None))
             for r in document.recorders
         ]
-        return web.json_response({"recorders": listed})
+        return web.json_response(text=RecorderList(recorders=listed).model_dump_json())
 
     @routes.get("/api/v1/recorders/{recorder}/config")
     @documented("What one recorder needs: its cluster, peers, coordinator", ManagedConfig)
@@ -168,18 +181,23 @@ def build_app(management: Management) -> web.Application:
         return web.json_response(ManagedConfig.of(version, document, recorder_id).model_dump(mode="json"))
 
     @routes.post("/api/v1/clusters/{cluster}/switchover")
-    @documented('Hand the token to a member ({"to": member}; default the other)')
+    @documented(
+        "Hand the token to a member (default: the other); an empty body will do",
+        SwitchoverAnswer,
+        body=SwitchoverRequest,
+        parses_body=False,  # no body at all means {}
+    )
     async def switchover(request: web.Request) -> web.Response:
         _version, document = management.document
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
         if cluster is None:
             raise error(web.HTTPNotFound, f"no cluster {request.match_info['cluster']!r}")
-        body = await json_body(request) if request.can_read_body else {}
+        body = parsed(SwitchoverRequest, await json_body(request) if request.can_read_body else {}, "body")
         coordinator = management.coordinator()
         try:
             holder = await asyncio.to_thread(coordinator.get, holder_key(cluster.id))
             current = holder.value.get("member") if holder else None
-            target = body.get("to") if isinstance(body, dict) else None
+            target = body.to
             if target is None:
                 others = [m for m in cluster.members if m != current]
                 target = others[0]
@@ -190,7 +208,8 @@ def build_app(management: Management) -> web.Application:
         finally:
             coordinator.close()
         log.info("switchover of cluster %s requested: %s -> %s", cluster.id, current, target)
-        return web.json_response({"cluster": cluster.id, "from": current, "to": target})
+        answer = SwitchoverAnswer.model_validate({"cluster": cluster.id, "from": current, "to": target})
+        return web.json_response(text=answer.model_dump_json(by_alias=True))
 
     app = application(auth)
     app.add_routes(routes)

@@ -10,18 +10,36 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gapless.backfill.jobs import STATES
-from gapless.common.http import application, error, json_body, token_matches
+from gapless.common.http import application, error, token_matches
 from gapless.common.openapi import documented, openapi_route
 from gapless.common.signing import signature_valid
-from gapless.common.timeparse import iso, parse_time_us
-from gapless.contracts.recorder import Coverage, FragmentList
+from gapless.common.timeparse import iso
+from gapless.contracts.recorder import (
+    BackfillHealth,
+    BackfillRequest,
+    CameraList,
+    CameraState,
+    Coverage,
+    CoverageRange,
+    ExportQuery,
+    FailsafeAnswer,
+    FailsafeRequest,
+    FeedHealth,
+    FragmentList,
+    HaState,
+    JobInfo,
+    JobList,
+    JobsQuery,
+    KeyframesQuery,
+    RecorderHealth,
+    StorageHealth,
+    TimeRange,
+)
+from gapless.ingest.partner_time import KeyframeTimes
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
 from gapless.media.hls import LIVE_SEGMENTS, MAX_GOP_US, MediaUris, continues_gop, playlist, signed_uris
@@ -29,12 +47,6 @@ from gapless.media.progressive import progressive_format, to_progressive
 from gapless.storage.coverage import merged
 from gapless.storage.store import StorageError
 
-MAX_RANGE_US = {
-    "coverage": 31 * 86_400_000_000,
-    "fragments": 86_400_000_000,
-    "playback": 86_400_000_000,
-    "export": 6 * 3_600_000_000,
-}
 #: Paths a player opens itself: they also accept ?token= or a signed URL (?exp=&sig=).
 _MEDIA_PATH = re.compile(
     r"^/api/v1/(fragments/[0-9]+|inits/[0-9a-f]+|cameras/[^/]+/"
@@ -48,32 +60,11 @@ PROGRESSIVE_QUEUE_S = 60.0
 
 log = logging.getLogger("gapless.api")
 
-#: The query of every route that reads a time range.
-TIME_RANGE = {"start": "ISO 8601 with a zone, or epoch seconds", "end": "ISO 8601 with a zone, or epoch seconds"}
-
 
 def left_out_box(left_out: list[dict]) -> bytes:
     """A top-level `free` box naming what an export left out (players skip it; `gapless` tools read it)."""
     text = json.dumps({"gapless_left_out": left_out}, separators=(",", ":")).encode()
     return struct.pack(">I", 8 + len(text)) + b"free" + text
-
-
-class BackfillRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    camera: str
-    source: str = Field(description="a configured partner's id, or a recorder URL (then source_token too)")
-    start: str
-    end: str
-    source_camera: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-    source_token: str | None = Field(default=None, min_length=16)
-
-    @field_validator("source")
-    @classmethod
-    def _no_credentials_in_url(cls, value: str) -> str:
-        """A URL's user:password would be stored, listed and logged with the job: refused."""
-        if "://" in value and "@" in urlsplit(value).netloc:
-            raise ValueError("the source URL must not carry credentials; give the source's token as source_token")
-        return value
 
 
 def build_api(recorder) -> web.Application:
@@ -109,21 +100,6 @@ def build_api(recorder) -> web.Application:
             raise error(web.HTTPNotFound, f"no camera {cam!r} on this recorder")
         return cam
 
-    def time_range(request: web.Request, kind: str) -> tuple[int, int]:
-        try:
-            start = parse_time_us(request.query["start"])
-            end = parse_time_us(request.query["end"])
-        except KeyError as exc:
-            raise error(web.HTTPBadRequest, f"{exc.args[0]}= is required") from None
-        except ValueError as exc:
-            raise error(web.HTTPBadRequest, str(exc)) from None
-        if end <= start:
-            raise error(web.HTTPBadRequest, "end must be after start")
-        if end - start > MAX_RANGE_US[kind]:
-            hours = MAX_RANGE_US[kind] / 3_600_000_000
-            raise error(web.HTTPBadRequest, f"range too long for {kind}: at most {hours:g} h")
-        return start, end
-
     def nothing_recorded(cam: str, start: int, end: int) -> str:
         message = f"no recording of {cam} between {iso(start)} and {iso(end)}"
         deleted = recorder.store.deleted_until(cam)
@@ -131,13 +107,12 @@ def build_api(recorder) -> web.Application:
             message += f"; footage before {iso(deleted)} was deleted by retention"
         return message
 
-    async def recorded(request: web.Request, kind: str) -> tuple[str, list]:
+    async def recorded(request: web.Request, span: TimeRange) -> tuple[str, list]:
         """The camera and its fragments in the request's range; 404 saying why when there are none."""
         cam = camera_id(request)
-        start, end = time_range(request, kind)
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, span.start, span.end)
         if not rows:
-            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, start, end))
+            raise error(web.HTTPNotFound, await asyncio.to_thread(nothing_recorded, cam, span.start, span.end))
         return cam, rows
 
     routes = web.RouteTableDef()
@@ -145,102 +120,85 @@ def build_api(recorder) -> web.Application:
     progressive_builds = asyncio.Semaphore(PROGRESSIVE_BUILDS)
 
     @routes.get("/api/v1/health")
-    @documented("Per-camera feed state, storage, write queue, backfill jobs")
+    @documented("Per-camera feed state, storage, write queue, backfill jobs", RecorderHealth)
     async def health(_request: web.Request) -> web.Response:
         usage = shutil.disk_usage(recorder.store.root)
         cameras = {}
         for cam, ingest in recorder.cameras.items():
             feed = ingest.feed.public()
             end = feed.pop("last_fragment_end_us")
-            feed["last_fragment_time"] = iso(end) if end else None
-            cameras[cam] = feed
-        return web.json_response(
-            {
-                "recorder": recorder.config.recorder.id,
-                "cameras": cameras,
-                "backfill": {
-                    "jobs": await asyncio.to_thread(recorder.jobs.counts),
-                    "last_scan_error": recorder.gap_scanner.last_error,
-                },
-                "cluster": recorder.agent.snapshot() if recorder.agent else None,
-                "storage": {
-                    "disk_free_bytes": usage.free,
-                    "queue_depth": recorder.writer.pending_fragments(),
-                    "last_error": recorder.writer.error,
-                    # quarantined: never served; the gap scanner has a partner fill their time
-                    **await asyncio.to_thread(recorder.store.damage),
-                    "index_rebuilt": recorder.store.rebuilt,
-                },
-            }
+            cameras[cam] = FeedHealth(**feed, last_fragment_time=iso(end) if end else None)
+        report = RecorderHealth(
+            recorder=recorder.config.recorder.id,
+            cameras=cameras,
+            backfill=BackfillHealth(
+                jobs=await asyncio.to_thread(recorder.jobs.counts), last_scan_error=recorder.gap_scanner.last_error
+            ),
+            cluster=recorder.agent.snapshot() if recorder.agent else None,
+            storage=StorageHealth(
+                disk_free_bytes=usage.free,
+                queue_depth=recorder.writer.pending_fragments(),
+                last_error=recorder.writer.error,
+                **await asyncio.to_thread(recorder.store.damage),
+                index_rebuilt=recorder.store.rebuilt,
+            ),
         )
+        return web.json_response(text=report.model_dump_json())
 
     @routes.get("/api/v1/cameras/{camera}/keyframes")
     @documented(
-        "Recent keyframes (SHA-256, camera time): how partners share camera time",
-        query={"since_us": "only keyframes from this camera time on"},
+        "Recent keyframes (SHA-256, camera time): how partners share camera time", KeyframeTimes, query=KeyframesQuery
     )
-    async def keyframes(request: web.Request) -> web.Response:
+    async def keyframes(request: web.Request, query: KeyframesQuery) -> web.Response:
         """The times this recorder gave the camera's recent keyframes: a partner starting a session
         takes its time from these (ingest/partner_time.py)."""
-        raw = request.query.get("since_us", "0")
-        if not raw.isdigit() or len(raw) > 18:
-            raise error(web.HTTPBadRequest, "since_us must be camera time in microseconds")
-        times = recorder.cameras[camera_id(request)].keyframe_times(int(raw))
+        times = recorder.cameras[camera_id(request)].keyframe_times(query.since_us)
         return web.json_response(text=times.model_dump_json())
 
     @routes.get("/api/v1/cluster")
-    @documented("This member's HA state: role, holder, fencing revision, lease, token changes")
+    @documented("This member's HA state: role, holder, fencing revision, lease, token changes", HaState)
     async def cluster(_request: web.Request) -> web.Response:
         if recorder.agent is None:
             raise error(web.HTTPNotFound, "this recorder is not a cluster member")
-        return web.json_response(recorder.agent.snapshot())
+        return web.json_response(text=recorder.agent.snapshot().model_dump_json())
 
     @routes.post("/api/v1/cluster/failsafe")
-    @documented("A peer holder asks, while the coordinator is unreachable, whether it may keep the token")
-    async def failsafe(request: web.Request) -> web.Response:
-        if recorder.agent is None:
+    @documented(
+        "A peer holder asks, while the coordinator is unreachable, whether it may keep the token",
+        FailsafeAnswer,
+        body=FailsafeRequest,
+    )
+    async def failsafe(_request: web.Request, body: FailsafeRequest) -> web.Response:
+        agent = recorder.agent
+        if agent is None:
             raise error(web.HTTPNotFound, "this recorder is not a cluster member")
-        body = await json_body(request)
-        holder, fence = (body.get("holder"), body.get("fence")) if isinstance(body, dict) else (None, None)
-        if not isinstance(holder, str) or not isinstance(fence, int) or isinstance(fence, bool):
-            raise error(web.HTTPBadRequest, "expected {holder: member id, fence: integer}")
-        return web.json_response({"ack": recorder.agent.failsafe_ack(holder, fence)})
+        ack = body.cluster == agent.cluster and agent.failsafe_ack(body.holder, body.fence)
+        return web.json_response(text=FailsafeAnswer(ack=ack).model_dump_json())
 
     @routes.get("/api/v1/cameras")
-    @documented("Configured cameras and their state")
+    @documented("Configured cameras and their state", CameraList)
     async def cameras(_request: web.Request) -> web.Response:
         listed = []
         for camera in recorder.config.cameras:
             ingest = recorder.cameras.get(camera.id)  # a disabled camera has none
-            listed.append(
-                {"id": camera.id, "enabled": camera.enabled, "state": ingest.feed.state if ingest else "disabled"}
-            )
-        return web.json_response({"cameras": listed})
+            state = ingest.feed.state if ingest else "disabled"
+            listed.append(CameraState(id=camera.id, enabled=camera.enabled, state=state))
+        return web.json_response(text=CameraList(cameras=listed).model_dump_json())
 
     @routes.get("/api/v1/cameras/{camera}/coverage")
-    @documented(
-        "Recorded spans of a camera in a range",
-        Coverage,
-        query=TIME_RANGE,
-    )
-    async def coverage(request: web.Request) -> web.Response:
+    @documented("Recorded spans of a camera in a range (at most 31 days)", Coverage, query=CoverageRange)
+    async def coverage(request: web.Request, query: CoverageRange) -> web.Response:
         cam = camera_id(request)
-        start, end = time_range(request, "coverage")
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, query.start, query.end)
         intervals = merged(rows)
-        clipped = [(iso(max(a, start)), iso(min(b, end))) for a, b in intervals]
+        clipped = [(iso(max(a, query.start)), iso(min(b, query.end))) for a, b in intervals]
         return web.json_response(Coverage(camera=cam, intervals=clipped).model_dump(mode="json"))
 
     @routes.get("/api/v1/cameras/{camera}/fragments")
-    @documented(
-        "Fragment metadata in a range (at most 24 h)",
-        FragmentList,
-        query=TIME_RANGE,
-    )
-    async def fragments(request: web.Request) -> web.Response:
+    @documented("Fragment metadata in a range (at most 24 h)", FragmentList, query=TimeRange)
+    async def fragments(request: web.Request, query: TimeRange) -> web.Response:
         cam = camera_id(request)
-        start, end = time_range(request, "fragments")
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, end)
+        rows = await asyncio.to_thread(recorder.store.fragments, cam, query.start, query.end)
         return web.json_response(FragmentList(camera=cam, fragments=[r.public() for r in rows]).model_dump(mode="json"))
 
     @routes.get("/api/v1/fragments/{fragment_id}")
@@ -275,24 +233,18 @@ def build_api(recorder) -> web.Application:
     @documented(
         "One MP4 of a range (at most 6 h): fragmented, or progressive",
         media_type="video/mp4",
-        query={
-            **TIME_RANGE,
-            "layout": "progressive: moov first, built before sending",
-        },
+        query=ExportQuery,
     )
-    async def export(request: web.Request) -> web.StreamResponse:
-        _cam, rows = await recorded(request, "export")
+    async def export(request: web.Request, query: ExportQuery) -> web.StreamResponse:
+        _cam, rows = await recorded(request, query)
         inits = {i: await asyncio.to_thread(recorder.store.init, i) for i in {r.init for r in rows}}
         if len({segment.codec.split(".")[0] for segment in inits.values()}) > 1:
             raise error(web.HTTPConflict, "the range spans a codec change; export each part separately")
-        layout = request.query.get("layout", "fragmented")
-        if layout not in ("fragmented", "progressive"):
-            raise error(web.HTTPBadRequest, "layout must be fragmented or progressive")
+        layout = query.layout
         audio = audio_of_init(inits[rows[0].init].data)
         container = progressive_format(audio.codec if audio else None) if layout == "progressive" else "mp4"
         content_type = "video/quicktime" if container == "mov" else "video/mp4"
-        start, end = time_range(request, "export")
-        known = await asyncio.to_thread(recorder.store.quarantined, rows[0].camera, start, end)
+        known = await asyncio.to_thread(recorder.store.quarantined, rows[0].camera, query.start, query.end)
         why = "stored bytes failed their checksum (quarantined)"
         left_out: list[dict] = [{"start": iso(a), "end": iso(b), "why": why} for a, b in known]
         if layout == "fragmented":
@@ -412,34 +364,18 @@ def build_api(recorder) -> web.Application:
     @documented(
         "VOD HLS playlist of a range (at most 24 h)",
         media_type="application/vnd.apple.mpegurl",
-        query=TIME_RANGE,
+        query=TimeRange,
     )
-    async def playback(request: web.Request) -> web.Response:
-        cam, rows = await recorded(request, "playback")
+    async def playback(request: web.Request, query: TimeRange) -> web.Response:
+        cam, rows = await recorded(request, query)
         text = playlist(rows, live=False, **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.post("/api/v1/backfill")
-    @documented("Queue a backfill job", body=BackfillRequest, status=201)
-    async def backfill_create(request: web.Request) -> web.Response:
-        raw = await json_body(request)
-        try:
-            body = BackfillRequest.model_validate(raw)
-        except ValidationError as exc:  # the fields named, the values never echoed (they may be secrets)
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
-            )
-            raise error(web.HTTPBadRequest, f"invalid backfill request: {problems}") from None
+    @documented("Queue a backfill job", JobInfo, body=BackfillRequest, status=201)
+    async def backfill_create(_request: web.Request, body: BackfillRequest) -> web.Response:
         if body.camera not in recorder.cameras:
             raise error(web.HTTPNotFound, f"no camera {body.camera!r} on this recorder")
-        try:
-            start, end = parse_time_us(body.start), parse_time_us(body.end)
-        except ValueError as exc:
-            raise error(web.HTTPBadRequest, str(exc)) from None
-        if end <= start:
-            raise error(web.HTTPBadRequest, "end must be after start")
-        if end - start > MAX_RANGE_US["coverage"]:
-            raise error(web.HTTPBadRequest, "range too long for backfill: at most 31 days")
         source = recorder.resolve_source(body.camera, body.source, body.source_token, body.source_camera)
         if source is None:
             raise error(
@@ -448,28 +384,25 @@ def build_api(recorder) -> web.Application:
             )
         source_id, url, job_token, their_camera = source
         job = await asyncio.to_thread(
-            recorder.jobs.create, body.camera, source_id, url, job_token, their_camera, start, end, False
+            recorder.jobs.create, body.camera, source_id, url, job_token, their_camera, body.start, body.end, False
         )
         recorder.backfill.wake.set()
-        return web.json_response(job.public(), status=201)
+        return web.json_response(text=job.public().model_dump_json(), status=201)
 
     @routes.get("/api/v1/backfill")
-    @documented("Backfill jobs, newest first", query={"state": "waiting, running, done or partial"})
-    async def backfill_list(request: web.Request) -> web.Response:
-        state = request.query.get("state")
-        if state is not None and state not in STATES:
-            raise error(web.HTTPBadRequest, f"state must be one of {', '.join(STATES)}")
-        jobs = await asyncio.to_thread(recorder.jobs.recent, 200, state)
-        return web.json_response({"jobs": [j.public() for j in jobs]})
+    @documented("Backfill jobs, newest first", JobList, query=JobsQuery)
+    async def backfill_list(_request: web.Request, query: JobsQuery) -> web.Response:
+        jobs = await asyncio.to_thread(recorder.jobs.recent, 200, query.state)
+        return web.json_response(text=JobList(jobs=[j.public() for j in jobs]).model_dump_json())
 
     @routes.get("/api/v1/backfill/{job_id}")
-    @documented("One backfill job: progress, rate, errors, next try")
+    @documented("One backfill job: progress, rate, errors, next try", JobInfo)
     async def backfill_get(request: web.Request) -> web.Response:
         raw = request.match_info["job_id"]
         job = await asyncio.to_thread(recorder.jobs.get, int(raw)) if _FRAGMENT_ID.match(raw) else None
         if job is None:
             raise error(web.HTTPNotFound, f"no backfill job {raw}")
-        return web.json_response(job.public())
+        return web.json_response(text=job.public().model_dump_json())
 
     @routes.get("/metrics")
     @documented("Prometheus metrics", media_type="text/plain")

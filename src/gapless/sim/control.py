@@ -7,10 +7,48 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from pydantic import Field
 
 from gapless.common.http import application
-from gapless.common.openapi import documented, openapi_route
+from gapless.common.openapi import Query, documented, openapi_route
 from gapless.sim.camera import SimCamera
+
+DAY_S = 86_400
+
+
+class ClientQuery(Query):
+    client: str | None = None
+    """Only the sessions whose User-Agent contains this (the recorder's id, say)."""
+
+
+class ForSeconds(Query):
+    seconds: float = Field(ge=0, le=DAY_S)
+    """How long."""
+
+
+class BlockQuery(ForSeconds):
+    client: str = Field(min_length=1)
+    """The client to block: a substring of its User-Agent."""
+
+
+class RtpJump(Query):
+    seconds: float = Field(ge=-DAY_S, le=DAY_S)
+    """By how much (negative: back, as a restarted encoder does)."""
+
+
+class ClockStep(Query):
+    seconds: float = Field(ge=-60 * 365 * DAY_S, le=DAY_S)
+    """By how much (negative: back, as NTP may step it)."""
+
+
+class SeqJump(Query):
+    packets: int = Field(ge=1, le=0xFFFF)
+    """How many sequence numbers to skip."""
+
+
+class SenderReports(Query):
+    every: float = Field(ge=0, le=DAY_S)
+    """Seconds between sender reports; 0: none."""
 
 
 def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
@@ -21,20 +59,6 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
         if camera is None:
             raise web.HTTPNotFound(text=f"no camera {request.match_info['camera']!r}\n")
         return camera
-
-    def seconds(request: web.Request, default: float | None = None, name: str = "seconds", low: float = 0) -> float:
-        raw = request.query.get(name)
-        if raw is None:
-            if default is None:
-                raise web.HTTPBadRequest(text=f"{name}= is required\n")
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise web.HTTPBadRequest(text=f"{name} must be a number, not {raw!r}\n") from None
-        if not low <= value <= 86_400:
-            raise web.HTTPBadRequest(text=f"{name} must be between {low:.0f} and 86400\n")
-        return value
 
     @routes.get("/cameras")
     @documented("The simulated cameras")
@@ -62,44 +86,41 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/drop")
-    @documented("Drop its sessions (or one client's)", query={"client": "a client address"})
-    async def drop(request: web.Request) -> web.Response:
+    @documented("Drop its sessions (or one client's)", query=ClientQuery)
+    async def drop(request: web.Request, query: ClientQuery) -> web.Response:
         """Drop sessions: all of them, or those whose User-Agent contains ?client=."""
         camera = camera_or_404(request)
-        client = request.query.get("client")
+        client = query.client
         ids = [s.id for s in camera.sessions.values() if client is None or client in s.user_agent]
         for sid in ids:
             camera.drop(sid)
         return web.json_response({"dropped": len(ids)})
 
     @routes.post("/cameras/{camera}/block")
-    @documented("Stop sending to one client for a while", query={"client": "a client address", "seconds": "how long"})
-    async def block(request: web.Request) -> web.Response:
+    @documented("Stop sending to one client for a while", query=BlockQuery)
+    async def block(request: web.Request, query: BlockQuery) -> web.Response:
         """Drop the sessions of one client (User-Agent substring) and refuse it for ?seconds=."""
         camera = camera_or_404(request)
-        client = request.query.get("client")
-        if not client:
-            raise web.HTTPBadRequest(text="client= (a User-Agent substring) is required\n")
-        camera.blocked[client] = time.monotonic() + seconds(request)
+        client = query.client
+        camera.blocked[client] = time.monotonic() + query.seconds
         ids = [s.id for s in camera.sessions.values() if client in s.user_agent]
         for sid in ids:
             camera.drop(sid)
         return web.json_response({"dropped": len(ids)})
 
     @routes.post("/cameras/{camera}/stall")
-    @documented("Stall the camera's output", query={"seconds": "how long"})
-    async def stall(request: web.Request) -> web.Response:
+    @documented("Stall the camera's output", query=ForSeconds)
+    async def stall(request: web.Request, query: ForSeconds) -> web.Response:
         """Keep connections open but send nothing for ?seconds= (those frames are lost)."""
         camera = camera_or_404(request)
-        camera.stalled_until = time.monotonic() + seconds(request)
+        camera.stalled_until = time.monotonic() + query.seconds
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/rtp-jump")
-    @documented("Jump the RTP timestamps", query={"seconds": "by how much (may be negative)"})
-    async def rtp_jump(request: web.Request) -> web.Response:
-        """Jump the RTP timestamps by ?seconds= (negative: back, as a restarted encoder does)."""
+    @documented("Jump the RTP timestamps", query=RtpJump)
+    async def rtp_jump(request: web.Request, query: RtpJump) -> web.Response:
         camera = camera_or_404(request)
-        camera.jump_rtp(seconds(request, low=-86_400))
+        camera.jump_rtp(query.seconds)
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/ssrc-change")
@@ -110,37 +131,35 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/seq-jump")
-    @documented("Skip RTP sequence numbers", query={"packets": "how many"})
-    async def seq_jump(request: web.Request) -> web.Response:
+    @documented("Skip RTP sequence numbers", query=SeqJump)
+    async def seq_jump(request: web.Request, query: SeqJump) -> web.Response:
         """Jump every session's RTP sequence numbers by ?packets= at the next frame."""
         camera = camera_or_404(request)
-        camera.seq_jump = int(seconds(request, name="packets", low=1)) & 0xFFFF
+        camera.seq_jump = query.packets
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/clock-step")
-    @documented("Step the camera's clock", query={"seconds": "by how much (may be negative)"})
-    async def clock_step(request: web.Request) -> web.Response:
-        """Step the camera's clock by ?seconds= (negative: back), as NTP does."""
+    @documented("Step the camera's clock", query=ClockStep)
+    async def clock_step(request: web.Request, query: ClockStep) -> web.Response:
         camera = camera_or_404(request)
-        camera.step_clock(seconds(request, low=-86_400 * 365 * 60))
+        camera.step_clock(query.seconds)
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/sender-reports")
-    @documented("Change how often sender reports go out", query={"every": "seconds; 0: none"})
-    async def sender_reports(request: web.Request) -> web.Response:
-        """Send RTCP sender reports every ?every= seconds (0: none)."""
+    @documented("Change how often sender reports go out", query=SenderReports)
+    async def sender_reports(request: web.Request, query: SenderReports) -> web.Response:
         camera = camera_or_404(request)
-        camera.sr_interval_us = int(seconds(request, name="every") * 1_000_000)
+        camera.sr_interval_us = int(query.every * 1_000_000)
         return web.json_response(camera.describe())
 
     @routes.post("/cameras/{camera}/audio-broken")
-    @documented("Send malformed audio for a while", query={"seconds": "how long"})
-    async def audio_broken(request: web.Request) -> web.Response:
+    @documented("Send malformed audio for a while", query=ForSeconds)
+    async def audio_broken(request: web.Request, query: ForSeconds) -> web.Response:
         """Send malformed audio packets for ?seconds= (the video is unaffected)."""
         camera = camera_or_404(request)
         if camera.audio is None:
             raise web.HTTPConflict(text=f"camera {camera.id} sends no audio (start the simulator with --audio)\n")
-        camera.break_audio(seconds(request))
+        camera.break_audio(query.seconds)
         return web.json_response(camera.describe())
 
     @routes.delete("/sessions/{session}")
