@@ -31,6 +31,12 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, use_attribute_docstrings=True)
 
 
+class Reply(BaseModel):
+    """A route's JSON answer; each field's docstring is its documented meaning (docs/api.md)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
 class Body(BaseModel):
     """A route's JSON request body: unknown fields are refused (a misspelt one is not ignored), and
     types are strict (true is not 1, "5" is not 5)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from gapless.common.openapi import Body
+from gapless.common.openapi import Body, Reply
 
 #: SQLite's integers (revisions, lease ids).
 Int64 = Annotated[int, Field(ge=-(2**63), lt=2**63)]
@@ -60,7 +60,7 @@ class WatchRequest(Body):
     """Seconds to wait for a change when there is none yet."""
 
 
-class KeyValueBody(BaseModel):
+class KeyValueBody(Reply):
     key: str
     value: dict
     create_revision: int
@@ -68,31 +68,36 @@ class KeyValueBody(BaseModel):
     lease: int
 
 
-class EventBody(BaseModel):
+class EventBody(Reply):
     kind: Literal["put", "delete"]
     key: str
     revision: int
     kv: KeyValueBody | None
 
 
-class Answer(BaseModel):
+class Answer(Reply):
     revision: int
     """The store's revision when it answered."""
 
 
 class LeaseAnswer(Answer):
-    id: int = 0  # a grant: the new lease
-    ttl: float = 0.0  # a grant or keepalive: its TTL (0: the lease is gone)
+    id: int = 0
+    """A grant: the new lease."""
+    ttl: float = 0.0
+    """A grant or keepalive: its TTL (0: the lease is gone)"""
 
 
 class KeyAnswer(Answer):
-    kv: KeyValueBody | None = None  # a single key
-    kvs: list[KeyValueBody] = []  # a prefix
+    kv: KeyValueBody | None = None
+    """A single key."""
+    kvs: list[KeyValueBody] = []
+    """A prefix."""
 
 
 class WriteAnswer(Answer):
     succeeded: bool
-    written: int | None = None  # the revision of the write
+    written: int | None = None
+    """The revision of the write."""
 
 
 class WatchAnswer(Answer):

@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from gapless.common.openapi import Reply
 
 
-class RoutedCamera(BaseModel):
+class RoutedCamera(Reply):
     id: str
     cluster: str
-    holder: str | None  # the member presenting the cluster, None while nobody holds the token
-    live: str  # the camera's live playlist on this gateway
+    holder: str | None
+    """The member presenting the cluster, None while nobody holds the token."""
+    live: str
+    """The camera's live playlist on this gateway."""
 
 
-class RoutedCameraList(BaseModel):
+class RoutedCameraList(Reply):
     cameras: list[RoutedCamera]
 
 
-class MemberView(BaseModel):
+class MemberView(Reply):
     """A member as its published state in the coordinator shows it."""
 
     id: str
-    alive: bool  # its member key exists (its lease is alive)
-    ready: bool  # recording every camera, no backfill left
+    alive: bool
+    """Its member key exists (its lease is alive)"""
+    ready: bool
+    """Recording every camera, no backfill left."""
     backfill_open: int | None
     role: str | None
 
 
-class ClusterView(BaseModel):
+class ClusterView(Reply):
     """`GET /api/v1/clusters/{id}` on the gateway."""
 
     id: str
     members: list[MemberView]
     holder: str | None
-    fence: int | None  # the fencing revision of the holder's token
-    lease_remaining: float | None  # seconds, as the holder reports it
+    fence: int | None
+    """The fencing revision of the holder's token."""
+    lease_remaining: float | None
+    """Seconds, as the holder reports it."""
     lease_ttl: float
     failback: str
     coordinator_reachable: bool

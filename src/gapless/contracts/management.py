@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from gapless.common.openapi import Body
+from gapless.common.openapi import Body, Reply
 
 
-class StoredConfig(BaseModel):
+class StoredConfig(Reply):
     """`GET /api/v1/config`: the configuration, secrets shown as `<redacted>`."""
 
     version: int
     config: dict
 
 
-class StoredVersion(BaseModel):
+class StoredVersion(Reply):
     version: int
 
 
-class RecorderEntry(BaseModel):
+class RecorderEntry(Reply):
     id: str
     url: str
-    cluster: str | None  # None: the recorder is in no cluster
+    cluster: str | None
+    """None: the recorder is in no cluster."""
 
 
-class RecorderList(BaseModel):
+class RecorderList(Reply):
     recorders: list[RecorderEntry]
 
 
@@ -33,9 +34,10 @@ class SwitchoverRequest(Body):
     """The member to hand the token to (default: the other one)."""
 
 
-class SwitchoverAnswer(BaseModel):
+class SwitchoverAnswer(Reply):
     model_config = ConfigDict(populate_by_name=True)
 
     cluster: str
-    previous: str | None = Field(alias="from")  # the holder when it was asked (None: nobody)
+    previous: str | None = Field(alias="from")
+    """The holder when it was asked (None: nobody)"""
     to: str

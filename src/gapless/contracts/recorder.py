@@ -7,7 +7,6 @@ from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     Field,
     PlainSerializer,
@@ -18,7 +17,7 @@ from pydantic import (
 )
 
 from gapless.common.config import CAMERA_ID_PATTERN
-from gapless.common.openapi import Body, Query
+from gapless.common.openapi import Body, Query, Reply
 from gapless.common.timeparse import iso, parse_time_us
 
 TIME_TEXT = "ISO 8601 with a zone, or epoch seconds"
@@ -34,41 +33,51 @@ RequestTime = Annotated[
 ]
 
 
-class FragmentInfo(BaseModel):
+class FragmentInfo(Reply):
     """One stored fragment (a GOP, or a piece of one), as `GET /api/v1/cameras/{id}/fragments` lists it."""
 
     id: int
     camera: str
-    run: str  # the RTSP session (or backfilled run) it came from
-    seq: int  # its place in the run
-    start_us: int  # camera time of its first frame
-    end_us: int  # camera time where the next fragment starts
+    run: str
+    """The RTSP session (or backfilled run) it came from."""
+    seq: int
+    """Its place in the run."""
+    start_us: int
+    """Camera time of its first frame."""
+    end_us: int
+    """Camera time where the next fragment starts."""
     frames: int
     bytes: int
-    sha256: str  # of its moof+mdat
-    init: str  # the init segment it refers to
-    origin: str  # the recorder that received it from the camera
-    keyframe_first: bool = True  # False for the later pieces of a GOP
-    arrival_us: int | None = None  # when that recorder received its first frame
+    sha256: str
+    """Of its moof+mdat."""
+    init: str
+    """The init segment it refers to."""
+    origin: str
+    """The recorder that received it from the camera."""
+    keyframe_first: bool = True
+    """False for the later pieces of a GOP."""
+    arrival_us: int | None = None
+    """When that recorder received its first frame."""
 
 
-class FragmentList(BaseModel):
+class FragmentList(Reply):
     camera: str
     fragments: list[FragmentInfo]
 
 
-class Coverage(BaseModel):
+class Coverage(Reply):
     """`GET /api/v1/cameras/{id}/coverage`: recorded spans, ISO 8601, gap threshold 1.5 frame intervals."""
 
     camera: str
     intervals: list[tuple[str, str]]
 
 
-class ApiError(BaseModel):
+class ApiError(Reply):
     """Every error body: what went wrong, in words (never a secret the client sent)."""
 
     error: str
-    corrupt: bool = False  # a fragment whose stored bytes fail their checksum
+    corrupt: bool = False
+    """A fragment whose stored bytes fail their checksum."""
 
 
 def corrupt_refusal(body: bytes) -> ApiError | None:
@@ -163,19 +172,22 @@ class BackfillRequest(Body):
         return self
 
 
-class JobInfo(BaseModel):
+class JobInfo(Reply):
     """A backfill job as the API shows it (its source token never)."""
 
     id: int
     camera: str
-    source: str  # a partner's id, or the source recorder's address
+    source: str
+    """A partner's id, or the source recorder's address."""
     source_url: str
     source_camera: str
     state: JobState
-    automatic: bool  # queued by the gap scanner (not by a request)
+    automatic: bool
+    """Queued by the gap scanner (not by a request)"""
     start: str
     end: str
-    cursor: str  # everything before this is done
+    cursor: str
+    """Everything before this is done."""
     start_us: int
     end_us: int
     cursor_us: int
@@ -185,11 +197,14 @@ class JobInfo(BaseModel):
     bytes_done: int
     stored_fragments: int
     stored_frames: int
-    refused: int  # fragments whose bytes failed their checksum at the source
-    errors: list[str]  # the last 20, each with its time
+    refused: int
+    """Fragments whose bytes failed their checksum at the source."""
+    errors: list[str]
+    """The last 20, each with its time."""
     attempts: int
     next_try_us: int
-    next_try: str | None  # when a waiting job runs again
+    next_try: str | None
+    """When a waiting job runs again."""
     active_s: float
     rate_bytes_per_s: int | None
     eta_s: float | None
@@ -197,17 +212,18 @@ class JobInfo(BaseModel):
     finished_us: int | None
 
 
-class JobList(BaseModel):
+class JobList(Reply):
     jobs: list[JobInfo]
 
 
-class CameraState(BaseModel):
+class CameraState(Reply):
     id: str
     enabled: bool
-    state: str  # starting | connecting | recording | reconnecting | failed | disabled
+    state: str
+    """Starting | connecting | recording | reconnecting | failed | disabled."""
 
 
-class CameraList(BaseModel):
+class CameraList(Reply):
     cameras: list[CameraState]
 
 
@@ -219,72 +235,86 @@ class FailsafeRequest(Body):
     fence: int = Field(ge=0, lt=2**63)
 
 
-class FailsafeAnswer(BaseModel):
+class FailsafeAnswer(Reply):
     ack: bool
 
 
-class TokenChange(BaseModel):
+class TokenChange(Reply):
     at_us: int
     change: Literal["taken", "released", "lost"]
     reason: str
     fence: int
 
 
-class HaState(BaseModel):
+class HaState(Reply):
     """`GET /api/v1/cluster`: this member's view of its cluster."""
 
     cluster: str
     member: str
-    role: str  # starting | standby | holder | failsafe-holder | no-coordinator | expiring
-    presenting: bool  # serving as the cluster now
+    role: str
+    """Starting | standby | holder | failsafe-holder | no-coordinator | expiring."""
+    presenting: bool
+    """Serving as the cluster now."""
     holder: str | None
     fence: int
     lease_ttl: float
     lease_remaining: float | None
     coordinator_reachable: bool
-    changes: list[TokenChange]  # the last 20 token changes
+    changes: list[TokenChange]
+    """The last 20 token changes."""
 
 
-class FeedHealth(BaseModel):
+class FeedHealth(Reply):
     """One camera's feed, as the recorder sees it."""
 
-    state: str  # starting | connecting | recording | reconnecting | failed
-    reason: str  # why it is not recording, in words
+    state: str
+    """Starting | connecting | recording | reconnecting | failed."""
+    reason: str
+    """Why it is not recording, in words."""
     reconnects: int
     fragments: int
     frames: int
     last_fragment_time: str | None
     lost_packets: int
-    time_source: str  # sender reports | sender report (unconfirmed) | estimated: …
-    camera_clock_offset_ms: int | None  # the camera's clock minus the recorder's, when it reports one
+    time_source: str
+    """Sender reports | sender report (unconfirmed) | estimated: …."""
+    camera_clock_offset_ms: int | None
+    """The camera's clock minus the recorder's, when it reports one."""
     clock_discontinuities: int
-    timing_rejected: int  # sender reports that disagreed once and were not followed
-    audio: str  # "" (none), its format, or why it is not recorded
+    timing_rejected: int
+    """Sender reports that disagreed once and were not followed."""
+    audio: str
+    """"" (none), its format, or why it is not recorded."""
     audio_frames: int
     audio_dropped: int
     audio_lost_packets: int
 
 
-class BackfillHealth(BaseModel):
-    jobs: dict[JobState, int]  # how many jobs in each state
+class BackfillHealth(Reply):
+    jobs: dict[JobState, int]
+    """How many jobs in each state."""
     last_scan_error: str | None
 
 
-class StorageHealth(BaseModel):
+class StorageHealth(Reply):
     disk_free_bytes: int
-    queue_depth: int  # fragments waiting for the storage writer
+    queue_depth: int
+    """Fragments waiting for the storage writer."""
     last_error: str | None
-    corrupt_fragments: int  # quarantined: never served; the gap scanner has a partner fill their time
+    corrupt_fragments: int
+    """Quarantined: never served; the gap scanner has a partner fill their time."""
     damaged_spans: int
     damaged_bytes: int
-    index_rebuilt: dict | None  # why the index was rebuilt from the chunk files, and what it found
+    index_rebuilt: dict | None
+    """Why the index was rebuilt from the chunk files, and what it found."""
 
 
-class RecorderHealth(BaseModel):
+class RecorderHealth(Reply):
     """`GET /api/v1/health`."""
 
     recorder: str
     cameras: dict[str, FeedHealth]
     backfill: BackfillHealth
-    cluster: HaState | None  # None: not a cluster member
+    cluster: HaState | None
+    """None: not a cluster member."""
     storage: StorageHealth

@@ -68,8 +68,6 @@ def left_out_box(left_out: list[dict]) -> bytes:
 
 
 def build_api(recorder) -> web.Application:
-    token = recorder.config.recorder.api_token
-
     @web.middleware
     async def fenced(request: web.Request, handler):
         """A request routed to the token holder carries the fencing revision it was routed with."""
@@ -82,6 +80,7 @@ def build_api(recorder) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler):
+        token = recorder.config.recorder.api_token
         header = request.headers.get("Authorization", "")
         media = bool(_MEDIA_PATH.match(request.path))
         if media and "sig" in request.query:
@@ -348,7 +347,7 @@ def build_api(recorder) -> web.Application:
         return web.Response(body=data, content_type="video/mp4")
 
     def media_uris(camera: str) -> MediaUris:
-        return signed_uris(token, camera, recorder.config.recorder.signed_url_ttl)
+        return signed_uris(recorder.config.recorder.api_token, camera, recorder.config.recorder.signed_url_ttl)
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
     @documented("Live HLS playlist (fMP4, signed segment URIs)", media_type="application/vnd.apple.mpegurl")
