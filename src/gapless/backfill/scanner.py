@@ -17,7 +17,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 
@@ -25,6 +24,7 @@ from gapless.backfill.client import PartnerClient, PartnerError
 from gapless.backfill.jobs import JobStore, now_us
 from gapless.common.timeparse import iso
 from gapless.config.recorder import RecorderConfig
+from gapless.ingest.camera import FeedState
 from gapless.storage.coverage import FRAME_GAP_FRAMES, holes, intersect, merged
 from gapless.storage.store import FragmentStore
 
@@ -38,27 +38,18 @@ MIN_GAP_US = 10_000
 FAR_FUTURE_US = 1 << 62
 
 
-@dataclass
-class FeedView:
-    """What the scanner needs of a camera's ingest: where its current run starts, where the one before
-    ended (both camera time, None when unknown)."""
-
-    run_start_us: Callable[[], int | None]
-    previous_run_end_us: Callable[[], int | None]
-
-
 class GapScanner:
     def __init__(
         self,
         config: RecorderConfig,
         store: FragmentStore,
         jobs: JobStore,
-        feeds: dict[str, FeedView],
+        feed_of: Callable[[str], FeedState | None],
         wake: asyncio.Event,
     ) -> None:
         self.store = store
         self.jobs = jobs
-        self.feeds = feeds
+        self.feed_of = feed_of
         self.wake = wake
         self.reload(config)
         self._seen_runs: dict[str, int] = {}  # per camera, the live run we last saw start
@@ -71,6 +62,14 @@ class GapScanner:
         """A new configuration (cameras added or removed at run time)."""
         self.config = config
         self.cameras = {c.id: c for c in config.cameras if c.enabled and config.partners_of(c)}
+
+    def camera_changed(self, camera_id: str, added: bool) -> None:
+        """The camera registry's news: what was owed for a camera removed is dropped (a camera
+        added again starts a new run, which is scanned as any new run is)."""
+        if not added:
+            self._seen_runs.pop(camera_id, None)
+            self._owed.pop(camera_id, None)
+            self._retry_at.pop(camera_id, None)
 
     def startup_floors(self) -> dict[str, int]:
         """Per camera, where the startup scan begins: a little before our newest fragment."""
@@ -93,8 +92,8 @@ class GapScanner:
         """Every camera's current run, and the downtime before this start, has been compared with
         every partner (a gap found is then an open job, which the caller checks)."""
         for cam in self.cameras:
-            feed = self.feeds.get(cam)
-            run_start = feed.run_start_us() if feed is not None else None
+            feed = self.feed_of(cam)
+            run_start = feed.run_start_us if feed is not None else None
             if run_start is None or run_start != self._seen_runs.get(cam) or cam in self._owed:
                 return False
         return True
@@ -105,8 +104,9 @@ class GapScanner:
         startup_deadline = time.monotonic() + STARTUP_WAIT_S
         next_periodic = time.monotonic() + self.config.backfill.scan_interval
         while not stop.is_set():
-            for cam, feed in list(self.feeds.items()):
-                if cam in self.cameras:
+            for cam in list(self.cameras):
+                feed = self.feed_of(cam)
+                if feed is not None:
                     await self._owed_scan(cam, feed, time.monotonic() < startup_deadline)
             if time.monotonic() >= next_periodic:
                 next_periodic = time.monotonic() + self.config.backfill.scan_interval
@@ -115,11 +115,11 @@ class GapScanner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
-    async def _owed_scan(self, cam: str, feed: FeedView, starting: bool) -> None:
-        run_start = feed.run_start_us()
+    async def _owed_scan(self, cam: str, feed: FeedState, starting: bool) -> None:
+        run_start = feed.run_start_us
         if run_start is not None and run_start != self._seen_runs.get(cam):  # a new run: scan up to it
             self._seen_runs[cam] = run_start
-            lo = (feed.previous_run_end_us() or run_start) - MARGIN_US
+            lo = (feed.previous_run_end_us or run_start) - MARGIN_US
             self._owed[cam] = min(self._owed.get(cam, lo), lo)
             self._retry_at.pop(cam, None)
         if cam not in self._owed or (starting and run_start is None):
@@ -142,11 +142,11 @@ class GapScanner:
             return False
 
     async def _scan(self, cam: str, lo: int) -> bool:
-        feed, camera = self.feeds.get(cam), self.cameras.get(cam)
+        feed, camera = self.feed_of(cam), self.cameras.get(cam)
         if feed is None or camera is None:  # removed by a configuration change meanwhile
             return True
         lo = max(lo, self._retention_floor(cam))
-        run_start = feed.run_start_us()
+        run_start = feed.run_start_us
         hi = run_start if run_start is not None else FAR_FUTURE_US
         if hi <= lo:
             return True

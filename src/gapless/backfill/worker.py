@@ -127,18 +127,13 @@ class RateLimiter:
                 await asyncio.sleep(-self.allowance / self.rate)
 
 
-def _not_live() -> tuple[bool, int | None]:
-    """The guard of a camera this recorder no longer records (removed at run time): no live run."""
-    return False, None
-
-
 class BackfillWorker:
     def __init__(
         self,
         store: FragmentStore,
         jobs: JobStore,
         submit: Callable[[WriteBatch], concurrent.futures.Future],
-        guards: dict[str, LiveGuard],
+        live_guard: Callable[[str], tuple[bool, int | None]],  # of a camera (CameraRegistry.live_guard)
         sources: Callable[[Job], Source],
         concurrency: int,
         max_rate: int | None,
@@ -147,7 +142,7 @@ class BackfillWorker:
         self.store = store
         self.jobs = jobs
         self.submit = submit
-        self.guards = guards
+        self.live_guard = live_guard
         self.sources = sources
         self.concurrency = concurrency
         self.newest_first = newest_first
@@ -248,7 +243,7 @@ class BackfillWorker:
                     fetched = await asyncio.gather(*(self._fetch(job, partner, meta, inits, slots) for meta in window))
                     items = [(meta, data) for meta, data in zip(window, fetched, strict=True) if data]
                     write = (
-                        WriteBatch(job.camera, job.source, items, inits, self.guards.get(job.camera, _not_live))
+                        WriteBatch(job.camera, job.source, items, inits, functools.partial(self.live_guard, job.camera))
                         if items
                         else None
                     )

@@ -151,7 +151,10 @@ def build_api(recorder) -> web.Application:
     async def keyframes(request: web.Request, query: KeyframesQuery) -> web.Response:
         """The times this recorder gave the camera's recent keyframes: a partner starting a session
         takes its time from these (ingest/partner_time.py)."""
-        times = recorder.cameras[camera_id(request)].keyframe_times(query.since_us)
+        ingest = recorder.cameras.get(camera_id(request))
+        if ingest is None:
+            raise error(web.HTTPNotFound, "camera removed")
+        times = ingest.keyframe_times(query.since_us)
         return web.json_response(text=times.model_dump_json())
 
     @routes.get("/api/v1/cluster")

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from gapless.backfill.client import PartnerError
 from gapless.backfill.jobs import Job, JobStore
-from gapless.backfill.scanner import FeedView, GapScanner
+from gapless.backfill.scanner import GapScanner
 from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
@@ -22,6 +22,7 @@ from gapless.common.http import serving
 from gapless.config.recorder import CameraConfig, RecorderConfig
 from gapless.ingest.camera import CameraIngest
 from gapless.ingest.reader import StreamReader
+from gapless.ingest.registry import CameraRegistry
 from gapless.recorder import managed
 from gapless.recorder.api import build_api
 from gapless.recorder.managed import ManagedSettings
@@ -48,10 +49,7 @@ class Recorder:
         )
         self.writer = StorageWriter(self.store, lambda: self.jobs)
         self.reader = StreamReader()
-        # These three are updated in place when cameras are added or removed at run time.
-        self.cameras: dict[str, CameraIngest] = {}
-        self.live_guards: dict = {}
-        self.feeds: dict[str, FeedView] = {}
+        self.cameras = CameraRegistry()
         for camera in config.cameras:
             if camera.enabled:
                 self._add_camera(camera)
@@ -60,13 +58,14 @@ class Recorder:
             self.store,
             self.jobs,
             self.writer.submit,
-            self.live_guards,
+            self.cameras.live_guard,
             self.source_of,
             config.backfill.concurrency,
             config.backfill.max_rate,
             config.backfill.order == "newest",
         )
-        self.gap_scanner = GapScanner(config, self.store, self.jobs, self.feeds, self.backfill.wake)
+        self.gap_scanner = GapScanner(config, self.store, self.jobs, self.cameras.feed, self.backfill.wake)
+        self.cameras.subscribe(self.gap_scanner.camera_changed)
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(RecorderMetrics(self))
         self.agent: HaAgent | None = None  # set when the recorder is a cluster member
@@ -85,9 +84,7 @@ class Recorder:
             password=camera.password,
             partners=self.config.partners_of(camera),
         )
-        self.cameras[camera_id] = ingest
-        self.live_guards[camera_id] = ingest.feed.live_guard
-        self.feeds[camera_id] = FeedView(lambda: ingest.feed.run_start_us, lambda: ingest.feed.previous_run_end_us)
+        self.cameras.add(ingest)
         return ingest
 
     def reconfigure(self, config: RecorderConfig) -> list[str]:
@@ -97,9 +94,8 @@ class Recorder:
         current = {cam: ingest.source for cam, ingest in self.cameras.items()}
         changes = []
         for cam in [c for c in current if c not in wanted or wanted[c].source != current[c]]:
-            ingest = self.cameras.pop(cam)
-            self.live_guards.pop(cam, None)
-            self.feeds.pop(cam, None)
+            ingest = self.cameras.remove(cam)
+            assert ingest is not None  # only this method changes the registry
             ingest.stop()
             ingest.join(timeout=15)
             changes.append(f"stopped {cam}")
@@ -114,7 +110,7 @@ class Recorder:
         """For the HA agent: ready means every camera records and backfill has closed every gap."""
         counts = self.jobs.counts()
         open_jobs = counts.get("waiting", 0) + counts.get("running", 0)
-        recording = all(ingest.feed.state == "recording" for ingest in self.cameras.values())
+        recording = all(ingest.feed.state == "recording" for _cam, ingest in self.cameras.items())
         failing = self.writer.failing_since
         storage_ok = failing is None or time.monotonic() - failing < STORAGE_FAILING_S
         ready = self.gap_scanner.caught_up() and recording and open_jobs == 0 and storage_ok
@@ -157,7 +153,7 @@ class Recorder:
         log.info("storage %s recovered: %s", self.store.root, report)
         self.writer.start()
         self.reader.start()
-        for ingest in self.cameras.values():
+        for _cam, ingest in self.cameras.items():
             ingest.start()
 
     def apply_retention(self) -> int:
@@ -168,9 +164,10 @@ class Recorder:
     def stop(self) -> None:
         if self.agent is not None:
             self.agent.stop()  # hands the token over before recording stops
-        for ingest in self.cameras.values():
+        ingests = [ingest for _cam, ingest in self.cameras.items()]
+        for ingest in ingests:
             ingest.stop()
-        for ingest in self.cameras.values():
+        for ingest in ingests:
             ingest.join(timeout=15)
         self.reader.stop()
         self.writer.stop()
