@@ -257,10 +257,39 @@ class Recorder:
 
 
 @pytest.fixture
-def sim(tmp_path):
-    simulator = Sim(tmp_path, cameras=1, special=("mpeg4", "garbage"))
-    yield simulator
-    simulator.close()
+def make_sim(tmp_path):
+    """Start a simulator with the options a test needs; every one made is stopped afterwards."""
+    made: list[Sim] = []
+
+    def make(*args, **options) -> Sim:
+        made.append(Sim(*args, **options) if args else Sim(tmp_path, **options))
+        return made[-1]
+
+    yield make
+    for simulator in made:
+        simulator.close()
+
+
+@pytest.fixture
+def sim(make_sim):
+    """One camera, plus the cameras that send what the recorder must refuse (MPEG-4, garbage)."""
+    return make_sim(cameras=1, special=("mpeg4", "garbage"))
+
+
+@pytest.fixture
+def camera(make_sim):
+    """One plain H.264 camera."""
+    return make_sim(cameras=1)
+
+
+@pytest.fixture
+def h265_camera(make_sim):
+    return make_sim(cameras=1, extra=("--codec", "h265"))
+
+
+@pytest.fixture
+def aac_camera(make_sim):
+    return make_sim(cameras=1, extra=("--audio", "aac"))
 
 
 @pytest.fixture

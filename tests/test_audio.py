@@ -14,7 +14,7 @@ import time
 import av
 import pytest
 from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
-from conftest import TOKEN, Sim, audit_clean, exported, kill_and_restart, recorder_with_partner, wait_for
+from conftest import TOKEN, audit_clean, exported, kill_and_restart, recorder_with_partner, wait_for
 
 from gapless.audit.audit import audit, compare
 from gapless.sim.audio import audio_loop
@@ -73,15 +73,8 @@ def recording_window(rec, started: float) -> tuple[float, float]:
     return begin, end
 
 
-@pytest.fixture
-def aac_sim(tmp_path):
-    simulator = Sim(tmp_path, cameras=1, extra=("--audio", "aac"))
-    yield simulator
-    simulator.close()
-
-
-def test_aac_records_exports_and_plays_in_hls(aac_sim, make_recorder):
-    rec = make_recorder("rec-a", [{"id": "cam", "url": aac_sim.url("cam0")}]).start()
+def test_aac_records_exports_and_plays_in_hls(aac_camera, make_recorder):
+    rec = make_recorder("rec-a", [{"id": "cam", "url": aac_camera.url("cam0")}]).start()
     begin, end = recording_window(rec, time.time())
     report = audit_clean(rec, "cam", begin, end, audio=True)
     assert report.audio_units >= (end - begin) * 16000 / AAC_UNIT - 2, report
@@ -120,41 +113,38 @@ def test_aac_records_exports_and_plays_in_hls(aac_sim, make_recorder):
 
 
 @pytest.mark.parametrize(("codec", "audio_first"), [("pcmu", True), ("pcma", False)])
-def test_g711_records_and_exports_but_stays_out_of_hls(tmp_path, make_recorder, codec, audio_first):
-    sim = Sim(tmp_path, cameras=1, extra=("--audio", codec, *(("--audio-first",) if audio_first else ())))
-    try:
-        rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
-        begin, end = recording_window(rec, time.time())
-        audit_clean(rec, "cam", begin, end, audio=True)
-        fragmented = export_audio(rec, "cam", begin, end).content
-        name, rate, units, pts, decoded = audio_packets(fragmented)
-        assert (name, rate) == ({"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec], 8000)
-        assert_unbroken(loop_positions(units, codec), codec, "fragmented export")
-        assert decoded == sum(len(unit) for unit in units)  # one byte per sample, every one decodes
-        assert abs(len(units) - video_seconds(fragmented) * 8000 / G711_UNIT) <= 2, len(units)
-        assert all(abs(b - a - G711_UNIT) <= 1 for a, b in itertools.pairwise(pts))
+def test_g711_records_and_exports_but_stays_out_of_hls(make_sim, make_recorder, codec, audio_first):
+    sim = make_sim(cameras=1, extra=("--audio", codec, *(("--audio-first",) if audio_first else ())))
+    rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
+    begin, end = recording_window(rec, time.time())
+    audit_clean(rec, "cam", begin, end, audio=True)
+    fragmented = export_audio(rec, "cam", begin, end).content
+    name, rate, units, pts, decoded = audio_packets(fragmented)
+    assert (name, rate) == ({"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec], 8000)
+    assert_unbroken(loop_positions(units, codec), codec, "fragmented export")
+    assert decoded == sum(len(unit) for unit in units)  # one byte per sample, every one decodes
+    assert abs(len(units) - video_seconds(fragmented) * 8000 / G711_UNIT) <= 2, len(units)
+    assert all(abs(b - a - G711_UNIT) <= 1 for a, b in itertools.pairwise(pts))
 
-        progressive = export_audio(rec, "cam", begin, end, "progressive")
-        assert progressive.headers["content-type"] == "video/quicktime"  # MP4 has no G.711 entry
-        assert audio_packets(progressive.content)[0] == name
+    progressive = export_audio(rec, "cam", begin, end, "progressive")
+    assert progressive.headers["content-type"] == "video/quicktime"  # MP4 has no G.711 entry
+    assert audio_packets(progressive.content)[0] == name
 
-        health = rec.health()["cameras"]["cam"]
-        assert health["audio"] == f"G.711 {codec.upper()} 8 kHz mono", health
-        playlist = rec.api.get("/api/v1/cameras/cam/live.m3u8").text
-        init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist).group(1)
-        segment_uri = next(line for line in playlist.splitlines() if line and not line.startswith("#"))
-        with av.open(io.BytesIO(rec.api.get(init_uri).content + rec.api.get(segment_uri).content)) as container:
-            assert [s.type for s in container.streams] == ["video"]  # no browser plays G.711
-            assert sum(1 for p in container.demux() if p.dts is not None) > 0
-    finally:
-        sim.close()
+    health = rec.health()["cameras"]["cam"]
+    assert health["audio"] == f"G.711 {codec.upper()} 8 kHz mono", health
+    playlist = rec.api.get("/api/v1/cameras/cam/live.m3u8").text
+    init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist).group(1)
+    segment_uri = next(line for line in playlist.splitlines() if line and not line.startswith("#"))
+    with av.open(io.BytesIO(rec.api.get(init_uri).content + rec.api.get(segment_uri).content)) as container:
+        assert [s.type for s in container.streams] == ["video"]  # no browser plays G.711
+        assert sum(1 for p in container.demux() if p.dts is not None) > 0
 
 
-def test_broken_audio_never_disturbs_the_video(aac_sim, make_recorder):
-    rec = make_recorder("rec-a", [{"id": "cam", "url": aac_sim.url("cam0")}]).start()
+def test_broken_audio_never_disturbs_the_video(aac_camera, make_recorder):
+    rec = make_recorder("rec-a", [{"id": "cam", "url": aac_camera.url("cam0")}]).start()
     rec.wait_fragments("cam", 3)
     start = time.time()
-    assert aac_sim.control.post("/cameras/cam0/audio-broken", params={"seconds": 8}).status_code == 200
+    assert aac_camera.control.post("/cameras/cam0/audio-broken", params={"seconds": 8}).status_code == 200
     wait_for(lambda: "audio switched off" in rec.health()["cameras"]["cam"]["audio"], 60, "audio switched off")
     rec.wait_fragments("cam", 4)
     end = time.time() - 2
@@ -165,8 +155,8 @@ def test_broken_audio_never_disturbs_the_video(aac_sim, make_recorder):
     assert report.frames >= (end - start - 2) * 25, report
 
 
-def test_audio_kill_restart_backfill_loses_no_unit(aac_sim, make_recorder):
-    a, b = recorder_with_partner(make_recorder, aac_sim.url("cam0"))
+def test_audio_kill_restart_backfill_loses_no_unit(aac_camera, make_recorder):
+    a, b = recorder_with_partner(make_recorder, aac_camera.url("cam0"))
     start = kill_and_restart(a)
     end = time.time() - 2
     audit_clean(a, "cam", start, end, audio=True)
@@ -177,8 +167,8 @@ def test_audio_kill_restart_backfill_loses_no_unit(aac_sim, make_recorder):
     assert_unbroken(loop_positions(units, "aac"), "aac", "export across the outage, after backfill")
 
 
-def test_audio_survives_cluster_failover_under_a_live_reader(tmp_path, aac_sim):
-    with running_cluster(tmp_path, aac_sim) as (management, a, _b):
+def test_audio_survives_cluster_failover_under_a_live_reader(tmp_path, aac_camera):
+    with running_cluster(tmp_path, aac_camera) as (management, a, _b):
         reader, start, end = kill_and_restart_the_holder(management, a)
         assert_continuous(reader)
         assert len(reader.audio) > 16000 / AAC_UNIT * 10, "the live reader heard the audio"

@@ -9,20 +9,12 @@ import time
 
 import av
 import httpx
-import pytest
 from conftest import GAPLESS, TOKEN, Sim, wait_for
 
 from gapless.audit.audit import audit
 from gapless.common.timeparse import parse_time_us
 
 CAMERA = "lobby"
-
-
-@pytest.fixture
-def camera(tmp_path):
-    simulator = Sim(tmp_path, cameras=1)
-    yield simulator
-    simulator.close()
 
 
 def pair(make_recorder, sim: Sim, **backfill):
@@ -191,41 +183,38 @@ def test_backfill_after_five_outages_in_a_row(camera, make_recorder):
     assert len(a.jobs()) >= 5
 
 
-def test_backfill_from_a_substream_plays_and_exports(tmp_path, make_recorder):
-    sim = Sim(tmp_path, cameras=1, substream="320x180@10")
-    try:
-        b = make_recorder("rec-b", [{"id": "lobby-sub", "url": sim.url("cam0-sub")}]).start()
-        partner = {"id": "rec-b", "url": b.url, "token": TOKEN, "camera": "lobby-sub"}
-        cams = [{"id": CAMERA, "url": sim.url("cam0"), "partners": [partner]}]
-        a = make_recorder("rec-a", cams, {"backfill": {"scan_interval": "5s"}}).start()
-        a.wait_fragments(CAMERA, 3)
-        start, end = outage(a, 12)
+def test_backfill_from_a_substream_plays_and_exports(make_sim, tmp_path, make_recorder):
+    sim = make_sim(cameras=1, substream="320x180@10")
+    b = make_recorder("rec-b", [{"id": "lobby-sub", "url": sim.url("cam0-sub")}]).start()
+    partner = {"id": "rec-b", "url": b.url, "token": TOKEN, "camera": "lobby-sub"}
+    cams = [{"id": CAMERA, "url": sim.url("cam0"), "partners": [partner]}]
+    a = make_recorder("rec-a", cams, {"backfill": {"scan_interval": "5s"}}).start()
+    a.wait_fragments(CAMERA, 3)
+    start, end = outage(a, 12)
 
-        def filled():
-            open_jobs = [j for j in a.jobs() if j["state"] not in ("done", "partial")]
-            return a.jobs() and not open_jobs and audit(a.url, TOKEN, CAMERA, str(start), str(end)).gaps == 0
+    def filled():
+        open_jobs = [j for j in a.jobs() if j["state"] not in ("done", "partial")]
+        return a.jobs() and not open_jobs and audit(a.url, TOKEN, CAMERA, str(start), str(end)).gaps == 0
 
-        wait_for(filled, 120, "the sub-stream backfill to close the gap")
-        report = audit(a.url, TOKEN, CAMERA, str(start), str(end))
-        assert set(report.streams) == {"cam0", "cam0-sub"}, report
-        main, sub = report.streams["cam0"], report.streams["cam0-sub"]
-        missing_main = sum(b - a + 1 for a, b in main.missing)
-        assert missing_main >= 25 * 10 and sub.missing == [] and sub.duplicates == []
-        assert sub.frames >= missing_main * 10 / 25 - 10  # the hole is filled at the sub-stream's rate
-        playlist = a.api.get(f"/api/v1/cameras/{CAMERA}/playback.m3u8", params={"start": start, "end": end}).text
-        assert playlist.count("#EXT-X-MAP") >= 3 and "#EXT-X-DISCONTINUITY" in playlist
-        response = a.api.get(f"/api/v1/cameras/{CAMERA}/export.mp4", params={"start": start, "end": end})
-        path = tmp_path / "mixed.mp4"
-        path.write_bytes(response.content)
-        sizes, last = set(), None
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                assert last is None or frame.pts > last
-                last = frame.pts
-                sizes.add((frame.width, frame.height))
-        assert sizes == {(640, 360), (320, 180)}
-    finally:
-        sim.close()
+    wait_for(filled, 120, "the sub-stream backfill to close the gap")
+    report = audit(a.url, TOKEN, CAMERA, str(start), str(end))
+    assert set(report.streams) == {"cam0", "cam0-sub"}, report
+    main, sub = report.streams["cam0"], report.streams["cam0-sub"]
+    missing_main = sum(b - a + 1 for a, b in main.missing)
+    assert missing_main >= 25 * 10 and sub.missing == [] and sub.duplicates == []
+    assert sub.frames >= missing_main * 10 / 25 - 10  # the hole is filled at the sub-stream's rate
+    playlist = a.api.get(f"/api/v1/cameras/{CAMERA}/playback.m3u8", params={"start": start, "end": end}).text
+    assert playlist.count("#EXT-X-MAP") >= 3 and "#EXT-X-DISCONTINUITY" in playlist
+    response = a.api.get(f"/api/v1/cameras/{CAMERA}/export.mp4", params={"start": start, "end": end})
+    path = tmp_path / "mixed.mp4"
+    path.write_bytes(response.content)
+    sizes, last = set(), None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            assert last is None or frame.pts > last
+            last = frame.pts
+            sizes.add((frame.width, frame.height))
+    assert sizes == {(640, 360), (320, 180)}
 
 
 def test_corrupt_fragment_on_the_source_is_refused_and_reported(camera, make_recorder):

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from conftest import GAPLESS, TOKEN, Proc, Sim, free_port, wait_for
+from conftest import GAPLESS, TOKEN, Proc, free_port, wait_for
 
 from gapless.audit.audit import audit
 from gapless.ingest.camera import AUTH_BACKOFF_S
@@ -30,42 +30,36 @@ def rss_mb(pid: int) -> float:
 
 
 @pytest.mark.parametrize("scheme", ["digest-qop", "digest", "basic", "both"])
-def test_cameras_with_credentials_record_and_a_wrong_password_backs_off(tmp_path, make_recorder, scheme):
-    sim = Sim(tmp_path, cameras=1, extra=("--auth", f"{scheme}:admin:{PASSWORD}"))
-    try:
-        host = f"127.0.0.1:{sim.rtsp_port}"
-        cameras = [
-            {"id": "in-url", "url": f"rtsp://admin:{quote(PASSWORD, safe='')}@{host}/cam0"},
-            {"id": "fields", "url": f"rtsp://{host}/cam0", "username": "admin", "password": PASSWORD},
-            {"id": "wrong", "url": f"rtsp://{host}/cam0", "username": "admin", "password": "guess"},
-        ]
-        rec = make_recorder("rec-a", cameras).start()
-        rec.wait_fragments("in-url", 3)
-        rec.wait_fragments("fields", 3)
-        wrong = wait_for(
-            lambda: (feed := rec.health()["cameras"]["wrong"])["state"] == "failed" and feed,
-            30,
-            "the wrong password to be reported",
-        )
-        assert "authentication refused" in wrong["reason"], wrong
-        time.sleep(5)
-        assert rec.health()["cameras"]["wrong"]["reconnects"] <= 1, f"retries within {AUTH_BACKOFF_S:.0f} s"
-        for text in (rec.log.read_text(), rec.api.get("/api/v1/cameras").text, rec.api.get("/api/v1/health").text):
-            assert PASSWORD not in text and quote(PASSWORD, safe="") not in text
-    finally:
-        sim.close()
+def test_cameras_with_credentials_record_and_a_wrong_password_backs_off(make_sim, make_recorder, scheme):
+    sim = make_sim(cameras=1, extra=("--auth", f"{scheme}:admin:{PASSWORD}"))
+    host = f"127.0.0.1:{sim.rtsp_port}"
+    cameras = [
+        {"id": "in-url", "url": f"rtsp://admin:{quote(PASSWORD, safe='')}@{host}/cam0"},
+        {"id": "fields", "url": f"rtsp://{host}/cam0", "username": "admin", "password": PASSWORD},
+        {"id": "wrong", "url": f"rtsp://{host}/cam0", "username": "admin", "password": "guess"},
+    ]
+    rec = make_recorder("rec-a", cameras).start()
+    rec.wait_fragments("in-url", 3)
+    rec.wait_fragments("fields", 3)
+    wrong = wait_for(
+        lambda: (feed := rec.health()["cameras"]["wrong"])["state"] == "failed" and feed,
+        30,
+        "the wrong password to be reported",
+    )
+    assert "authentication refused" in wrong["reason"], wrong
+    time.sleep(5)
+    assert rec.health()["cameras"]["wrong"]["reconnects"] <= 1, f"retries within {AUTH_BACKOFF_S:.0f} s"
+    for text in (rec.log.read_text(), rec.api.get("/api/v1/cameras").text, rec.api.get("/api/v1/health").text):
+        assert PASSWORD not in text and quote(PASSWORD, safe="") not in text
 
 
-def test_keepalives_follow_the_announced_session_timeout(tmp_path, make_recorder):
-    sim = Sim(tmp_path, cameras=1, extra=("--session-timeout", "6"))
-    try:
-        rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
-        rec.wait_fragments("cam", 2)
-        time.sleep(20)  # more than three session timeouts
-        health = rec.health()["cameras"]["cam"]
-        assert health["reconnects"] == 0 and health["state"] == "recording", health
-    finally:
-        sim.close()
+def test_keepalives_follow_the_announced_session_timeout(make_sim, make_recorder):
+    sim = make_sim(cameras=1, extra=("--session-timeout", "6"))
+    rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
+    rec.wait_fragments("cam", 2)
+    time.sleep(20)  # more than three session timeouts
+    health = rec.health()["cameras"]["cam"]
+    assert health["reconnects"] == 0 and health["state"] == "recording", health
 
 
 @pytest.fixture
@@ -89,44 +83,41 @@ HOSTILE = {
 }
 
 
-def test_hostile_cameras_cannot_hurt_the_recorder_or_the_other_cameras(tmp_path, make_recorder, hostile):
-    sim = Sim(tmp_path, cameras=1)
+def test_hostile_cameras_cannot_hurt_the_recorder_or_the_other_cameras(make_sim, make_recorder, hostile):
+    sim = make_sim(cameras=1)
+    cameras = [{"id": "good", "url": sim.url("cam0")}]
+    cameras += [{"id": name, "url": f"{hostile}/{name}"} for name in HOSTILE]
+    rec = make_recorder("rec-a", cameras).start()
+    started = time.time()
+    peak = 0.0
+    reasons: dict[str, str] = {}
+
+    def all_reported() -> bool:
+        nonlocal peak
+        peak = max(peak, rss_mb(rec.proc.popen.pid))
+        feeds = rec.health()["cameras"]
+        for name, expected in HOSTILE.items():
+            if expected in feeds[name]["reason"]:
+                reasons[name] = feeds[name]["reason"]
+        return len(reasons) == len(HOSTILE)
+
     try:
-        cameras = [{"id": "good", "url": sim.url("cam0")}]
-        cameras += [{"id": name, "url": f"{hostile}/{name}"} for name in HOSTILE]
-        rec = make_recorder("rec-a", cameras).start()
-        started = time.time()
-        peak = 0.0
-        reasons: dict[str, str] = {}
-
-        def all_reported() -> bool:
-            nonlocal peak
-            peak = max(peak, rss_mb(rec.proc.popen.pid))
-            feeds = rec.health()["cameras"]
-            for name, expected in HOSTILE.items():
-                if expected in feeds[name]["reason"]:
-                    reasons[name] = feeds[name]["reason"]
-            return len(reasons) == len(HOSTILE)
-
-        try:
-            wait_for(all_reported, 90, "every hostile camera to be reported in words", interval=1)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: {rec.health()['cameras']}") from None
-        for name, reason in reasons.items():
-            assert not EXCEPTION_NAMES.search(reason), f"{name}: {reason}"
-        for _ in range(10):  # and it stays bounded while they keep trying
-            peak = max(peak, rss_mb(rec.proc.popen.pid))
-            time.sleep(1)
-        assert peak < RSS_BOUND_MB, f"recorder RSS reached {peak:.0f} MB"
-        report = audit(rec.url, TOKEN, "good", str(started), str(time.time() - 3))
-        assert report.frames > 25 * 20 and not report.missing and not report.duplicates, report
-        assert len(report.intervals) == 1, report.intervals
-    finally:
-        sim.close()
+        wait_for(all_reported, 90, "every hostile camera to be reported in words", interval=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {rec.health()['cameras']}") from None
+    for name, reason in reasons.items():
+        assert not EXCEPTION_NAMES.search(reason), f"{name}: {reason}"
+    for _ in range(10):  # and it stays bounded while they keep trying
+        peak = max(peak, rss_mb(rec.proc.popen.pid))
+        time.sleep(1)
+    assert peak < RSS_BOUND_MB, f"recorder RSS reached {peak:.0f} MB"
+    report = audit(rec.url, TOKEN, "good", str(started), str(time.time() - 3))
+    assert report.frames > 25 * 20 and not report.missing and not report.duplicates, report
+    assert len(report.intervals) == 1, report.intervals
 
 
-def test_every_process_stops_cleanly_on_sigterm_and_loses_nothing(tmp_path, make_recorder):
-    sim = Sim(tmp_path, cameras=1, gop=100)  # 4 s GOPs: most of the GOP in progress precedes the window end
+def test_every_process_stops_cleanly_on_sigterm_and_loses_nothing(tmp_path, make_sim, make_recorder):
+    sim = make_sim(cameras=1, gop=100)  # 4 s GOPs: most of the GOP in progress precedes the window end
     mgmt_port = free_port()
     config = {
         "management": {"listen": f"127.0.0.1:{mgmt_port}", "data": str(tmp_path / "mgmt"), "api_token": TOKEN},
@@ -166,6 +157,6 @@ def test_every_process_stops_cleanly_on_sigterm_and_loses_nothing(tmp_path, make
     finally:
         for proc in (gateway, management):
             proc.stop()
-        sim.close()
+        sim.close()  # here, not at teardown: its exit code is checked
     sim_code = sim.proc.popen.returncode
     assert sim_code == 0, f"the simulator exited {sim_code} on SIGTERM"

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import GAPLESS, TOKEN, Sim, exported, wait_for
+from conftest import GAPLESS, TOKEN, exported, wait_for
 
 from gapless.audit.audit import audit
 from gapless.ingest.clock import ARRIVAL_BOUND_US
@@ -95,45 +95,42 @@ FAULTS = [
     ("name", "options", "fault", "tolerance_us", "source", "gaps"), FAULTS, ids=[f[0] for f in FAULTS]
 )
 def test_two_recorders_agree_on_every_frame_through_the_fault(
-    tmp_path, make_recorder, name, options, fault, tolerance_us, source, gaps
+    make_sim, make_recorder, name, options, fault, tolerance_us, source, gaps
 ):
-    sim = Sim(tmp_path, cameras=1, gop=25, extra=options)
-    try:
-        cameras = [{"id": "cam", "url": sim.url("cam0")}]
-        b = make_recorder("rec-b", cameras).start()
-        backfill = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
-        recorders = [make_recorder("rec-a", cameras, backfill).start(), b]
-        for rec in recorders:
-            rec.wait_fragments("cam", 3)
-        if fault:
-            assert sim.control.post(f"/cameras/cam0{fault}").status_code == 200
-        for rec in recorders:
-            rec.wait_fragments("cam", 8, timeout=120)
-        described = sim.camera("cam0")
-        frame_us = 1_000_000 // described["fps"]
-        archives = [check_archive(rec, "cam", described["start_us"], frame_us, gaps) for rec in recorders]
-        common = sorted(set(archives[0]) & set(archives[1]))
-        assert len(common) >= 150
-        worst = max(abs(archives[0][n] - archives[1][n]) for n in common)
-        assert worst <= tolerance_us, f"the recorders disagree by up to {worst} µs on one frame"
-        check_export(recorders[0], "cam", archives[0])
-        numbers = sorted(archives[0])
-        window = (str(archives[0][numbers[0]] / 1e6), str(archives[0][numbers[-1]] / 1e6))
-        command = [*GAPLESS, "audit", "--recorder", recorders[0].url, "--token", TOKEN, "--camera", "cam"]
-        command += ["--start", window[0], "--end", window[1], "--json"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        audited = json.loads(result.stdout)
-        assert not (audited["time_problems"] or audited["missing"] or audited["duplicates"]), audited
-        assert audited["gaps"] == gaps and result.returncode == (1 if gaps else 0), audited
-        health = recorders[0].health()["cameras"]["cam"]
-        assert source in health["time_source"], health  # rec-a's own evidence, when it took rec-b's time
-        if fault:
-            assert health["clock_discontinuities"] >= 1, health
-        if name == "clock-1970":
-            assert health["camera_clock_offset_ms"] < -1.6e12, health
-        kill_restart_backfill(recorders[0], b, archives[0][numbers[0]] / 1e6)
-    finally:
-        sim.close()
+    sim = make_sim(cameras=1, gop=25, extra=options)
+    cameras = [{"id": "cam", "url": sim.url("cam0")}]
+    b = make_recorder("rec-b", cameras).start()
+    backfill = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
+    recorders = [make_recorder("rec-a", cameras, backfill).start(), b]
+    for rec in recorders:
+        rec.wait_fragments("cam", 3)
+    if fault:
+        assert sim.control.post(f"/cameras/cam0{fault}").status_code == 200
+    for rec in recorders:
+        rec.wait_fragments("cam", 8, timeout=120)
+    described = sim.camera("cam0")
+    frame_us = 1_000_000 // described["fps"]
+    archives = [check_archive(rec, "cam", described["start_us"], frame_us, gaps) for rec in recorders]
+    common = sorted(set(archives[0]) & set(archives[1]))
+    assert len(common) >= 150
+    worst = max(abs(archives[0][n] - archives[1][n]) for n in common)
+    assert worst <= tolerance_us, f"the recorders disagree by up to {worst} µs on one frame"
+    check_export(recorders[0], "cam", archives[0])
+    numbers = sorted(archives[0])
+    window = (str(archives[0][numbers[0]] / 1e6), str(archives[0][numbers[-1]] / 1e6))
+    command = [*GAPLESS, "audit", "--recorder", recorders[0].url, "--token", TOKEN, "--camera", "cam"]
+    command += ["--start", window[0], "--end", window[1], "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    audited = json.loads(result.stdout)
+    assert not (audited["time_problems"] or audited["missing"] or audited["duplicates"]), audited
+    assert audited["gaps"] == gaps and result.returncode == (1 if gaps else 0), audited
+    health = recorders[0].health()["cameras"]["cam"]
+    assert source in health["time_source"], health  # rec-a's own evidence, when it took rec-b's time
+    if fault:
+        assert health["clock_discontinuities"] >= 1, health
+    if name == "clock-1970":
+        assert health["camera_clock_offset_ms"] < -1.6e12, health
+    kill_restart_backfill(recorders[0], b, archives[0][numbers[0]] / 1e6)
 
 
 def kill_restart_backfill(a, b, since: float) -> None:
@@ -164,23 +161,20 @@ def kill_restart_backfill(a, b, since: float) -> None:
         raise AssertionError(f"{exc}; last audit: {last}") from None
 
 
-def test_a_1970_camera_keeps_its_footage_under_age_retention(tmp_path, make_recorder):
+def test_a_1970_camera_keeps_its_footage_under_age_retention(make_sim, make_recorder):
     """Retention ages footage by wall-clock time, whatever the camera's clock says."""
-    sim = Sim(tmp_path, cameras=1, gop=25, extra=("--clock-error", "-1.7e9"))
-    try:
-        rec = make_recorder(
-            "rec-a",
-            [{"id": "cam", "url": sim.url("cam0")}],
-            retention={"max_age": "1d"},
-            chunk={"max_duration": "3s"},
-        ).start()
-        rec.wait_fragments("cam", 12)
-        time.sleep(11)  # one retention pass, which runs every 10 s
-        fragments, frames = archive(rec, "cam")
-        numbers = sorted(frames)
-        assert numbers[-1] - numbers[0] + 1 == len(numbers) >= 12 * 25, "retention deleted footage"
-        wall = time.time()
-        assert abs(fragments[-1]["end_us"] / 1e6 - wall) < 10, "footage is not found at wall-clock time"
-        check_export(rec, "cam", frames)
-    finally:
-        sim.close()
+    sim = make_sim(cameras=1, gop=25, extra=("--clock-error", "-1.7e9"))
+    rec = make_recorder(
+        "rec-a",
+        [{"id": "cam", "url": sim.url("cam0")}],
+        retention={"max_age": "1d"},
+        chunk={"max_duration": "3s"},
+    ).start()
+    rec.wait_fragments("cam", 12)
+    time.sleep(11)  # one retention pass, which runs every 10 s
+    fragments, frames = archive(rec, "cam")
+    numbers = sorted(frames)
+    assert numbers[-1] - numbers[0] + 1 == len(numbers) >= 12 * 25, "retention deleted footage"
+    wall = time.time()
+    assert abs(fragments[-1]["end_us"] / 1e6 - wall) < 10, "footage is not found at wall-clock time"
+    check_export(rec, "cam", frames)

@@ -21,19 +21,12 @@ from cluster_harness import (
     running_cluster,
     wait_holder,
 )
-from conftest import GAPLESS, TOKEN, Proc, Sim, audit_clean, free_port, wait_for
+from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, wait_for
 
 
 @pytest.fixture
-def sim(tmp_path):
-    simulator = Sim(tmp_path, cameras=1)
-    yield simulator
-    simulator.close()
-
-
-@pytest.fixture
-def cluster(tmp_path, sim):
-    with running_cluster(tmp_path, sim) as parts:
+def cluster(tmp_path, camera):
+    with running_cluster(tmp_path, camera) as parts:
         yield parts
 
 
@@ -128,8 +121,8 @@ def test_switchover_command(tmp_path, cluster):
     assert bad.status_code == 400 and "rec-z" in bad.json()["error"]
 
 
-def test_failback_manual_keeps_the_token_until_a_switchover(tmp_path, sim):
-    with running_cluster(tmp_path, sim, failback="manual") as (management, a, b):
+def test_failback_manual_keeps_the_token_until_a_switchover(tmp_path, camera):
+    with running_cluster(tmp_path, camera, failback="manual") as (management, a, b):
         a.proc.kill()
         state = wait_holder(management, "rec-b", timeout=30)
         a.start()
@@ -147,7 +140,7 @@ def test_failback_manual_keeps_the_token_until_a_switchover(tmp_path, sim):
         assert released and released[-1]["reason"] == "switchover", changes(b)
 
 
-def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(sim, cluster):
+def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(camera, cluster):
     management, a, b = cluster
     for path in ("/api/v1/config", "/api/v1/recorders/rec-a/config"):
         assert httpx.get(f"{management.url}{path}").status_code == 401
@@ -156,13 +149,13 @@ def test_config_change_reaches_both_members_and_bad_change_is_refused_whole(sim,
     current = management.api.get("/api/v1/config").json()
     document = current["config"]
     bad = copy.deepcopy(document)
-    bad["clusters"][0]["cameras"].append({"id": CAMERA, "url": sim.url("cam0")})  # a duplicate id
+    bad["clusters"][0]["cameras"].append({"id": CAMERA, "url": camera.url("cam0")})  # a duplicate id
     bad["clusters"][0]["lease_ttl"] = "5s"
     refused = management.api.put("/api/v1/config", json=bad)
     assert refused.status_code == 400 and "appears twice" in refused.json()["error"], refused.text
     assert management.api.get("/api/v1/config").json()["version"] == current["version"]
 
-    document["clusters"][0]["cameras"].append({"id": "hall", "url": sim.url("cam0")})
+    document["clusters"][0]["cameras"].append({"id": "hall", "url": camera.url("cam0")})
     stale = management.api.put("/api/v1/config", json=document, headers={"If-Match": "999"})
     assert stale.status_code == 412
     accepted = management.api.put("/api/v1/config", json=document, headers={"If-Match": str(current["version"])})
@@ -200,14 +193,14 @@ def test_management_down_for_a_minute_changes_nothing(cluster):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_holder_whose_disk_fills_hands_the_token_over_and_loses_nothing(tmp_path, sim):
+def test_holder_whose_disk_fills_hands_the_token_over_and_loses_nothing(tmp_path, camera):
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
     try:
         ballast = disk / "ballast"
         ballast.write_bytes(b"\0" * 6_000_000)
-        with running_cluster(tmp_path, sim, storage_a=disk / "rec-a") as (management, a, b):
+        with running_cluster(tmp_path, camera, storage_a=disk / "rec-a") as (management, a, b):
             start = time.time()
             wait_for(lambda: a.health()["storage"]["last_error"], 120, "rec-a's disk to fill up")
             wait_holder(management, "rec-b", timeout=60)
@@ -276,10 +269,10 @@ class Etcd:
 
 
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed (apt-get install etcd-server)")
-def test_etcd_backend_failover_with_an_etcd_node_killed(tmp_path, sim):
+def test_etcd_backend_failover_with_an_etcd_node_killed(tmp_path, camera):
     etcd = Etcd(tmp_path)
     try:
-        with running_cluster(tmp_path, sim, {"backend": "etcd", "endpoints": etcd.endpoints}) as (management, a, b):
+        with running_cluster(tmp_path, camera, {"backend": "etcd", "endpoints": etcd.endpoints}) as (management, a, b):
             etcd.nodes[0].kill()  # the first endpoint every client tries
             failover_and_back(management, a, b, "kill")
     finally:

@@ -9,22 +9,12 @@ import itertools
 import time
 
 import av
-import pytest
 from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
-from conftest import Sim, audit_clean, kill_and_restart, recorder_with_partner
-
-H265 = ("--codec", "h265")
+from conftest import audit_clean, kill_and_restart, recorder_with_partner
 
 
-@pytest.fixture
-def sim(tmp_path):
-    simulator = Sim(tmp_path, cameras=1, extra=H265)
-    yield simulator
-    simulator.close()
-
-
-def test_records_and_exports_h265(sim, make_recorder):
-    rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
+def test_records_and_exports_h265(h265_camera, make_recorder):
+    rec = make_recorder("rec-a", [{"id": "cam", "url": h265_camera.url("cam0")}]).start()
     started = time.time()
     rec.wait_fragments("cam", 8)
     first = rec.api.get("/api/v1/cameras/cam/fragments", params={"start": started - 60, "end": time.time()})
@@ -44,15 +34,15 @@ def test_records_and_exports_h265(sim, make_recorder):
     assert health["state"] == "recording" and health["time_source"] == "sender reports", health
 
 
-def test_h265_kill_restart_backfill_loses_no_frame(sim, make_recorder):
-    a, _b = recorder_with_partner(make_recorder, sim.url("cam0"))
+def test_h265_kill_restart_backfill_loses_no_frame(h265_camera, make_recorder):
+    a, _b = recorder_with_partner(make_recorder, h265_camera.url("cam0"))
     start = kill_and_restart(a)
     audit_clean(a, "cam", start, time.time() - 2)
     assert any(j["state"] == "done" and j["stored_frames"] > 0 for j in a.jobs()), a.jobs()
 
 
-def test_h265_cluster_failover_with_a_live_reader(tmp_path, sim):
-    with running_cluster(tmp_path, sim) as (management, a, _b):
+def test_h265_cluster_failover_with_a_live_reader(tmp_path, h265_camera):
+    with running_cluster(tmp_path, h265_camera) as (management, a, _b):
         reader, start, end = kill_and_restart_the_holder(management, a)
         assert_continuous(reader)
         assert len(reader.frames) > 25 * 10, "the live reader saw H.265 frames with their stamps"
