@@ -8,7 +8,7 @@ Three loads, each the same bytes from both servers, driven by one client:
 
 The figure that matters is the server's CPU per request or per MiB (from /proc): a recorder's
 CPU belongs to ingest, and the HTTP stack must take as little of it as possible. Run:
-`python bench/http.py` (needs `pip install starlette uvicorn httptools`; ~2 min), which prints a
+`python bench/http_stack.py` (needs the `bench` extra: `pip install -e '.[bench]'`; ~1 min), which prints a
 table and rewrites its section of docs/benchmarks.md.
 """
 
@@ -202,7 +202,7 @@ def main() -> None:
     write_section(
         "http",
         [
-            "## HTTP stack (`bench/http.py`)",
+            "## HTTP stack (`bench/http_stack.py`)",
             "",
             "Gapless's aiohttp servers (`common/http.py`: JSON errors middleware, one runner) against Starlette on"
             " uvicorn with httptools, serving the same bytes to one client in one run; best of"
