@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-
 from report import free_port, write_section
 
 SEGMENT = 256 * 1024
