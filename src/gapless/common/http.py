@@ -14,6 +14,8 @@ import httpx
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gapless.common.signing import signature_valid
+
 #: A connection must complete its request's headers, or send its next request, within this long
 #: after connecting or after its last response (aiohttp's keep-alive timer, which also closes a
 #: connection that dribbles a request's headers: otherwise such clients hold sockets for an hour
@@ -99,10 +101,32 @@ def error(status: type[web.HTTPException], message: str, **extra: object) -> web
     return status(text=web.json_response({"error": message, **extra}).text, content_type="application/json")
 
 
-def bearer_ok(request: web.Request, token: str) -> bool:
+def bearer_token(request: web.Request) -> str:
+    """The token of an `Authorization: Bearer …` header ("" without one)."""
     header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    return token_matches(given, token)
+    return header[7:] if header.startswith("Bearer ") else ""
+
+
+def authenticate(
+    request: web.Request,
+    accepts: Callable[[str], bool],
+    *,
+    media: bool = False,
+    signing_key: str = "",
+    signed_url_ttl: float = 0.0,
+    what: str = "API token",
+) -> None:
+    """Every server's one authentication rule; a 401 unless the request presents a token `accepts`
+    as a bearer header, or, on a media path a player opens itself (`media`), as `?token=` or a
+    signed URL (`?exp=&sig=`, HMAC with `signing_key`, valid at most `signed_url_ttl`)."""
+    if media and "sig" in request.query:
+        expires, signature = request.query.get("exp", ""), request.query["sig"]
+        if signing_key and signature_valid(signing_key, request.path, expires, signature, signed_url_ttl):
+            return
+        raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
+    given = bearer_token(request) or (request.query.get("token", "") if media else "")
+    if not (given and accepts(given)):
+        raise error(web.HTTPUnauthorized, f"missing or wrong {what}")
 
 
 def token_matches(given: str, token: str) -> bool:

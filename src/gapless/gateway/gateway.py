@@ -27,13 +27,12 @@ from pydantic import ValidationError
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import PREFIX, holder_key, member_key
-from gapless.common.http import BearerAuth, application, error, serving
+from gapless.common.http import BearerAuth, application, authenticate, error, serving
 from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
-from gapless.common.signing import signature_valid
 from gapless.config.cluster import ClusterConfig, ClusterDocument
 from gapless.contracts.gateway import ClusterView, MemberView, RoutedCamera, RoutedCameraList
 from gapless.contracts.recorder import FragmentList, HaState, TimeRange
-from gapless.management.access import GatewayConfig, bearer_token
+from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
 
 log = logging.getLogger("gapless.gateway")
@@ -269,14 +268,14 @@ class Gateway:
         await self.refresh()
         view = self.view
         assert view is not None
-        if "sig" in request.query:
-            expires, signature = request.query.get("exp", ""), request.query["sig"]
-            if signature_valid(view.signing_key, request.path, expires, signature, view.signed_url_ttl):
-                return
-            raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
-        if view.viewer(bearer_token(request) or request.query.get("token", "")):
-            return
-        raise error(web.HTTPUnauthorized, "missing or unknown viewer credential")
+        authenticate(
+            request,
+            view.viewer,
+            media=True,
+            signing_key=view.signing_key,
+            signed_url_ttl=view.signed_url_ttl,
+            what="viewer credential",
+        )
 
     def signed_uris(self, camera: str) -> MediaUris:
         assert self.view is not None

@@ -39,11 +39,6 @@ class Principal:
         return f"recorder:{self.recorder}" if self.role == "recorder" else self.role
 
 
-def bearer_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else ""
-
-
 def identify(token: str, admin_token: str, document: ClusterDocument) -> Principal | None:
     if not token:
         return None

@@ -13,7 +13,7 @@ from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
 from gapless.cluster.keys import holder_key, preferred_key, switchover_key
 from gapless.common.config import ConfigError
-from gapless.common.http import application, error, json_body, serving
+from gapless.common.http import application, bearer_token, error, json_body, serving
 from gapless.common.openapi import documented, openapi_route, parsed
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.config.management import ManagementConfig
@@ -31,7 +31,6 @@ from gapless.management.access import (
     Principal,
     allow,
     allowed_roles,
-    bearer_token,
     forbidden,
     gateway_config,
     identify,

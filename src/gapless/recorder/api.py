@@ -14,9 +14,8 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gapless.common.http import application, error, token_matches
+from gapless.common.http import application, authenticate, error, token_matches
 from gapless.common.openapi import documented, openapi_route
-from gapless.common.signing import signature_valid
 from gapless.common.timeparse import iso
 from gapless.contracts.recorder import (
     BackfillHealth,
@@ -81,16 +80,13 @@ def build_api(recorder) -> web.Application:
     @web.middleware
     async def auth(request: web.Request, handler):
         token = recorder.config.recorder.api_token
-        header = request.headers.get("Authorization", "")
-        media = bool(_MEDIA_PATH.match(request.path))
-        if media and "sig" in request.query:
-            expires, signature = request.query.get("exp", ""), request.query["sig"]
-            if signature_valid(token, request.path, expires, signature, recorder.config.recorder.signed_url_ttl):
-                return await handler(request)
-            raise error(web.HTTPUnauthorized, "signed URL is invalid or expired")
-        given = header[7:] if header.startswith("Bearer ") else (request.query.get("token", "") if media else "")
-        if not token_matches(given, token):
-            raise error(web.HTTPUnauthorized, "missing or wrong API token")
+        authenticate(
+            request,
+            lambda given: token_matches(given, token),
+            media=bool(_MEDIA_PATH.match(request.path)),
+            signing_key=token,
+            signed_url_ttl=recorder.config.recorder.signed_url_ttl,
+        )
         return await handler(request)
 
     def camera_id(request: web.Request) -> str:
