@@ -42,6 +42,16 @@ def free_port() -> int:
     raise RuntimeError("this test worker used up its port block")
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (servers that listen on a base port plus k)."""
+    for _attempt in range(50):
+        first = free_port()
+        following = [free_port() for _ in range(count - 1)]
+        if following == list(range(first + 1, first + count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports in this worker's block")
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     """Poll until predicate() is truthy; fail the test (never hang) after timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import sys
+from pathlib import Path
 
 import click
 
@@ -86,6 +87,17 @@ def main() -> None:
     metavar="WxH@FPS",
     help="also serve each camera's sub-stream at /camN-sub (own resolution and frame rate, same GOP seconds)",
 )
+@click.option(
+    "--onvif-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="serve an ONVIF device per camera (or per --onvif-devices entry): device k on this port + k",
+)
+@click.option(
+    "--onvif-devices",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML list of devices: endpoint, manufacturer, model, firmware, serial, hardware_id, mac, channels",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def camera_sim(
     cameras,
@@ -107,6 +119,8 @@ def camera_sim(
     audio_first,
     special,
     substream,
+    onvif_port,
+    onvif_devices,
     verbose,
 ) -> None:
     """Simulated RTSP/H.264 cameras with per-frame SEI stamps and fault injection."""
@@ -150,6 +164,8 @@ def camera_sim(
         clock_error,
         audio,
         audio_first,
+        onvif_port,
+        onvif_devices,
     )
     asyncio.run(serve(settings))
 
@@ -261,6 +277,29 @@ def switchover_cmd(management_url: str, token: str, cluster_id: str, target: str
         sys.exit(1)
     answer = reply.json()
     click.echo(f"switchover of {answer['cluster']} requested: {answer['from']} -> {answer['to']}")
+
+
+@main.group("cameras")
+def cameras_cmd() -> None:
+    """Cameras: what they are (ONVIF identity)."""
+
+
+@cameras_cmd.command("identify")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--camera", "only", multiple=True, help="only this camera (repeat for more; default: all)")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 120), help="seconds per camera")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--write", is_flag=True, help="store each identity in the file (FILE.bak keeps the old one)")
+def identify_cmd(config_path: Path, only: tuple[str, ...], timeout: float, as_json: bool, write: bool) -> None:
+    """Ask each camera over ONVIF what it is: endpoint reference, manufacturer, model, serial, MAC, video source."""
+    from gapless.common.config import ConfigError
+    from gapless.identity.cli import run_identify
+
+    try:
+        sys.exit(run_identify(config_path, only, timeout, as_json, write))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command("audit")

@@ -89,6 +89,30 @@ def camera_url(value: str) -> str:
     return value
 
 
+class CameraIdentity(Strict):
+    """What the camera's ONVIF device service answered (`gapless cameras identify`): the hardware
+    identity that pairs one camera across recorders, whatever its URL or name there."""
+
+    endpoint: str | None = None
+    """The device's endpoint reference (`urn:uuid:…`, what WS-Discovery announces)."""
+    manufacturer: str | None = None
+    """GetDeviceInformation's manufacturer."""
+    model: str | None = None
+    """GetDeviceInformation's model (many units may share it)."""
+    firmware: str | None = None
+    """GetDeviceInformation's firmware version."""
+    serial: str | None = None
+    """GetDeviceInformation's serial number."""
+    hardware_id: str | None = None
+    """GetDeviceInformation's hardware id."""
+    macs: list[str] = []
+    """The MAC addresses of its network interfaces (GetNetworkInterfaces), lower case."""
+    video_source: str | None = None
+    """The token of the video source this camera's stream comes from (a channel of a multi-channel encoder)."""
+    video_sources: int = 1
+    """How many video sources the device has (more than one: an encoder; the source token tells the channels apart)."""
+
+
 class CameraConfig(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN)
     """The camera id (letters, digits, `_-`, up to 64), in URLs and the archive."""
@@ -105,6 +129,10 @@ class CameraConfig(Strict):
     partners: list[Partner] | None = None
     """Replaces the recorder-wide partners for this camera; an entry may name only a partner's id (and its camera id
     there)."""
+    onvif: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$")
+    """`host:port` of the camera's ONVIF device service (default: the RTSP URL's host, port 80)."""
+    identity: CameraIdentity | None = None
+    """The hardware identity the camera gave over ONVIF (written by `gapless cameras identify`)."""
 
     @property
     def source(self) -> tuple[str, str | None, str | None]:

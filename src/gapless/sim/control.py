@@ -12,6 +12,7 @@ from pydantic import Field
 from gapless.common.http import application
 from gapless.common.openapi import Query, documented, openapi_route
 from gapless.sim.camera import SimCamera
+from gapless.sim.onvif import Device
 
 DAY_S = 86_400
 
@@ -46,13 +47,21 @@ class SeqJump(Query):
     """How many sequence numbers to skip."""
 
 
+class Swap(Query):
+    a: int = Field(ge=0)
+    """One device's slot (its port is the ONVIF base port plus the slot)."""
+    b: int = Field(ge=0)
+    """The other's."""
+
+
 class SenderReports(Query):
     every: float = Field(ge=0, le=DAY_S)
     """Seconds between sender reports; 0: none."""
 
 
-def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
+def build_control_app(cameras: dict[str, SimCamera], devices: list[Device] | None = None) -> web.Application:
     routes = web.RouteTableDef()
+    slots = devices if devices is not None else []
 
     def camera_or_404(request: web.Request) -> SimCamera:
         camera = cameras.get(request.match_info["camera"])
@@ -161,6 +170,19 @@ def build_control_app(cameras: dict[str, SimCamera]) -> web.Application:
             raise web.HTTPConflict(text=f"camera {camera.id} sends no audio (start the simulator with --audio)\n")
         camera.break_audio(query.seconds)
         return web.json_response(camera.describe())
+
+    @routes.get("/onvif/devices")
+    @documented("The ONVIF devices in port order: what each says about itself")
+    async def onvif_devices(_request: web.Request) -> web.Response:
+        return web.json_response({"devices": [d.spec.model_dump() for d in slots]})
+
+    @routes.post("/onvif/swap")
+    @documented("Swap two ONVIF devices' ports, as a DHCP server reassigning their addresses would", query=Swap)
+    async def onvif_swap(_request: web.Request, query: Swap) -> web.Response:
+        if max(query.a, query.b) >= len(slots):
+            raise web.HTTPNotFound(text=f"there are {len(slots)} ONVIF devices\n")
+        slots[query.a], slots[query.b] = slots[query.b], slots[query.a]
+        return web.json_response({"devices": [d.spec.model_dump() for d in slots]})
 
     @routes.delete("/sessions/{session}")
     @documented("End one RTSP session")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from gapless.common.http import serving
+from aiohttp import web
+
+from gapless.common.http import app_runner, serving
 from gapless.sim.audio import audio_loop
 from gapless.sim.camera import SimCamera
 from gapless.sim.control import build_control_app
 from gapless.sim.encoder import Profile, encode_loop
+from gapless.sim.onvif import Device, default_devices, device_app, load_devices
 from gapless.sim.rtsp import Auth, RtspServer
 
 log = logging.getLogger("gapless.sim")
@@ -31,6 +36,8 @@ class SimSettings:
     clock_error: float = 0.0  # seconds the cameras' clocks are off at start
     audio: str | None = None  # aac | pcmu | pcma: every main camera also sends audio
     audio_first: bool = False  # the SDP lists the audio track first
+    onvif_port: int = 0  # ONVIF device k answers on onvif_port + k (0: no ONVIF)
+    onvif_devices: Path | None = None  # what the devices say (default: one device per main camera)
 
 
 def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
@@ -54,14 +61,32 @@ def build_cameras(settings: SimSettings) -> dict[str, SimCamera]:
     return cameras
 
 
+def build_devices(settings: SimSettings, rtsp_port: int) -> list[Device]:
+    if not settings.onvif_port:
+        return []
+    main = [f"cam{i}" for i in range(settings.cameras)]
+    specs = load_devices(settings.onvif_devices) if settings.onvif_devices else default_devices(main)
+    profile = settings.profile
+    base = f"rtsp://{settings.host}:{rtsp_port}"
+    return [Device(spec, base, profile.width, profile.height, profile.fps) for spec in specs]
+
+
 async def serve(settings: SimSettings, ready: asyncio.Event | None = None) -> None:
     cameras = build_cameras(settings)
     for camera in cameras.values():
         camera.step_clock(settings.clock_error)
     rtsp = RtspServer(cameras, settings.host, settings.port, settings.auth, settings.session_timeout)
     await rtsp.start()
-    async with serving(build_control_app(cameras), settings.host, settings.control_port) as stop:
-        await _run_cameras(settings, cameras, rtsp, stop, ready)
+    devices = build_devices(settings, rtsp.port)
+    credentials = (settings.auth.username, settings.auth.password) if settings.auth else None
+    async with contextlib.AsyncExitStack() as onvif:
+        for slot in range(len(devices)):  # each device on its own port, as on a LAN its own address
+            runner = app_runner(device_app(devices, slot, credentials))
+            await runner.setup()
+            onvif.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, settings.host, settings.onvif_port + slot).start()
+        async with serving(build_control_app(cameras, devices), settings.host, settings.control_port) as stop:
+            await _run_cameras(settings, cameras, rtsp, stop, ready)
 
 
 async def _run_cameras(

@@ -1,0 +1,88 @@
+"""Camera identity over ONVIF, on the wire: the simulator serves a real SOAP device service per
+device (WS-Security digest required), onvif-zeep-async asks it, `gapless cameras identify` prints
+and stores what it answers. Two units of one model stay apart by serial, MAC and endpoint; the
+channels of one encoder share the device and differ by video source; an address reassigned to
+another device is seen as that other device."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import httpx
+import yaml
+from conftest import GAPLESS, free_port, free_ports
+
+from gapless.config.recorder import load_recorder_config
+
+PASSWORD = "on vif/pa:ss"  # characters a URL would need escaped
+MODEL = {"manufacturer": "Acme", "model": "DOME-4K", "firmware": "5.1", "hardware_id": "D4K-B"}
+DEVICES = [
+    {**MODEL, "endpoint": "urn:uuid:11111111-1111-4111-8111-111111111111", "serial": "ACME-0001",
+     "mac": "00:11:22:33:44:01", "channels": ["cam0"]},
+    {**MODEL, "endpoint": "urn:uuid:22222222-2222-4222-8222-222222222222", "serial": "ACME-0002",
+     "mac": "00:11:22:33:44:02", "channels": ["cam1"]},
+    {"manufacturer": "Acme", "model": "ENC-2", "firmware": "2.0", "hardware_id": "E2",
+     "endpoint": "urn:uuid:33333333-3333-4333-8333-333333333333", "serial": "ACME-ENC-7",
+     "mac": "00:11:22:33:44:07", "channels": ["cam2", "cam3"]},
+]  # fmt: skip
+
+
+def identify(config, *extra) -> tuple[int, dict, str]:
+    command = [*GAPLESS, "cameras", "identify", "--config", str(config), "--json", "--timeout", "5", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return done.returncode, json.loads(done.stdout), done.stdout + done.stderr
+
+
+def test_cameras_identify_over_onvif(tmp_path, make_sim):
+    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
+    onvif = free_ports(3)
+    sim = make_sim(
+        cameras=4,
+        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
+               str(tmp_path / "devices.yaml")),
+    )  # fmt: skip
+    dead = free_port()  # nothing listens there
+    cameras = [
+        {"id": "lobby", "url": sim.url("cam0"), "onvif": f"127.0.0.1:{onvif}"},
+        {"id": "gate", "url": sim.url("cam1"), "onvif": f"127.0.0.1:{onvif + 1}"},
+        {"id": "dock-a", "url": sim.url("cam2"), "onvif": f"127.0.0.1:{onvif + 2}"},
+        {"id": "dock-b", "url": sim.url("cam3"), "onvif": f"127.0.0.1:{onvif + 2}"},
+        {"id": "gone", "url": sim.url("cam0"), "onvif": f"127.0.0.1:{dead}"},
+    ]
+    for camera in cameras:
+        camera.update(username="admin", password=PASSWORD)
+    wrong = {**cameras[1], "id": "gate-wrong", "password": "not-the-password"}
+    config = tmp_path / "rec.yaml"
+    storage = str(tmp_path / "storage")
+    document = {"recorder": {"id": "rec-a", "listen": "127.0.0.1:1", "storage": storage, "api_token": "x" * 16}}
+    config.write_text(yaml.safe_dump({**document, "cameras": [*cameras, wrong]}))
+
+    code, found, output = identify(config)
+    assert code == 1, output  # two cameras could not be identified
+    lobby, gate, dock_a, dock_b = (found[c] for c in ("lobby", "gate", "dock-a", "dock-b"))
+    # Two units of one model: the same model, told apart by serial, MAC and endpoint reference.
+    assert (lobby["model"], gate["model"]) == ("DOME-4K", "DOME-4K") and lobby["manufacturer"] == "Acme"
+    assert (lobby["serial"], gate["serial"]) == ("ACME-0001", "ACME-0002")
+    assert (lobby["macs"], gate["macs"]) == (["00:11:22:33:44:01"], ["00:11:22:33:44:02"])
+    assert lobby["endpoint"] == DEVICES[0]["endpoint"] and gate["endpoint"] == DEVICES[1]["endpoint"]
+    assert lobby["video_sources"] == 1 and lobby["video_source"] == "VS0"
+    # An encoder's channels: one device, two video sources, each camera its own.
+    assert dock_a["serial"] == dock_b["serial"] == "ACME-ENC-7" and dock_a["video_sources"] == 2
+    assert (dock_a["video_source"], dock_b["video_source"]) == ("VS0", "VS1")
+    assert "NotAuthorized" in found["gate-wrong"]["error"], found["gate-wrong"]
+    assert "cannot reach" in found["gone"]["error"], found["gone"]
+    assert PASSWORD not in output and "not-the-password" not in output
+
+    code, _found, output = identify(config, "--camera", "lobby", "--camera", "dock-b", "--write")
+    assert code == 0, output
+    stored = {c.id: c.identity for c in load_recorder_config(config).cameras}
+    assert stored["lobby"] is not None and stored["lobby"].serial == "ACME-0001"
+    assert stored["dock-b"] is not None and stored["dock-b"].video_source == "VS1"
+    assert stored["gate"] is None  # not asked
+    assert (tmp_path / "rec.yaml.bak").exists()
+
+    # A DHCP server gives the first unit's address to the second: the same address, another camera.
+    httpx.post(f"http://127.0.0.1:{sim.control_port}/onvif/swap", params={"a": 0, "b": 1}).raise_for_status()
+    _code, found, output = identify(config, "--camera", "lobby")
+    assert found["lobby"]["serial"] == "ACME-0002" and found["lobby"]["endpoint"] == DEVICES[1]["endpoint"], output
