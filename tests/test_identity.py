@@ -11,11 +11,12 @@ import subprocess
 
 import httpx
 import yaml
-from conftest import GAPLESS, free_port, free_ports
+from conftest import GAPLESS, TOKEN, Proc, free_port, free_ports, wait_for
 
 from gapless.config.recorder import load_recorder_config
 
 PASSWORD = "on vif/pa:ss"  # characters a URL would need escaped
+VIEWER = "viewer-credential-secret-1"
 MODEL = {"manufacturer": "Acme", "model": "DOME-4K", "firmware": "5.1", "hardware_id": "D4K-B"}
 DEVICES = [
     {**MODEL, "endpoint": "urn:uuid:11111111-1111-4111-8111-111111111111", "serial": "ACME-0001",
@@ -86,3 +87,56 @@ def test_cameras_identify_over_onvif(tmp_path, make_sim):
     httpx.post(f"http://127.0.0.1:{sim.control_port}/onvif/swap", params={"a": 0, "b": 1}).raise_for_status()
     _code, found, output = identify(config, "--camera", "lobby")
     assert found["lobby"]["serial"] == "ACME-0002" and found["lobby"]["endpoint"] == DEVICES[1]["endpoint"], output
+
+
+def test_the_management_server_identifies_its_cameras_and_stores_them(tmp_path, make_sim):
+    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
+    onvif = free_ports(3)
+    sim = make_sim(
+        cameras=4,
+        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
+               str(tmp_path / "devices.yaml")),
+    )  # fmt: skip
+    port = free_port()
+    camera = {"username": "admin", "password": PASSWORD}
+    config = {
+        "management": {"listen": f"127.0.0.1:{port}", "data": str(tmp_path / "mgmt"), "api_token": TOKEN},
+        "recorders": [{"id": n, "url": f"http://127.0.0.1:{free_port()}", "token": TOKEN} for n in ("rec-a", "rec-b")],
+        "clusters": [
+            {
+                "id": "main",
+                "members": ["rec-a", "rec-b"],
+                "cameras": [
+                    {"id": "lobby", "url": sim.url("cam0"), "onvif": f"127.0.0.1:{onvif}", **camera},
+                    {"id": "dock-b", "url": sim.url("cam3"), "onvif": f"127.0.0.1:{onvif + 2}", **camera},
+                ],
+            }
+        ],
+        "credentials": [{"id": "operators", "role": "viewer", "token": VIEWER}],
+    }
+    (tmp_path / "management.yaml").write_text(yaml.safe_dump(config))
+    url = f"http://127.0.0.1:{port}"
+    proc = Proc([*GAPLESS, "management", "--config", str(tmp_path / "management.yaml")], tmp_path / "m.log").start()
+    try:
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        wait_for(lambda: httpx.get(f"{url}/api/v1/config", headers=admin).status_code == 200, 60, "management")
+        refused = httpx.post(f"{url}/api/v1/cameras/identify", json={}, headers={"Authorization": f"Bearer {VIEWER}"})
+        assert refused.status_code == 403, refused.text
+        assert (
+            httpx.post(f"{url}/api/v1/cameras/identify", json={"cameras": ["nope"]}, headers=admin).status_code == 404
+        )
+        command = [*GAPLESS, "cameras", "identify", "--management", url, "--token", TOKEN, "--json"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        answered = json.loads(done.stdout)
+        assert answered["lobby"]["serial"] == "ACME-0001" and answered["dock-b"]["video_source"] == "VS1"
+        assert "configuration version 2" in done.stderr
+        stored = httpx.get(f"{url}/api/v1/config", headers=admin).json()
+        assert stored["version"] == 2
+        cameras = {c["id"]: c for c in stored["config"]["clusters"][0]["cameras"]}
+        assert cameras["lobby"]["identity"]["endpoint"] == DEVICES[0]["endpoint"]
+        assert cameras["dock-b"]["identity"]["serial"] == "ACME-ENC-7"
+        assert cameras["lobby"]["password"] == "<redacted>"  # the camera's secret stays write-only
+        assert PASSWORD not in done.stdout + done.stderr + (tmp_path / "m.log").read_text()
+    finally:
+        proc.stop()

@@ -285,16 +285,49 @@ def cameras_cmd() -> None:
 
 
 @cameras_cmd.command("identify")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="a recorder's file"
+)
+@click.option("--management", "management_url", help="or a management server: its cluster cameras, stored there")
+@click.option(
+    "--token", envvar="GAPLESS_API_TOKEN", help="with --management: an admin credential (or GAPLESS_API_TOKEN)"
+)
 @click.option("--camera", "only", multiple=True, help="only this camera (repeat for more; default: all)")
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 120), help="seconds per camera")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 60), help="seconds per camera")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.option("--write", is_flag=True, help="store each identity in the file (FILE.bak keeps the old one)")
-def identify_cmd(config_path: Path, only: tuple[str, ...], timeout: float, as_json: bool, write: bool) -> None:
+@click.option(
+    "--write", is_flag=True, help="with --config: store each identity in the file (FILE.bak keeps the old one)"
+)
+def identify_cmd(
+    config_path: Path | None,
+    management_url: str | None,
+    token: str | None,
+    only: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+    write: bool,
+) -> None:
     """Ask each camera over ONVIF what it is: endpoint reference, manufacturer, model, serial, MAC, video source."""
     from gapless.common.config import ConfigError
-    from gapless.identity.cli import run_identify
+    from gapless.identity.cli import report, run_identify
 
+    if (config_path is None) == (management_url is None):
+        raise click.UsageError("give --config FILE or --management URL")
+    if management_url is not None:
+        from gapless.identity.onvif import IdentifyError
+        from gapless.management.identify import identify_remotely
+
+        if not token:
+            raise click.UsageError("--management needs --token (or GAPLESS_API_TOKEN)")
+        try:
+            answer = identify_remotely(management_url, token, only, timeout)
+        except IdentifyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        report({cam: r.identity or (r.error or "no answer") for cam, r in answer.cameras.items()}, as_json)
+        click.echo(f"configuration version {answer.version}", err=True)
+        sys.exit(1 if any(r.identity is None for r in answer.cameras.values()) else 0)
+    assert config_path is not None
     try:
         sys.exit(run_identify(config_path, only, timeout, as_json, write))
     except ConfigError as exc:

@@ -12,7 +12,7 @@ import click
 import yaml
 
 from gapless.config.recorder import CameraConfig, CameraIdentity, load_recorder_config
-from gapless.identity.onvif import IdentifyError, device_address, identify
+from gapless.identity.onvif import IdentifyError, identify
 
 
 async def _identify_all(
@@ -36,27 +36,33 @@ def run_identify(config_path: Path, only: tuple[str, ...], timeout: float, as_js
         click.echo(f"error: no camera {', '.join(sorted(unknown))} in {config_path}", err=True)
         return 2
     results = asyncio.run(_identify_all(cameras, timeout))
-    failed = [answer for _camera, answer in results if isinstance(answer, IdentifyError)]
-    if as_json:
-        listing = {
-            camera.id: answer.model_dump() if isinstance(answer, CameraIdentity) else {"error": str(answer)}
-            for camera, answer in results
-        }
-        click.echo(json.dumps(listing, indent=2))
-    else:
-        for camera, answer in results:
-            host, port = device_address(camera)
-            if isinstance(answer, IdentifyError):
-                click.echo(f"{camera.id}: ERROR {answer}")
-                continue
-            channel = f", source {answer.video_source} of {answer.video_sources}" if answer.video_sources > 1 else ""
-            click.echo(
-                f"{camera.id}: {answer.manufacturer} {answer.model}, serial {answer.serial}, "
-                f"MAC {', '.join(answer.macs) or '?'}, {answer.endpoint}{channel} (ONVIF {host}:{port})"
-            )
+    report(
+        {camera.id: (answer if isinstance(answer, CameraIdentity) else str(answer)) for camera, answer in results},
+        as_json,
+    )
     if write:
         _store(config_path, {c.id: a for c, a in results if isinstance(a, CameraIdentity)})
-    return 1 if failed else 0
+    return 1 if any(isinstance(answer, IdentifyError) for _camera, answer in results) else 0
+
+
+def report(results: dict[str, CameraIdentity | str], as_json: bool) -> None:
+    """Each camera's identity, or why it has none (a string)."""
+    if as_json:
+        listing = {
+            cam: answer.model_dump() if isinstance(answer, CameraIdentity) else {"error": answer}
+            for cam, answer in results.items()
+        }
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for cam, answer in results.items():
+        if isinstance(answer, str):
+            click.echo(f"{cam}: ERROR {answer}")
+            continue
+        channel = f", source {answer.video_source} of {answer.video_sources}" if answer.video_sources > 1 else ""
+        click.echo(
+            f"{cam}: {answer.manufacturer} {answer.model}, serial {answer.serial}, "
+            f"MAC {', '.join(answer.macs) or '?'}, {answer.endpoint}{channel}"
+        )
 
 
 def _store(config_path: Path, identities: dict[str, CameraIdentity]) -> None:

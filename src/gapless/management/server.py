@@ -35,6 +35,7 @@ from gapless.management.access import (
     gateway_config,
     identify,
 )
+from gapless.management.identify import IdentifyAnswer, IdentifyRequest, UnknownCameras, identify_cameras
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 
@@ -209,6 +210,32 @@ def build_app(management: Management) -> web.Application:
         log.info("switchover of cluster %s requested: %s -> %s", cluster.id, current, target)
         answer = SwitchoverAnswer.model_validate({"cluster": cluster.id, "from": current, "to": target})
         return web.json_response(text=answer.model_dump_json(by_alias=True))
+
+    @routes.post("/api/v1/cameras/identify")
+    @documented(
+        "Ask cluster cameras over ONVIF what they are; store it (a new configuration version)",
+        IdentifyAnswer,
+        body=IdentifyRequest,
+    )
+    async def identify_all(request: web.Request, body: IdentifyRequest) -> web.Response:
+        version, document = management.document
+        try:
+            updated, results = await identify_cameras(document, body)
+        except UnknownCameras as exc:
+            raise error(web.HTTPNotFound, f"no camera {exc} in the configuration") from None
+        if updated is not None:
+            stored = management.save(updated, version)
+            if stored is None:
+                raise error(web.HTTPPreconditionFailed, "the configuration changed meanwhile; ask again")
+            version = stored
+            found = sum(result.identity is not None for result in results.values())
+            log.info(
+                "configuration version %d stored: %d camera identities (by %s)",
+                version,
+                found,
+                request["principal"].name,
+            )
+        return web.json_response(text=IdentifyAnswer(version=version, cameras=results).model_dump_json())
 
     app = application(auth)
     app.add_routes(routes)

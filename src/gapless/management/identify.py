@@ -1,0 +1,84 @@
+"""`POST /api/v1/cameras/identify` on the management server: ask the cameras of the stored
+configuration over ONVIF what they are, and store what they answered as a new configuration
+version (docs/design/identity.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from pydantic import Field
+
+from gapless.common.openapi import Body, Reply
+from gapless.config.cluster import ClusterDocument
+from gapless.config.recorder import CameraConfig, CameraIdentity
+from gapless.identity.onvif import IdentifyError, identify
+
+
+class IdentifyRequest(Body):
+    cameras: list[str] = []
+    """The cameras to ask (default: every camera of every cluster)."""
+    timeout: float = Field(default=10.0, gt=0, le=60)
+    """Seconds each camera has to answer (all are asked at once)."""
+
+
+class IdentifyResult(Reply):
+    identity: CameraIdentity | None = None
+    """What the camera answered (stored with it), or None."""
+    error: str | None = None
+    """Why it could not be identified."""
+
+
+class IdentifyAnswer(Reply):
+    version: int
+    """The configuration version that holds the identities (the same one if none was found)."""
+    cameras: dict[str, IdentifyResult]
+
+
+class UnknownCameras(Exception):
+    """Cameras that are in no cluster of the configuration."""
+
+
+async def identify_cameras(
+    document: ClusterDocument, request: IdentifyRequest
+) -> tuple[ClusterDocument | None, dict[str, IdentifyResult]]:
+    """The document with the identities found (None when none was), and each camera's result."""
+    cameras = [camera for cluster in document.clusters for camera in cluster.cameras]
+    unknown = set(request.cameras) - {camera.id for camera in cameras}
+    if unknown:
+        raise UnknownCameras(", ".join(sorted(unknown)))
+    asked = [camera for camera in cameras if not request.cameras or camera.id in request.cameras]
+
+    async def one(camera_config: CameraConfig) -> IdentifyResult:
+        try:
+            return IdentifyResult(identity=await identify(camera_config, request.timeout))
+        except IdentifyError as exc:
+            return IdentifyResult(error=str(exc))
+
+    results = dict(zip((c.id for c in asked), await asyncio.gather(*(one(c) for c in asked)), strict=True))
+    found = {cam: result.identity for cam, result in results.items() if result.identity is not None}
+    if not found:
+        return None, results
+    updated = document.model_copy(deep=True)
+    for cluster in updated.clusters:
+        for camera in cluster.cameras:
+            camera.identity = found.get(camera.id, camera.identity)
+    return updated, results
+
+
+def identify_remotely(management_url: str, token: str, cameras: tuple[str, ...], timeout: float) -> IdentifyAnswer:
+    """The command line's side of `POST /api/v1/cameras/identify` (httpx errors and refusals raise
+    IdentifyError with the server's words)."""
+    request = IdentifyRequest(cameras=list(cameras), timeout=timeout)
+    try:
+        reply = httpx.post(
+            f"{management_url.rstrip('/')}/api/v1/cameras/identify",
+            json=request.model_dump(),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout + 30,
+        )
+    except httpx.HTTPError as exc:
+        raise IdentifyError(f"cannot reach the management server at {management_url}: {exc}") from None
+    if reply.status_code != 200:
+        raise IdentifyError(f"the management server refused: HTTP {reply.status_code}: {reply.text[:300]}")
+    return IdentifyAnswer.model_validate_json(reply.content)
