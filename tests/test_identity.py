@@ -140,3 +140,61 @@ def test_the_management_server_identifies_its_cameras_and_stores_them(tmp_path, 
         assert PASSWORD not in done.stdout + done.stderr + (tmp_path / "m.log").read_text()
     finally:
         proc.stop()
+
+
+def test_pairs_are_proposed_from_what_the_cameras_said(tmp_path, make_sim):
+    """Two recorders name and address the same cameras differently; identified over ONVIF, they pair
+    by hardware identity (auto), a camera without ONVIF by its stream source (asked, never exact);
+    after a DHCP swap the address points at the other unit and the pairs follow the devices."""
+    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
+    onvif = free_ports(3)
+    sim = make_sim(
+        cameras=4,
+        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
+               str(tmp_path / "devices.yaml")),
+    )  # fmt: skip
+    secret = {"username": "admin", "password": PASSWORD}
+    host = f"127.0.0.1:{sim.rtsp_port}"
+    side_a = [
+        {"id": "lobby", "url": f"rtsp://{host}/cam0", "onvif": f"127.0.0.1:{onvif}", **secret},
+        {"id": "gate", "url": f"rtsp://{host}/cam1", "onvif": f"127.0.0.1:{onvif + 1}", **secret},
+        {"id": "yard", "url": f"rtsp://{host}/cam2-sub"},  # no ONVIF here
+    ]
+    side_b = [
+        {"id": "entrance", "name": "Entrance hall", "url": f"rtsp://localhost:{sim.rtsp_port}/cam0",
+         "onvif": f"localhost:{onvif}", **secret},
+        {"id": "cam-17", "url": f"rtsp://{host}/cam1?subtype=1", "onvif": f"127.0.0.1:{onvif + 1}", **secret},
+        {"id": "yard-main", "url": f"rtsp://viewer:pw@{host}/cam2"},
+    ]  # fmt: skip
+    files = []
+    for name, cameras in (("rec-a", side_a), ("rec-b", side_b)):
+        files.append(tmp_path / f"{name}.yaml")
+        section = {"id": name, "listen": "127.0.0.1:1", "storage": str(tmp_path / name), "api_token": "x" * 16}
+        files[-1].write_text(yaml.safe_dump({"recorder": section, "cameras": cameras}))
+    for file in files:
+        code, _found, output = identify(file, "--write")
+        assert code == 1 and "yard" in output, output  # the cameras without ONVIF cannot say
+
+    def proposals() -> tuple[dict, list]:
+        command = [*GAPLESS, "pairs", "propose", "--a", str(files[0]), "--b", str(files[1]), "--json"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        mapping = json.loads(done.stdout)
+        return {(p["a"], p["b"]): p for p in mapping["proposals"]}, mapping["warnings"]
+
+    found, warnings = proposals()
+    assert set(found) == {("lobby", "entrance"), ("gate", "cam-17"), ("yard", "yard-main")}, found
+    assert found[("lobby", "entrance")]["auto_acceptable"] and found[("lobby", "entrance")]["kind"] == "identity"
+    assert found[("gate", "cam-17")]["auto_acceptable"]
+    yard = found[("yard", "yard-main")]
+    assert yard["kind"] == "source" and yard["confidence"] < 1 and not yard["auto_acceptable"]
+    assert not warnings
+
+    # The DHCP server swaps the two units' addresses; rec-b identifies its cameras again.
+    httpx.post(f"http://127.0.0.1:{sim.control_port}/onvif/swap", params={"a": 0, "b": 1}).raise_for_status()
+    code, _found, output = identify(files[1], "--write", "--camera", "entrance", "--camera", "cam-17")
+    assert code == 0, output
+    found, warnings = proposals()
+    assert ("lobby", "cam-17") in found and ("gate", "entrance") in found, found
+    assert ("lobby", "entrance") not in found and ("gate", "cam-17") not in found
+    assert any("the same address, but different devices" in w for w in warnings), warnings

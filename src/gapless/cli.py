@@ -335,6 +335,28 @@ def identify_cmd(
         sys.exit(2)
 
 
+@main.group("pairs")
+def pairs_cmd() -> None:
+    """Pairs of cameras between recorders (asymmetrical pairs)."""
+
+
+@pairs_cmd.command("propose")
+@click.option("--a", "file_a", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--b", "file_b", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def propose_cmd(file_a: Path, file_b: Path, as_json: bool) -> None:
+    """Which camera of recorder A is which of recorder B (their files): each proposal with its
+    confidence, reasons and conflicts; only an exact hardware identity with no conflict is `auto`."""
+    from gapless.common.config import ConfigError
+    from gapless.identity.cli import run_propose
+
+    try:
+        sys.exit(run_propose(file_a, file_b, as_json))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
 @main.command("audit")
 @click.option("--recorder", "recorder_url", required=True, help="recorder API base URL")
 @click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="API token (or GAPLESS_API_TOKEN)")

@@ -116,6 +116,8 @@ class CameraIdentity(Strict):
 class CameraConfig(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN)
     """The camera id (letters, digits, `_-`, up to 64), in URLs and the archive."""
+    name: str | None = Field(default=None, max_length=200)
+    """A display name for people (mapping cameras between recorders compares names too)."""
     url: Annotated[str, AfterValidator(camera_url)]
     """`rtsp://[user:password@]host[:port]/path[?query]`; reserved characters in credentials percent-encoded."""
     username: str | None = None

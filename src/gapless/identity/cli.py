@@ -12,6 +12,7 @@ import click
 import yaml
 
 from gapless.config.recorder import CameraConfig, CameraIdentity, load_recorder_config
+from gapless.identity.mapping import propose
 from gapless.identity.onvif import IdentifyError, identify
 
 
@@ -82,3 +83,26 @@ def _store(config_path: Path, identities: dict[str, CameraIdentity]) -> None:
     click.echo(
         f"stored {len(identities)} identities in {config_path} (previous version: {config_path.name}.bak)", err=True
     )
+
+
+def run_propose(file_a: Path, file_b: Path, as_json: bool) -> int:
+    """Proposals between the cameras of two recorders' files; exit 0 (proposing decides nothing)."""
+    side_a, side_b = load_recorder_config(file_a).cameras, load_recorder_config(file_b).cameras
+    mapping = propose(side_a, side_b)
+    if as_json:
+        click.echo(mapping.model_dump_json(indent=2))
+        return 0
+    for proposal in mapping.proposals:
+        flag = "auto" if proposal.auto_acceptable else "ask"
+        click.echo(f"{proposal.a} = {proposal.b}  [{proposal.kind} {proposal.confidence:.1f}, {flag}]")
+        for reason in proposal.reasons:
+            click.echo(f"    because {reason}")
+        for conflict in proposal.conflicts:
+            click.echo(f"    but {conflict}")
+    for warning in mapping.warnings:
+        click.echo(f"warning: {warning}")
+    unpaired_a = {c.id for c in side_a} - {p.a for p in mapping.proposals}
+    unpaired_b = {c.id for c in side_b} - {p.b for p in mapping.proposals}
+    if unpaired_a or unpaired_b:
+        click.echo(f"no proposal for: {', '.join(sorted(unpaired_a | unpaired_b))}")
+    return 0
