@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gapless.common.config import ID_PATTERN, ConfigError, Seconds, Strict, describe_errors
-from gapless.config.recorder import BackfillSettings, CameraConfig, Retention, unique_camera_ids
+from gapless.common.config import CAMERA_ID_PATTERN, ID_PATTERN, ConfigError, Seconds, Strict, describe_errors
+from gapless.config.recorder import BackfillSettings, CameraConfig, Partner, Retention, unique_camera_ids
 
 Role = Literal["admin", "viewer", "gateway", "recorder"]
 
@@ -82,6 +82,43 @@ class RecorderEntry(Strict):
     """The recorder's API URL."""
     token: str = Field(min_length=16, repr=False)
     """The recorder's API token (its peer and the gateway read media with it); shown as `<redacted>`."""
+    cameras: list[CameraConfig] | None = None
+    """An independent recorder's cameras (replacing its file's; a recorder in a cluster records the cluster's). Its
+    accepted `pairs` give each camera its backfill partner."""
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, cameras: list[CameraConfig] | None) -> list[CameraConfig] | None:
+        return None if cameras is None else unique_camera_ids(cameras)
+
+
+class CameraRef(Strict):
+    """One recorder's camera."""
+
+    recorder: str = Field(pattern=ID_PATTERN)
+    """The recorder's id."""
+    camera: str = Field(pattern=CAMERA_ID_PATTERN)
+    """The camera's id on that recorder."""
+
+    def __str__(self) -> str:
+        return f"{self.recorder}:{self.camera}"
+
+
+class CameraPair(Strict):
+    """Two independent recorders' cameras that are one camera (an asymmetrical pair): each is the
+    other's backfill partner; `a` is the primary viewers are routed to while its feed is healthy."""
+
+    a: CameraRef
+    """The primary."""
+    b: CameraRef
+    """The secondary."""
+    kind: Literal["identity", "source", "name", "manual"] = "manual"
+    """What the pair was accepted on: a proposal's evidence, or a person's word."""
+    reasons: list[str] = []
+    """The proposal's reasons, kept for the record."""
+
+    def cameras(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        return (self.a.recorder, self.a.camera), (self.b.recorder, self.b.camera)
 
 
 class VirtualAddress(Strict):
@@ -150,6 +187,10 @@ class ClusterDocument(Strict):
     """Symmetrical clusters of two recorders."""
     credentials: list[Credential] = []
     """Who else may call the management server, and for what."""
+    pairs: list[CameraPair] = []
+    """Accepted asymmetrical pairs (`gapless pairs accept`)."""
+    rejected_pairs: list[CameraPair] = []
+    """Proposals a person turned down: never proposed again."""
 
     @model_validator(mode="after")
     def _references(self) -> ClusterDocument:
@@ -182,7 +223,33 @@ class ClusterDocument(Strict):
                 seen_cameras[camera.id] = cluster.id
                 if camera.partners is not None:
                     raise ValueError(f"clusters.{cluster.id}.cameras.{camera.id}: partners come from the cluster")
+        for recorder in self.recorders:
+            if recorder.cameras is not None and recorder.id in seen_members:
+                raise ValueError(f"recorders.{recorder.id}.cameras: it records its cluster's cameras")
+        self._check_pairs()
         return self
+
+    def _check_pairs(self) -> None:
+        cameras = {(r.id, c.id) for r in self.recorders for c in r.cameras or []}
+        paired: set[tuple[str, str]] = set()
+        for pair in self.pairs:
+            for side in pair.cameras():
+                if side not in cameras:
+                    raise ValueError(f"pairs: {side[0]}:{side[1]} is not a camera of an independent recorder")
+                if side in paired:
+                    raise ValueError(f"pairs: {side[0]}:{side[1]} is in two pairs")
+                paired.add(side)
+            if pair.a.recorder == pair.b.recorder:
+                raise ValueError(f"pairs: {pair.a} and {pair.b} are on one recorder")
+
+    def pair_of(self, recorder_id: str, camera_id: str) -> tuple[CameraPair, CameraRef] | None:
+        """The accepted pair a recorder's camera is in, and the other side of it."""
+        for pair in self.pairs:
+            if (pair.a.recorder, pair.a.camera) == (recorder_id, camera_id):
+                return pair, pair.b
+            if (pair.b.recorder, pair.b.camera) == (recorder_id, camera_id):
+                return pair, pair.a
+        return None
 
     def recorder(self, recorder_id: str) -> RecorderEntry | None:
         return next((r for r in self.recorders if r.id == recorder_id), None)
@@ -213,12 +280,37 @@ class ManagedConfig(Strict):
     coordinator: CoordinatorConfig
     cluster: ClusterConfig | None = None
     peers: list[RecorderEntry] = []
+    cameras: list[CameraConfig] | None = None
+    """An independent recorder's cameras, each with its pair's other side as its partner (None: its
+    file's cameras)."""
 
     @classmethod
     def of(cls, version: int, document: ClusterDocument, recorder_id: str) -> ManagedConfig:
         cluster = document.cluster_of(recorder_id)
         members = cluster.members if cluster is not None else []
         peers = [r for r in document.recorders if r.id in members and r.id != recorder_id]
+        entry = document.recorder(recorder_id)
+        cameras = None
+        if cluster is None and entry is not None and entry.cameras is not None:
+            cameras = [_with_pair_partner(document, recorder_id, camera) for camera in entry.cameras]
         return cls(
-            version=version, recorder=recorder_id, coordinator=document.coordinator, cluster=cluster, peers=peers
+            version=version,
+            recorder=recorder_id,
+            coordinator=document.coordinator,
+            cluster=cluster,
+            peers=peers,
+            cameras=cameras,
         )
+
+
+def _with_pair_partner(document: ClusterDocument, recorder_id: str, camera: CameraConfig) -> CameraConfig:
+    """The camera with the other side of its accepted pair as its only partner (its own list when
+    it is in no pair)."""
+    found = document.pair_of(recorder_id, camera.id)
+    if found is None:
+        return camera
+    _pair, other = found
+    entry = document.recorder(other.recorder)
+    assert entry is not None  # the document validates its pairs
+    partner = Partner(id=entry.id, url=entry.url, token=entry.token, camera=other.camera)
+    return camera.model_copy(update={"partners": [partner]})

@@ -23,6 +23,7 @@ from gapless.cluster.keys import PREFIX, holder_key, member_key, released_key, s
 from gapless.common.http import error, token_matches
 from gapless.common.urls import with_password
 from gapless.config.cluster import ClusterDocument, Role, token_digest
+from gapless.config.recorder import CameraConfig
 
 ADMIN_TOKEN_NAME = "management.api_token"
 
@@ -138,24 +139,24 @@ class GatewayConfig(BaseModel):
         return any(hmac.compare_digest(digest, known) for known in self.viewer_token_sha256)
 
 
+def _without_secrets(cameras: list[CameraConfig]) -> list[CameraConfig]:
+    return [camera.model_copy(update={"url": with_password(camera.url, None), "password": None}) for camera in cameras]
+
+
 def gateway_config(version: int, document: ClusterDocument, admin_token: str, signed_url_ttl: float) -> GatewayConfig:
     clusters = [
-        cluster.model_copy(
-            update={
-                "cameras": [
-                    camera.model_copy(update={"url": with_password(camera.url, None), "password": None})
-                    for camera in cluster.cameras
-                ]
-            }
-        )
-        for cluster in document.clusters
+        cluster.model_copy(update={"cameras": _without_secrets(cluster.cameras)}) for cluster in document.clusters
+    ]
+    recorders = [
+        r.model_copy(update={"cameras": None if r.cameras is None else _without_secrets(r.cameras)})
+        for r in document.recorders
     ]
     viewers = [token_digest(admin_token)] + [
         c.token_sha256 for c in document.credentials if c.role in ("admin", "viewer")
     ]
     return GatewayConfig(
         version=version,
-        config=document.model_copy(update={"clusters": clusters, "credentials": []}),
+        config=document.model_copy(update={"clusters": clusters, "recorders": recorders, "credentials": []}),
         viewer_token_sha256=viewers,
         signing_key=hmac.new(admin_token.encode(), b"gapless signed media URLs", hashlib.sha256).hexdigest(),
         signed_url_ttl=signed_url_ttl,

@@ -30,6 +30,9 @@ def _secrets(document: dict) -> Iterator[tuple[str, dict, str]]:
 
     for recorder in objects(document.get("recorders")):
         yield f"recorders.{recorder.get('id')}", recorder, "token"
+        for camera in objects(recorder.get("cameras")):
+            yield f"recorders.{recorder.get('id')}.cameras.{camera.get('id')}", camera, "password"
+            yield f"recorders.{recorder.get('id')}.cameras.{camera.get('id')}", camera, "url"
     for credential in objects(document.get("credentials")):
         yield f"credentials.{credential.get('id')}", credential, "token"
     for cluster in objects(document.get("clusters")):

@@ -143,6 +143,8 @@ def merge(config: RecorderConfig, managed: ManagedConfig) -> tuple[RecorderConfi
         data["backfill"] = cluster.backfill.model_dump()
         if cluster.retention.max_age or cluster.retention.max_bytes:
             data["recorder"]["retention"] = cluster.retention.model_dump()
+    elif managed.cameras is not None:  # an independent recorder: its cameras, paired ones with their partner
+        data["cameras"] = [c.model_dump() for c in managed.cameras]
     try:
         merged = RecorderConfig.model_validate(data)
     except ValidationError as exc:
