@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import resource
@@ -341,20 +342,103 @@ def pairs_cmd() -> None:
 
 
 @pairs_cmd.command("propose")
-@click.option("--a", "file_a", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--b", "file_b", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--a", "side_a", required=True, help="recorder A: its file, or with --management its id")
+@click.option("--b", "side_b", required=True, help="recorder B: its file, or with --management its id")
+@click.option("--management", "management_url", help="a management server holding both recorders' cameras")
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help="with --management: an admin credential")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def propose_cmd(file_a: Path, file_b: Path, as_json: bool) -> None:
-    """Which camera of recorder A is which of recorder B (their files): each proposal with its
-    confidence, reasons and conflicts; only an exact hardware identity with no conflict is `auto`."""
+def propose_cmd(side_a: str, side_b: str, management_url: str | None, token: str | None, as_json: bool) -> None:
+    """Which camera of recorder A is which of recorder B: each proposal with its confidence,
+    reasons and conflicts; only an exact hardware identity with no conflict is `auto`."""
     from gapless.common.config import ConfigError
-    from gapless.identity.cli import run_propose
+    from gapless.identity.cli import print_mapping, run_propose
+    from gapless.identity.mapping import Mapping
 
+    if management_url is not None:
+        reply = _management_call(
+            management_url, token, "GET", "/api/v1/pairs/proposals", params={"a": side_a, "b": side_b}
+        )
+        mapping = Mapping.model_validate_json(reply)
+        click.echo(mapping.model_dump_json(indent=2)) if as_json else print_mapping(mapping)
+        return
     try:
-        sys.exit(run_propose(file_a, file_b, as_json))
+        sys.exit(run_propose(Path(side_a), Path(side_b), as_json))
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _camera_ref(text: str) -> dict:
+    recorder, sep, camera = text.partition(":")
+    if not sep or not recorder or not camera:
+        raise click.BadParameter(f"{text!r}: use RECORDER:CAMERA")
+    return {"recorder": recorder, "camera": camera}
+
+
+@pairs_cmd.command("accept")
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
+@click.option("--a", "side_a", required=True, help="RECORDER:CAMERA (the primary), or with --exact a recorder id")
+@click.option("--b", "side_b", required=True, help="RECORDER:CAMERA (the secondary), or with --exact a recorder id")
+@click.option("--exact", is_flag=True, help="accept every exact-identity proposal with no conflict between A and B")
+def accept_cmd(management_url: str, token: str | None, side_a: str, side_b: str, exact: bool) -> None:
+    """Accept a pair: both cameras become each other's backfill partners (a new configuration version)."""
+    if exact:
+        reply = _management_call(
+            management_url, token, "POST", "/api/v1/pairs/accept-exact", params={"a": side_a, "b": side_b}
+        )
+    else:
+        body = {"a": _camera_ref(side_a), "b": _camera_ref(side_b)}
+        reply = _management_call(management_url, token, "POST", "/api/v1/pairs", json=body)
+    answer = json.loads(reply)
+    for pair in answer["accepted"]:
+        click.echo(
+            f"accepted {pair['a']['recorder']}:{pair['a']['camera']} = {pair['b']['recorder']}:{pair['b']['camera']}"
+        )
+    click.echo(f"configuration version {answer['version']}")
+
+
+@pairs_cmd.command("reject")
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
+@click.option("--a", "side_a", required=True, help="RECORDER:CAMERA")
+@click.option("--b", "side_b", required=True, help="RECORDER:CAMERA")
+def reject_cmd(management_url: str, token: str | None, side_a: str, side_b: str) -> None:
+    """Reject a proposal (never proposed again); an accepted pair is dissolved."""
+    body = {"a": _camera_ref(side_a), "b": _camera_ref(side_b)}
+    answer = json.loads(_management_call(management_url, token, "POST", "/api/v1/pairs/reject", json=body))
+    click.echo(f"rejected {side_a} = {side_b}; configuration version {answer['version']}")
+
+
+@pairs_cmd.command("list")
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
+def list_pairs_cmd(management_url: str, token: str | None) -> None:
+    """Accepted and rejected pairs."""
+    answer = json.loads(_management_call(management_url, token, "GET", "/api/v1/pairs"))
+    for label, key in (("pair", "pairs"), ("rejected", "rejected_pairs")):
+        for pair in answer[key]:
+            a, b = pair["a"], pair["b"]
+            click.echo(f"{label} {a['recorder']}:{a['camera']} = {b['recorder']}:{b['camera']} ({pair['kind']})")
+
+
+def _management_call(url: str, token: str | None, method: str, path: str, **kwargs) -> bytes:
+    """A management API call for the command line: its answer, or exit 2 with the server's words."""
+    import httpx
+
+    if not token:
+        raise click.UsageError("needs --token (or GAPLESS_API_TOKEN): an admin credential")
+    try:
+        reply = httpx.request(
+            method, f"{url.rstrip('/')}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs
+        )
+    except httpx.HTTPError as exc:
+        click.echo(f"error: cannot reach {url}: {exc}", err=True)
+        sys.exit(2)
+    if reply.status_code >= 300:
+        click.echo(f"error: HTTP {reply.status_code}: {reply.text.strip()[:300]}", err=True)
+        sys.exit(2)
+    return reply.content
 
 
 @main.command("audit")

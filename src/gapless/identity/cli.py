@@ -12,7 +12,7 @@ import click
 import yaml
 
 from gapless.config.recorder import CameraConfig, CameraIdentity, load_recorder_config
-from gapless.identity.mapping import propose
+from gapless.identity.mapping import Mapping, propose
 from gapless.identity.onvif import IdentifyError, identify
 
 
@@ -91,7 +91,17 @@ def run_propose(file_a: Path, file_b: Path, as_json: bool) -> int:
     mapping = propose(side_a, side_b)
     if as_json:
         click.echo(mapping.model_dump_json(indent=2))
-        return 0
+    else:
+        print_mapping(mapping)
+        unpaired = ({c.id for c in side_a} - {p.a for p in mapping.proposals}) | (
+            {c.id for c in side_b} - {p.b for p in mapping.proposals}
+        )
+        if unpaired:
+            click.echo(f"no proposal for: {', '.join(sorted(unpaired))}")
+    return 0
+
+
+def print_mapping(mapping: Mapping) -> None:
     for proposal in mapping.proposals:
         flag = "auto" if proposal.auto_acceptable else "ask"
         click.echo(f"{proposal.a} = {proposal.b}  [{proposal.kind} {proposal.confidence:.1f}, {flag}]")
@@ -101,8 +111,3 @@ def run_propose(file_a: Path, file_b: Path, as_json: bool) -> int:
             click.echo(f"    but {conflict}")
     for warning in mapping.warnings:
         click.echo(f"warning: {warning}")
-    unpaired_a = {c.id for c in side_a} - {p.a for p in mapping.proposals}
-    unpaired_b = {c.id for c in side_b} - {p.b for p in mapping.proposals}
-    if unpaired_a or unpaired_b:
-        click.echo(f"no proposal for: {', '.join(sorted(unpaired_a | unpaired_b))}")
-    return 0

@@ -17,7 +17,7 @@ from gapless.identity.onvif import IdentifyError, identify
 
 class IdentifyRequest(Body):
     cameras: list[str] = []
-    """The cameras to ask (default: every camera of every cluster)."""
+    """The cameras to ask: a cluster camera's id, or `recorder:camera` (default: every camera)."""
     timeout: float = Field(default=10.0, gt=0, le=60)
     """Seconds each camera has to answer (all are asked at once)."""
 
@@ -42,12 +42,15 @@ class UnknownCameras(Exception):
 async def identify_cameras(
     document: ClusterDocument, request: IdentifyRequest
 ) -> tuple[ClusterDocument | None, dict[str, IdentifyResult]]:
-    """The document with the identities found (None when none was), and each camera's result."""
-    cameras = [camera for cluster in document.clusters for camera in cluster.cameras]
-    unknown = set(request.cameras) - {camera.id for camera in cameras}
+    """The document with the identities found (None when none was), and each camera's result: a
+    cluster camera by its id, an independent recorder's camera as `recorder:camera`."""
+    cameras = {camera.id: camera for cluster in document.clusters for camera in cluster.cameras}
+    for recorder in document.recorders:
+        cameras |= {f"{recorder.id}:{camera.id}": camera for camera in recorder.cameras or []}
+    unknown = set(request.cameras) - set(cameras)
     if unknown:
         raise UnknownCameras(", ".join(sorted(unknown)))
-    asked = [camera for camera in cameras if not request.cameras or camera.id in request.cameras]
+    asked = {key: camera for key, camera in cameras.items() if not request.cameras or key in request.cameras}
 
     async def one(camera_config: CameraConfig) -> IdentifyResult:
         try:
@@ -55,14 +58,18 @@ async def identify_cameras(
         except IdentifyError as exc:
             return IdentifyResult(error=str(exc))
 
-    results = dict(zip((c.id for c in asked), await asyncio.gather(*(one(c) for c in asked)), strict=True))
-    found = {cam: result.identity for cam, result in results.items() if result.identity is not None}
+    answers = await asyncio.gather(*(one(camera) for camera in asked.values()))
+    results = dict(zip(asked, answers, strict=True))
+    found = {key: result.identity for key, result in results.items() if result.identity is not None}
     if not found:
         return None, results
     updated = document.model_copy(deep=True)
     for cluster in updated.clusters:
         for camera in cluster.cameras:
             camera.identity = found.get(camera.id, camera.identity)
+    for recorder in updated.recorders:
+        for camera in recorder.cameras or []:
+            camera.identity = found.get(f"{recorder.id}:{camera.id}", camera.identity)
     return updated, results
 
 

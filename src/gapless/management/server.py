@@ -36,6 +36,7 @@ from gapless.management.access import (
     identify,
 )
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest, UnknownCameras, identify_cameras
+from gapless.management.pairs import pair_routes
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 
@@ -239,6 +240,7 @@ def build_app(management: Management) -> web.Application:
 
     app = application(auth)
     app.add_routes(routes)
+    app.add_routes(pair_routes(management))
     policy = CoordinatorPolicy(lambda: management.document[1], management.embedded)
     coordinator = coordinator_routes(management.embedded, policy)
     for route in coordinator:  # which keys each may touch is the policy's

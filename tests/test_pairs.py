@@ -1,0 +1,107 @@
+"""Asymmetrical pairs end to end: two independent recorders under one management server name and
+address the same cameras differently; identified over ONVIF, the management server proposes the
+pairs with reasons; exact identities are accepted by policy, a URL-only match is left to a person
+(here rejected, and it stays rejected across a restart); an accepted pair makes each camera the
+other's backfill partner, so the primary, killed and restarted, holds every frame again."""
+
+from __future__ import annotations
+
+import time
+
+import yaml
+from cluster_harness import Management, managed_recorder
+from conftest import audit_clean, free_ports, wait_for
+
+PASSWORD = "pair-camera-secret-1"
+DEVICES = [
+    {"manufacturer": "Acme", "model": "DOME-4K", "endpoint": f"urn:uuid:{str(n) * 8}-0000-4000-8000-000000000000",
+     "serial": f"ACME-000{n}", "mac": f"00:11:22:33:44:0{n}", "channels": [f"cam{n - 1}"]}
+    for n in (1, 2)
+]  # fmt: skip
+
+
+def test_pairs_are_proposed_accepted_persisted_and_backfill_each_other(tmp_path, make_sim):
+    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
+    onvif = free_ports(2)
+    sim = make_sim(
+        cameras=3,
+        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
+               str(tmp_path / "devices.yaml")),
+    )  # fmt: skip
+    management = Management(tmp_path, sim)
+    secret = {"username": "admin", "password": PASSWORD}
+    host, other_host = f"127.0.0.1:{sim.rtsp_port}", f"localhost:{sim.rtsp_port}"
+    document = yaml.safe_load(management.config_path.read_text())
+    document["clusters"] = []
+    cameras = {
+        "rec-a": [
+            {"id": "lobby", "url": f"rtsp://{host}/cam0", "onvif": f"127.0.0.1:{onvif}", **secret},
+            {"id": "gate", "url": f"rtsp://{host}/cam1", "onvif": f"127.0.0.1:{onvif + 1}", **secret},
+            {"id": "yard", "url": f"rtsp://{host}/cam2", **secret},
+        ],
+        "rec-b": [
+            {"id": "entrance", "name": "Entrance hall", "url": f"rtsp://{other_host}/cam0",
+             "onvif": f"localhost:{onvif}", **secret},
+            {"id": "cam-17", "url": f"rtsp://{other_host}/cam1", "onvif": f"localhost:{onvif + 1}", **secret},
+            {"id": "yard-2", "url": f"rtsp://{host}/cam2", **secret},
+        ],
+    }  # fmt: skip
+    for recorder in document["recorders"]:
+        recorder["cameras"] = cameras[recorder["id"]]
+    management.config_path.write_text(yaml.safe_dump(document))
+    a = managed_recorder(tmp_path, "rec-a", management)
+    b = managed_recorder(tmp_path, "rec-b", management)
+    try:
+        management.start()
+        a.start()
+        b.start()
+        api = management.api
+        identified = api.post("/api/v1/cameras/identify", json={}).json()
+        assert identified["cameras"]["rec-a:lobby"]["identity"]["serial"] == "ACME-0001", identified
+        assert identified["cameras"]["rec-b:cam-17"]["identity"]["serial"] == "ACME-0002", identified
+        assert identified["cameras"]["rec-a:yard"]["error"], identified  # no ONVIF: it cannot say
+
+        def proposals() -> dict:
+            mapping = api.get("/api/v1/pairs/proposals", params={"a": "rec-a", "b": "rec-b"}).json()
+            return {(p["a"], p["b"]): p for p in mapping["proposals"]}
+
+        found = proposals()
+        assert set(found) == {("lobby", "entrance"), ("gate", "cam-17"), ("yard", "yard-2")}, found
+        assert found[("lobby", "entrance")]["auto_acceptable"] and found[("gate", "cam-17")]["auto_acceptable"]
+        yard = found[("yard", "yard-2")]
+        assert yard["kind"] == "source" and not yard["auto_acceptable"]  # an address is not an identity
+
+        rejected = {"a": {"recorder": "rec-a", "camera": "yard"}, "b": {"recorder": "rec-b", "camera": "yard-2"}}
+        assert api.post("/api/v1/pairs/reject", json=rejected).status_code == 200
+        assert set(proposals()) == {("lobby", "entrance"), ("gate", "cam-17")}
+        accepted = api.post("/api/v1/pairs/accept-exact", params={"a": "rec-a", "b": "rec-b"}).json()
+        assert {(p["a"]["camera"], p["b"]["camera"]) for p in accepted["accepted"]} == {
+            ("lobby", "entrance"),
+            ("gate", "cam-17"),
+        }
+        twice = api.post("/api/v1/pairs", json={**rejected, "a": {"recorder": "rec-a", "camera": "lobby"}})
+        assert twice.status_code == 409 and "two pairs" in twice.text  # lobby is paired already
+
+        management.proc.stop()  # accepted and rejected pairs persist
+        management.start()
+        listed = api.get("/api/v1/pairs").json()
+        assert len(listed["pairs"]) == 2 and listed["rejected_pairs"][0]["a"]["camera"] == "yard"
+        assert not proposals()
+
+        # rec-a takes the new version (polled), with entrance on rec-b as lobby's partner.
+        version = listed["version"]
+        wait_for(lambda: f"configuration version {version} applied" in a.log.read_text(), 60, "rec-a to apply")
+        a.wait_fragments("lobby", 3)
+        start = time.time()
+        time.sleep(2)
+        a.proc.kill()
+        time.sleep(6)
+        a.start()
+        a.wait_fragments("lobby", 3)
+        audit_clean(a, "lobby", start, time.time() - 3)  # the hole, filled from rec-b's entrance
+        jobs = a.api.get("/api/v1/backfill").json()["jobs"]
+        assert any(j["source"] == "rec-b" and j["source_camera"] == "entrance" for j in jobs), jobs
+    finally:
+        for rec in (a, b):
+            rec.close()
+        management.close()
