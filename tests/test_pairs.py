@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import yaml
-from cluster_harness import Management, managed_recorder
+from cluster_harness import LiveReader, Management, assert_continuous, managed_recorder
 from conftest import audit_clean, free_ports, wait_for
 
 PASSWORD = "pair-camera-secret-1"
@@ -102,6 +102,62 @@ def test_pairs_are_proposed_accepted_persisted_and_backfill_each_other(tmp_path,
         jobs = a.api.get("/api/v1/backfill").json()["jobs"]
         assert any(j["source"] == "rec-b" and j["source_camera"] == "entrance" for j in jobs), jobs
     finally:
+        for rec in (a, b):
+            rec.close()
+        management.close()
+
+
+def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_path, make_sim):
+    """Two paired cameras on two independent recorders. The primary loses one camera's feed: the
+    gateway routes that camera alone to the secondary (a live reader sees every frame, in order),
+    the other stays on the primary; the feed back, the camera is routed back and the primary
+    backfills what it missed."""
+    sim = make_sim(cameras=2)
+    management = Management(tmp_path, sim)
+    document = yaml.safe_load(management.config_path.read_text())
+    document["clusters"] = []
+    names = {"rec-a": ("lobby", "gate"), "rec-b": ("entrance", "cam-17")}
+    for recorder in document["recorders"]:
+        first, second = names[recorder["id"]]
+        recorder["cameras"] = [{"id": first, "url": sim.url("cam0")}, {"id": second, "url": sim.url("cam1")}]
+    document["pairs"] = [
+        {"a": {"recorder": "rec-a", "camera": "lobby"}, "b": {"recorder": "rec-b", "camera": "entrance"}},
+        {"a": {"recorder": "rec-a", "camera": "gate"}, "b": {"recorder": "rec-b", "camera": "cam-17"}},
+    ]
+    management.config_path.write_text(yaml.safe_dump(document))
+    a = managed_recorder(tmp_path, "rec-a", management)
+    b = managed_recorder(tmp_path, "rec-b", management)
+    reader = None
+    try:
+        management.start()
+        a.start()
+        b.start()
+        a.wait_fragments("lobby", 2)
+        b.wait_fragments("entrance", 2)
+
+        def routed() -> dict[str, str]:
+            listed = management.api.get("/api/v1/cameras").json()["cameras"]
+            return {c["id"]: c["holder"] for c in listed}
+
+        assert routed() == {"lobby": "rec-a", "gate": "rec-a"}
+        reader = LiveReader(management.url, "lobby")
+        reader.start()
+        wait_for(lambda: len(reader.sequences) >= 3, 60, "the live reader to play")
+        start = time.time()
+        sim.control.post("/cameras/cam0/block", params={"client": "(rec-a)", "seconds": 12}).raise_for_status()
+        wait_for(lambda: routed() == {"lobby": "rec-b", "gate": "rec-a"}, 20, "lobby alone routed to rec-b")
+        wait_for(lambda: routed()["lobby"] == "rec-a", 60, "lobby routed back to rec-a")
+        a.wait_fragments("lobby", 3)
+        time.sleep(4)
+        reader.stop()
+        assert_continuous(reader)  # every segment once, in order, no gap: frame numbers continuous
+        audit_clean(a, "lobby", start, time.time() - 3)  # the primary backfilled what it missed
+        log = (tmp_path / "mgmt.log").read_text()
+        assert "pair lobby: rec-a:lobby's feed is not recording; routed to rec-b:entrance" in log
+        assert "pair gate" not in log
+    finally:
+        if reader is not None:
+            reader.stop()
         for rec in (a, b):
             rec.close()
         management.close()

@@ -3,7 +3,19 @@ management server read them, the embedded coordinator's policy scopes credential
 
 from __future__ import annotations
 
+ROOT = "/gapless/"
 PREFIX = "/gapless/clusters/"
+#: Every recorder's feed health, per camera, under the recorder's lease (cluster/feeds.py).
+FEEDS_PREFIX = "/gapless/feeds/"
+
+
+def recorder_feeds_prefix(recorder: str) -> str:
+    return f"{FEEDS_PREFIX}{recorder}/"
+
+
+def feed_key(recorder: str, camera: str) -> str:
+    """{"state": "recording" | "lagging" | "down"} of one recorder's camera; gone with its lease."""
+    return f"{FEEDS_PREFIX}{recorder}/{camera}"
 
 
 def cluster_prefix(cluster: str) -> str:

@@ -241,6 +241,11 @@ class ClusterDocument(Strict):
                 paired.add(side)
             if pair.a.recorder == pair.b.recorder:
                 raise ValueError(f"pairs: {pair.a} and {pair.b} are on one recorder")
+        gateway_ids = [camera.id for cluster in self.clusters for camera in cluster.cameras]
+        for pair in self.pairs:  # a pair is one camera on the gateway, named by its primary
+            if pair.a.camera in gateway_ids:
+                raise ValueError(f"pairs: {pair.a}: the gateway already has a camera {pair.a.camera!r}")
+            gateway_ids.append(pair.a.camera)
 
     def pair_of(self, recorder_id: str, camera_id: str) -> tuple[CameraPair, CameraRef] | None:
         """The accepted pair a recorder's camera is in, and the other side of it."""

@@ -20,7 +20,14 @@ from gapless.common.config import (
     describe_errors,
     load_yaml_config,
 )
-from gapless.config.cluster import ClusterConfig, ClusterDocument, CoordinatorConfig, Credential, RecorderEntry
+from gapless.config.cluster import (
+    CameraPair,
+    ClusterConfig,
+    ClusterDocument,
+    CoordinatorConfig,
+    Credential,
+    RecorderEntry,
+)
 
 
 class ManagementSection(Listening):
@@ -47,10 +54,19 @@ class ManagementConfig(Strict):
     """Seeds the stored configuration on first start."""
     credentials: list[Credential] = []
     """Seeds the stored configuration on first start."""
+    pairs: list[CameraPair] = []
+    """Seeds the stored configuration on first start (then: `gapless pairs accept`)."""
+    rejected_pairs: list[CameraPair] = []
+    """Seeds the stored configuration on first start."""
 
     def document(self) -> ClusterDocument:
         return ClusterDocument(
-            coordinator=self.coordinator, recorders=self.recorders, clusters=self.clusters, credentials=self.credentials
+            coordinator=self.coordinator,
+            recorders=self.recorders,
+            clusters=self.clusters,
+            credentials=self.credentials,
+            pairs=self.pairs,
+            rejected_pairs=self.rejected_pairs,
         )
 
 

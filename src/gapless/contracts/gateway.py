@@ -7,9 +7,10 @@ from gapless.common.openapi import Reply
 
 class RoutedCamera(Reply):
     id: str
-    cluster: str
+    cluster: str | None
+    """Its cluster (None: a camera of an asymmetrical pair)."""
     holder: str | None
-    """The member presenting the cluster, None while nobody holds the token."""
+    """The recorder it is routed to: the token holder (None while nobody holds it), or the pair's active side."""
     live: str
     """The camera's live playlist on this gateway."""
 

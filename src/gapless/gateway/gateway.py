@@ -26,12 +26,13 @@ from pydantic import ValidationError
 
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
-from gapless.cluster.keys import PREFIX, holder_key, member_key
+from gapless.cluster.keys import ROOT, feed_key, holder_key, member_key
 from gapless.common.http import BearerAuth, application, authenticate, error, serving
 from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
 from gapless.config.cluster import ClusterConfig, ClusterDocument
 from gapless.contracts.gateway import ClusterView, MemberView, RoutedCamera, RoutedCameraList
 from gapless.contracts.recorder import FragmentList, HaState, TimeRange
+from gapless.gateway.routing import PairRouting, Route, Source
 from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
 
@@ -92,18 +93,25 @@ class ClusterState:
             kv = self.keys.get(member_key(cluster, member))
         return kv.value if kv else None
 
+    def feed(self, recorder: str, camera: str) -> str | None:
+        """A recorder's published feed health of one camera (cluster/feeds.py), None if none."""
+        with self.lock:
+            kv = self.keys.get(feed_key(recorder, camera))
+        state = kv.value.get("state") if kv else None
+        return state if isinstance(state, str) else None
+
     def follow(self, coordinator_factory, stop: threading.Event) -> None:
         coordinator = None
         while not stop.is_set():
             try:
                 if coordinator is None:
                     coordinator = coordinator_factory()
-                kvs, revision = coordinator.get_prefix(PREFIX)
+                kvs, revision = coordinator.get_prefix(ROOT)
                 with self.lock:
                     self.keys = {kv.key: kv for kv in kvs}
                     self.reachable = True
                 while not stop.is_set():
-                    for event in coordinator.watch(PREFIX, revision, timeout=2.0):
+                    for event in coordinator.watch(ROOT, revision, timeout=2.0):
                         with self.lock:
                             if event.kind == "put":
                                 self.keys[event.key] = event.kv
@@ -135,6 +143,7 @@ class Gateway:
         self.document_at = 0.0
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=1.0))
         self.state = ClusterState()
+        self.pairs = PairRouting(self.state.feed)
         self.stop_event = threading.Event()
         self.follower: threading.Thread | None = None
 
@@ -183,32 +192,39 @@ class Gateway:
         await self.http.aclose()
 
     # ---- routing ---------------------------------------------------------------------------
-    async def camera(self, camera_id: str) -> ClusterConfig:
+    async def route(self, camera_id: str) -> Route:
+        """Where a camera's requests go: its cluster's holder first, or its pair's active side."""
         document = await self.refresh()
         cluster = document.cluster_of_camera(camera_id)
-        if cluster is None:
-            raise error(web.HTTPNotFound, f"no camera {camera_id!r} in any cluster")
-        return cluster
+        if cluster is not None:
+            return self.cluster_route(cluster, camera_id)
+        pair = next((p for p in document.pairs if p.a.camera == camera_id), None)
+        if pair is None:
+            raise error(web.HTTPNotFound, f"no camera {camera_id!r} in any cluster or pair")
+        return self.pairs.route(pair)
 
-    def candidates(self, cluster: ClusterConfig) -> list[tuple[str, int | None]]:
+    def cluster_route(self, cluster: ClusterConfig, camera_id: str = "") -> Route:
         """Members to ask, holder first (with its fencing revision), then the others."""
         holder = self.state.holder(cluster.id)
-        order: list[tuple[str, int | None]] = []
+        order: list[Source] = []
         if holder is not None and holder[0] in cluster.members:
-            order.append(holder)
-        order += [(m, None) for m in cluster.members if holder is None or m != holder[0]]
-        return order
+            order.append(Source(holder[0], camera_id, holder[1]))
+        order += [Source(m, camera_id) for m in cluster.members if holder is None or m != holder[0]]
+        return Route(f"cluster {cluster.id}", order)
 
-    async def ask(self, cluster: ClusterConfig, path: str, params: dict | None = None) -> tuple[str, httpx.Response]:
-        """GET path from the holder (with its fencing revision). If it refuses, fails, or has not
-        answered within HEDGE_S (a frozen holder accepts connections and never replies), the other
-        member is asked too, and the first good answer wins: both hold the same media."""
+    async def ask(
+        self, route: Route, path: Callable[[str], str], params: dict | None = None
+    ) -> tuple[str, httpx.Response]:
+        """GET path(camera id there) from the route's first source (a holder with its fencing
+        revision). If it refuses, fails, or has not answered within HEDGE_S (a frozen holder
+        accepts connections and never replies), the next is asked too, and the first good answer
+        wins: both hold the same media, by camera time."""
         failures: list[str] = []
         refused: list[httpx.Response] = []
         pending: set[asyncio.Task] = set()
         try:
-            for member, fence in self.candidates(cluster):
-                pending.add(asyncio.create_task(self._get(member, fence, path, params)))
+            for source in route.sources:
+                pending.add(asyncio.create_task(self._get(source.recorder, source.fence, path(source.camera), params)))
                 done, pending = await asyncio.wait(pending, timeout=HEDGE_S, return_when=asyncio.FIRST_COMPLETED)
                 if (answer := self._first_good(done, failures, refused)) is not None:
                     return answer
@@ -222,7 +238,7 @@ class Gateway:
         refusals = [reply for reply in refused if reply.status_code in PASSED_ON]
         if refusals:  # a member that answered knows: the request is wrong, or it has no such thing
             raise _passed_on(refusals[0], failures)
-        raise error(web.HTTPBadGateway, f"no member of {cluster.id} answered: {'; '.join(failures)}")
+        raise error(web.HTTPBadGateway, f"no recorder of {route.name} answered: {'; '.join(failures)}")
 
     async def _get(self, member: str, fence: int | None, path: str, params: dict | None) -> tuple[str, httpx.Response]:
         assert self.view is not None  # asked only after a refresh
@@ -253,9 +269,11 @@ class Gateway:
             refused.append(reply)
         return None
 
-    async def rows(self, cluster: ClusterConfig, camera: str, start_s: float, end_s: float) -> list[Row]:
+    async def rows(self, route: Route, start_s: float, end_s: float) -> list[Row]:
         member, reply = await self.ask(
-            cluster, f"/api/v1/cameras/{camera}/fragments", {"start": f"{start_s:.6f}", "end": f"{end_s:.6f}"}
+            route,
+            lambda camera: f"/api/v1/cameras/{camera}/fragments",
+            {"start": f"{start_s:.6f}", "end": f"{end_s:.6f}"},
         )
         try:
             listing = FragmentList.model_validate_json(reply.content)
@@ -281,10 +299,10 @@ class Gateway:
         assert self.view is not None
         return signed_uris(self.view.signing_key, camera, self.view.signed_url_ttl)
 
-    async def media(self, cluster: ClusterConfig, path: str) -> bytes:
-        """A segment or init segment: from the holder, else from any member that has it (both
-        members store the same GOP under the same camera-time path)."""
-        _member, reply = await self.ask(cluster, path)
+    async def media(self, route: Route, path: Callable[[str], str]) -> bytes:
+        """A segment or init segment: from the route's first source, else from any that has it
+        (both store the same GOP under the same camera-time path)."""
+        _member, reply = await self.ask(route, path)
         return reply.content
 
 
@@ -305,10 +323,14 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
 
     @routes.get("/api/v1/cameras")
     @own_auth
-    @documented("Every cluster camera with its holder", RoutedCameraList)
+    @documented("Every camera (of clusters and pairs) with the recorder it is routed to", RoutedCameraList)
     async def cameras(_request: web.Request) -> web.Response:
         document = await gateway.refresh()
         listed = []
+        for pair in document.pairs:
+            active = gateway.pairs.active(pair).recorder
+            live = f"/api/v1/cameras/{pair.a.camera}/live.m3u8"
+            listed.append(RoutedCamera(id=pair.a.camera, cluster=None, holder=active, live=live))
         for cluster in document.clusters:
             holder = gateway.state.holder(cluster.id)
             for camera in cluster.cameras:
@@ -340,7 +362,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         lease_remaining = None
         if holder is not None:
             try:
-                _member, reply = await gateway.ask(cluster, "/api/v1/cluster")
+                _member, reply = await gateway.ask(gateway.cluster_route(cluster), lambda _camera: "/api/v1/cluster")
                 lease_remaining = HaState.model_validate_json(reply.content).lease_remaining
             except (web.HTTPException, ValidationError):
                 lease_remaining = None
@@ -361,9 +383,9 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @documented("Live HLS routed to the holder; segments by camera time", media_type="application/vnd.apple.mpegurl")
     async def live(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
-        cluster = await gateway.camera(camera)
+        route = await gateway.route(camera)
         now = time.time()
-        rows = await gateway.rows(cluster, camera, now - LIVE_WINDOW_S, now + 10)
+        rows = await gateway.rows(route, now - LIVE_WINDOW_S, now + 10)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
         text = playlist(rows, live=True, last=LIVE_SEGMENTS, **gateway.signed_uris(camera))
@@ -378,8 +400,8 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     )
     async def playback(request: web.Request, query: TimeRange) -> web.Response:
         camera = request.match_info["camera"]
-        cluster = await gateway.camera(camera)
-        rows = await gateway.rows(cluster, camera, query.start / 1e6, query.end / 1e6)
+        route = await gateway.route(camera)
+        rows = await gateway.rows(route, query.start / 1e6, query.end / 1e6)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
         text = playlist(rows, live=False, **gateway.signed_uris(camera))
@@ -390,8 +412,8 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @documented("A segment from whichever member has it", media_type="video/iso.segment")
     async def segment(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
-        cluster = await gateway.camera(camera)
-        data = await gateway.media(cluster, segment_path(camera, int(request.match_info["start"])))
+        route, start = await gateway.route(camera), int(request.match_info["start"])
+        data = await gateway.media(route, lambda there: segment_path(there, start))
         return web.Response(body=data, content_type="video/iso.segment")
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
@@ -399,8 +421,8 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @documented("An init segment from whichever member has it", media_type="video/mp4")
     async def init(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
-        cluster = await gateway.camera(camera)
-        data = await gateway.media(cluster, f"/api/v1/cameras/{camera}/inits/{request.match_info['init']}.mp4")
+        route, init = await gateway.route(camera), request.match_info["init"]
+        data = await gateway.media(route, lambda there: f"/api/v1/cameras/{there}/inits/{init}.mp4")
         return web.Response(body=data, content_type="video/mp4")
 
     return routes

@@ -19,7 +19,15 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gapless.cluster.embedded_server import Access, EmbeddedStore
-from gapless.cluster.keys import PREFIX, holder_key, member_key, released_key, switchover_key
+from gapless.cluster.keys import (
+    PREFIX,
+    ROOT,
+    holder_key,
+    member_key,
+    recorder_feeds_prefix,
+    released_key,
+    switchover_key,
+)
 from gapless.common.http import error, token_matches
 from gapless.common.urls import with_password
 from gapless.config.cluster import ClusterDocument, Role, token_digest
@@ -84,7 +92,7 @@ class CoordinatorPolicy:
         principal: Principal = request["principal"]
         if principal.role == "admin":
             return
-        if principal.role == "gateway" and access.op in ("get", "watch") and access.key.startswith(PREFIX):
+        if principal.role == "gateway" and access.op in ("get", "watch") and access.key.startswith(ROOT):
             return
         if principal.role == "recorder" and self._recorder_may(principal, access):
             return
@@ -92,16 +100,18 @@ class CoordinatorPolicy:
 
     def _recorder_may(self, principal: Principal, access: Access) -> bool:
         assert principal.recorder is not None
-        cluster = self.document().cluster_of(principal.recorder)
-        if cluster is None:
-            return False
-        me, base = principal.recorder, f"{PREFIX}{cluster.id}/"
         if access.op == "grant":
             return True
         if access.lease and self.store.lease_owner(access.lease) not in (None, principal.lease_owner):
             return False  # another recorder's lease: renewing, revoking or writing on it
         if access.op in ("keepalive", "revoke"):
             return True
+        if access.key.startswith(recorder_feeds_prefix(principal.recorder)):
+            return access.op != "watch"  # its own feed keys (cluster/feeds.py)
+        cluster = self.document().cluster_of(principal.recorder)
+        if cluster is None:
+            return False
+        me, base = principal.recorder, f"{PREFIX}{cluster.id}/"
         if access.op in ("get", "watch"):
             return access.key.startswith(base)
         current = self.store.get(access.key)

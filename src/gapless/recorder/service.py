@@ -17,6 +17,7 @@ from gapless.backfill.scanner import GapScanner
 from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
+from gapless.cluster.feeds import FeedPublisher
 from gapless.cluster.vip import VirtualIP
 from gapless.common.http import serving
 from gapless.config.recorder import CameraConfig, RecorderConfig
@@ -38,6 +39,9 @@ RETENTION_INTERVAL_S = 10.0
 
 #: A member whose storage writes have failed this long gives the token away (see MemberStatus).
 STORAGE_FAILING_S = 5.0
+#: A recording feed whose last fragment ended longer ago than this is `lagging` (a GOP is at most a
+#: few seconds; camera time is within 2 s of arrival).
+FEED_LAG_S = 8.0
 
 
 class Recorder:
@@ -69,6 +73,7 @@ class Recorder:
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(RecorderMetrics(self))
         self.agent: HaAgent | None = None  # set when the recorder is a cluster member
+        self.feed_publisher: FeedPublisher | None = None  # set when it is an independent managed recorder
 
     def _add_camera(self, camera: CameraConfig) -> CameraIngest:
         camera_id = camera.id
@@ -105,6 +110,21 @@ class Recorder:
             self._add_camera(wanted[cam]).start()
             changes.append(f"started {cam}")
         return changes
+
+    def feed_states(self) -> dict[str, str]:
+        """Per camera, for the gateway's per-camera routing (cluster/feeds.py): `down` while its
+        session is not recording, `lagging` when no fragment has ended for FEED_LAG_S."""
+        now_us = time.time_ns() // 1000
+        states = {}
+        for cam, ingest in self.cameras.items():
+            feed = ingest.feed
+            if feed.state != "recording":
+                states[cam] = "down"
+            elif feed.last_fragment_end_us is None or now_us - feed.last_fragment_end_us > FEED_LAG_S * 1e6:
+                states[cam] = "lagging"
+            else:
+                states[cam] = "recording"
+        return states
 
     def member_status(self) -> MemberStatus:
         """For the HA agent: ready means every camera records and backfill has closed every gap."""
@@ -164,6 +184,8 @@ class Recorder:
     def stop(self) -> None:
         if self.agent is not None:
             self.agent.stop()  # hands the token over before recording stops
+        if self.feed_publisher is not None:
+            self.feed_publisher.stop()  # viewers are routed to the pair's other side at once
         ingests = [ingest for _cam, ingest in self.cameras.items()]
         for ingest in ingests:
             ingest.stop()
@@ -195,6 +217,16 @@ def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSe
         VirtualIP(cluster.address.vip, cluster.address.interface) if cluster.address else None,
     )
     recorder.agent.start()
+
+
+def _start_feed_publisher(recorder: Recorder, config: RecorderConfig, settings: ManagedSettings) -> None:
+    link = config.management
+    assert link is not None  # managed
+    coordinator = connect(
+        settings.coordinator.backend, settings.coordinator.endpoints, link.url, link.current_token, timeout=1.0
+    )
+    recorder.feed_publisher = FeedPublisher(config.recorder.id, coordinator, recorder.feed_states)
+    recorder.feed_publisher.start()
 
 
 async def _scrub(recorder: Recorder, stop: asyncio.Event) -> None:
@@ -230,6 +262,8 @@ async def run_recorder(config: RecorderConfig) -> None:
     recorder.start()
     if settings is not None and settings.cluster is not None:
         _start_agent(recorder, config, settings)
+    elif settings is not None:  # an independent recorder: its feeds, for per-camera routing of pairs
+        _start_feed_publisher(recorder, config, settings)
     try:
         async with serving(build_api(recorder), config.recorder.host, config.recorder.port) as stop:
             log.info(

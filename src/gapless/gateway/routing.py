@@ -1,0 +1,83 @@
+"""Where the gateway sends a camera's requests: the recorders to ask, in order, each with the
+camera's id there.
+
+A cluster camera goes to the token holder first (with its fencing revision), then the other
+member. A paired camera (two independent recorders, docs/design/identity.md) goes to the side
+whose feed records: the primary while its feed is `recording`, else the secondary when its feed
+is; back to the primary only once its feed has recorded for FAILBACK_HOLD_S (a flapping feed does
+not flap viewers). Each camera is routed alone: the other cameras of the same recorder stay."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gapless.config.cluster import CameraPair, CameraRef
+
+log = logging.getLogger("gapless.gateway")
+
+FAILBACK_HOLD_S = 3.0
+
+
+@dataclass(frozen=True)
+class Source:
+    recorder: str
+    camera: str  # the camera's id on that recorder
+    fence: int | None = None  # the holder's fencing revision (clusters)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # for answers and logs: "cluster main", "pair lobby"
+    sources: list[Source]  # asked in this order
+
+
+#: (recorder, camera) -> "recording" | "lagging" | "down", or None when the recorder publishes nothing.
+FeedOf = Callable[[str, str], str | None]
+
+
+class PairRouting:
+    """The active side of every pair, chosen from the feeds' published health."""
+
+    def __init__(self, feed_of: FeedOf, clock: Callable[[], float] = time.monotonic) -> None:
+        self.feed_of, self.clock = feed_of, clock
+        self.lock = threading.Lock()
+        self.on_secondary: set[tuple[str, str]] = set()
+        self.primary_back_since: dict[tuple[str, str], float] = {}
+
+    def route(self, pair: CameraPair) -> Route:
+        primary, secondary = pair.a, pair.b
+        key = (primary.recorder, primary.camera)
+        with self.lock:
+            use_secondary = self._decide(key, primary, secondary)
+        first, second = (secondary, primary) if use_secondary else (primary, secondary)
+        return Route(
+            f"pair {primary.camera}", [Source(first.recorder, first.camera), Source(second.recorder, second.camera)]
+        )
+
+    def active(self, pair: CameraPair) -> CameraRef:
+        first = self.route(pair).sources[0]
+        return pair.a if first.recorder == pair.a.recorder else pair.b
+
+    def _decide(self, key: tuple[str, str], primary: CameraRef, secondary: CameraRef) -> bool:
+        primary_ok = self.feed_of(primary.recorder, primary.camera) == "recording"
+        secondary_ok = self.feed_of(secondary.recorder, secondary.camera) == "recording"
+        if key not in self.on_secondary:
+            if not primary_ok and secondary_ok:
+                self.on_secondary.add(key)
+                log.warning("pair %s: %s's feed is not recording; routed to %s", primary.camera, primary, secondary)
+                return True
+            return False
+        if not primary_ok:
+            self.primary_back_since.pop(key, None)
+            return True
+        since = self.primary_back_since.setdefault(key, self.clock())
+        if self.clock() - since < FAILBACK_HOLD_S and secondary_ok:
+            return True
+        self.on_secondary.discard(key)
+        self.primary_back_since.pop(key, None)
+        log.warning("pair %s: %s records again; routed back to it", primary.camera, primary)
+        return False

@@ -1,0 +1,75 @@
+"""The gateway's per-camera choice for a pair, with a fake clock and fake feed states: away from
+the primary only to a secondary that records, back only after the primary has recorded for the
+hold time, and a flapping primary does not flap viewers."""
+
+from __future__ import annotations
+
+from gapless.config.cluster import CameraPair, CameraRef
+from gapless.gateway.routing import FAILBACK_HOLD_S, PairRouting
+
+PAIR = CameraPair(a=CameraRef(recorder="rec-a", camera="lobby"), b=CameraRef(recorder="rec-b", camera="entrance"))
+
+
+class World:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.feeds = {("rec-a", "lobby"): "recording", ("rec-b", "entrance"): "recording"}
+        self.routing = PairRouting(lambda recorder, camera: self.feeds.get((recorder, camera)), lambda: self.now)
+
+    def active(self) -> str:
+        return self.routing.route(PAIR).sources[0].recorder
+
+    def primary(self, state: str | None) -> None:
+        self.feeds[("rec-a", "lobby")] = state  # type: ignore[assignment]
+
+
+def test_primary_while_it_records_and_the_secondary_when_it_does_not():
+    world = World()
+    assert world.active() == "rec-a"
+    route = world.routing.route(PAIR)
+    assert [(s.recorder, s.camera) for s in route.sources] == [("rec-a", "lobby"), ("rec-b", "entrance")]
+    for lost in ("down", "lagging", None):  # None: rec-a publishes nothing (dead, its lease gone)
+        world = World()
+        world.primary(lost)
+        assert world.active() == "rec-b"
+        assert [s.camera for s in world.routing.route(PAIR).sources] == ["entrance", "lobby"]
+
+
+def test_back_to_the_primary_only_after_it_recorded_for_the_hold_time():
+    world = World()
+    world.primary("down")
+    assert world.active() == "rec-b"
+    world.primary("recording")
+    assert world.active() == "rec-b"
+    world.now += FAILBACK_HOLD_S - 0.1
+    assert world.active() == "rec-b"
+    world.now += 0.2
+    assert world.active() == "rec-a"
+
+
+def test_a_flapping_primary_does_not_flap_viewers():
+    world = World()
+    world.primary("down")
+    assert world.active() == "rec-b"
+    for _ in range(10):  # up for a second, down again, ten times
+        world.primary("recording")
+        assert world.active() == "rec-b"
+        world.now += 1.0
+        world.primary("lagging")
+        assert world.active() == "rec-b"
+        world.now += 1.0
+    world.primary("recording")
+    world.now += FAILBACK_HOLD_S / 2
+    assert world.active() == "rec-b"
+
+
+def test_nowhere_better_to_go_stays_put():
+    world = World()
+    world.primary("down")
+    world.feeds[("rec-b", "entrance")] = "down"
+    assert world.active() == "rec-a"  # the secondary does not record either: no move
+    world.feeds[("rec-b", "entrance")] = "recording"
+    assert world.active() == "rec-b"
+    world.feeds[("rec-b", "entrance")] = "down"
+    world.primary("recording")
+    assert world.active() == "rec-a"  # the secondary lost it too: back without waiting
