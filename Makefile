@@ -34,7 +34,7 @@ lint: $(BIN)/gapless
 	$(BIN)/lint-imports
 
 test: lint system-deps
-	$(BIN)/python -m pytest -n 8 --dist worksteal
+	$(BIN)/python -m pytest -n 6 --dist worksteal
 
 bench: $(BIN)/gapless system-deps
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)

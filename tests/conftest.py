@@ -24,7 +24,7 @@ GAPLESS = [sys.executable, "-m", "gapless.cli"]
 #: Ports for test servers: a block per xdist worker, below the kernel's ephemeral range (32768+),
 #: so no other worker's server and no outgoing connection can take a port between the moment a
 #: test picks it and the moment its process binds it.
-PORTS_PER_WORKER = 2000  # eight workers (make test): 15000-31000
+PORTS_PER_WORKER = 2000  # up to eight workers: 15000-31000
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _next_ports = itertools.count(15000 + PORTS_PER_WORKER * _WORKER)
 

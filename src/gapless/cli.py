@@ -20,6 +20,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # a library that logged while being imported must not leave its own format
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("libav").setLevel(logging.ERROR)
