@@ -281,6 +281,21 @@ def make_sim(tmp_path):
 
 
 @pytest.fixture
+def make_onvif_sim(tmp_path, make_sim):
+    """A simulator whose cameras are the channels of these ONVIF devices (sim/onvif.py), digest
+    credentials admin / `password`; returns it and the first device's port (device k: port + k)."""
+
+    def make(devices: list[dict], cameras: int, password: str) -> tuple[Sim, int]:
+        path = tmp_path / "onvif-devices.yaml"
+        path.write_text(yaml.safe_dump(devices))
+        port = free_ports(len(devices))
+        extra = ("--auth", f"digest:admin:{password}", "--onvif-port", str(port), "--onvif-devices", str(path))
+        return make_sim(cameras=cameras, extra=extra), port
+
+    return make
+
+
+@pytest.fixture
 def sim(make_sim):
     """One camera, plus the cameras that send what the recorder must refuse (MPEG-4, garbage)."""
     return make_sim(cameras=1, special=("mpeg4", "garbage"))

@@ -11,7 +11,7 @@ import subprocess
 
 import httpx
 import yaml
-from conftest import GAPLESS, TOKEN, Proc, free_port, free_ports, wait_for
+from conftest import GAPLESS, TOKEN, Proc, free_port, wait_for
 
 from gapless.config.recorder import load_recorder_config
 
@@ -35,14 +35,8 @@ def identify(config, *extra) -> tuple[int, dict, str]:
     return done.returncode, json.loads(done.stdout), done.stdout + done.stderr
 
 
-def test_cameras_identify_over_onvif(tmp_path, make_sim):
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
-    onvif = free_ports(3)
-    sim = make_sim(
-        cameras=4,
-        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
-               str(tmp_path / "devices.yaml")),
-    )  # fmt: skip
+def test_cameras_identify_over_onvif(tmp_path, make_onvif_sim):
+    sim, onvif = make_onvif_sim(DEVICES, 4, PASSWORD)
     dead = free_port()  # nothing listens there
     cameras = [
         {"id": "lobby", "url": sim.url("cam0"), "onvif": f"127.0.0.1:{onvif}"},
@@ -89,14 +83,8 @@ def test_cameras_identify_over_onvif(tmp_path, make_sim):
     assert found["lobby"]["serial"] == "ACME-0002" and found["lobby"]["endpoint"] == DEVICES[1]["endpoint"], output
 
 
-def test_the_management_server_identifies_its_cameras_and_stores_them(tmp_path, make_sim):
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
-    onvif = free_ports(3)
-    sim = make_sim(
-        cameras=4,
-        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
-               str(tmp_path / "devices.yaml")),
-    )  # fmt: skip
+def test_the_management_server_identifies_its_cameras_and_stores_them(tmp_path, make_onvif_sim):
+    sim, onvif = make_onvif_sim(DEVICES, 4, PASSWORD)
     port = free_port()
     camera = {"username": "admin", "password": PASSWORD}
     config = {
@@ -142,17 +130,11 @@ def test_the_management_server_identifies_its_cameras_and_stores_them(tmp_path, 
         proc.stop()
 
 
-def test_pairs_are_proposed_from_what_the_cameras_said(tmp_path, make_sim):
+def test_pairs_are_proposed_from_what_the_cameras_said(tmp_path, make_onvif_sim):
     """Two recorders name and address the same cameras differently; identified over ONVIF, they pair
     by hardware identity (auto), a camera without ONVIF by its stream source (asked, never exact);
     after a DHCP swap the address points at the other unit and the pairs follow the devices."""
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
-    onvif = free_ports(3)
-    sim = make_sim(
-        cameras=4,
-        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
-               str(tmp_path / "devices.yaml")),
-    )  # fmt: skip
+    sim, onvif = make_onvif_sim(DEVICES, 4, PASSWORD)
     secret = {"username": "admin", "password": PASSWORD}
     host = f"127.0.0.1:{sim.rtsp_port}"
     side_a = [

@@ -10,7 +10,7 @@ import time
 
 import yaml
 from cluster_harness import LiveReader, Management, assert_continuous, managed_recorder
-from conftest import audit_clean, free_ports, wait_for
+from conftest import audit_clean, wait_for
 
 PASSWORD = "pair-camera-secret-1"
 DEVICES = [
@@ -20,14 +20,8 @@ DEVICES = [
 ]  # fmt: skip
 
 
-def test_pairs_are_proposed_accepted_persisted_and_backfill_each_other(tmp_path, make_sim):
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump(DEVICES))
-    onvif = free_ports(2)
-    sim = make_sim(
-        cameras=3,
-        extra=("--auth", f"digest:admin:{PASSWORD}", "--onvif-port", str(onvif), "--onvif-devices",
-               str(tmp_path / "devices.yaml")),
-    )  # fmt: skip
+def test_pairs_are_proposed_accepted_persisted_and_backfill_each_other(tmp_path, make_onvif_sim):
+    sim, onvif = make_onvif_sim(DEVICES, 3, PASSWORD)
     management = Management(tmp_path, sim)
     secret = {"username": "admin", "password": PASSWORD}
     host, other_host = f"127.0.0.1:{sim.rtsp_port}", f"localhost:{sim.rtsp_port}"
