@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import yaml
-from cluster_harness import LiveReader, Management, assert_continuous, managed_recorder
+from cluster_harness import VIEWER_TOKEN, LiveReader, Management, assert_continuous, managed_recorder
 from conftest import audit_clean, wait_for
 
 PASSWORD = "pair-camera-secret-1"
@@ -140,6 +141,19 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         start = time.time()
         sim.control.post("/cameras/cam0/block", params={"client": "(rec-a)", "seconds": 12}).raise_for_status()
         wait_for(lambda: routed() == {"lobby": "rec-b", "gate": "rec-a"}, 20, "lobby alone routed to rec-b")
+        time.sleep(4)  # while rec-a lacks lobby: the merged timeline and playback fill its hole from rec-b
+        viewer = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+        span = {"start": f"{start - 8:.3f}", "end": f"{time.time() - 1:.3f}"}
+        timeline = httpx.get(f"{management.url}/api/v1/cameras/lobby/timeline", params=span, headers=viewer).json()
+        sources = [(i["recorder"], i["camera"]) for i in timeline["intervals"]]
+        assert sources == [("rec-a", "lobby"), ("rec-b", "entrance")], timeline  # nothing missing between
+        playback = httpx.get(f"{management.url}/api/v1/cameras/lobby/playback.m3u8", params=span, headers=viewer)
+        assert playback.status_code == 200 and "#EXT-X-GAP" not in playback.text, playback.text
+        assert "#EXT-X-DISCONTINUITY" not in playback.text, playback.text  # one camera time, one profile
+        uris = [line for line in playback.text.splitlines() if line and not line.startswith("#")]
+        assert len(uris) >= 4, playback.text
+        for uri in uris:
+            assert httpx.get(f"{management.url}{uri}" if uri.startswith("/") else uri).status_code == 200, uri
         wait_for(lambda: routed()["lobby"] == "rec-a", 60, "lobby routed back to rec-a")
         a.wait_fragments("lobby", 3)
         time.sleep(4)
@@ -149,6 +163,7 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         log = (tmp_path / "mgmt.log").read_text()
         assert "pair lobby: rec-a:lobby's feed is not recording; routed to rec-b:entrance" in log
         assert "pair gate" not in log
+
     finally:
         if reader is not None:
             reader.stop()

@@ -44,3 +44,20 @@ class ClusterView(Reply):
     lease_ttl: float
     failback: str
     coordinator_reachable: bool
+
+
+class TimelineInterval(Reply):
+    start: str
+    end: str
+    recorder: str
+    """Where this footage is played from."""
+    camera: str
+    """The camera's id on that recorder."""
+
+
+class Timeline(Reply):
+    """`GET /api/v1/cameras/{id}/timeline`: what is recorded, merged over a pair's two sides (the
+    primary wherever it has footage, the secondary in its holes), each interval with its source."""
+
+    camera: str
+    intervals: list[TimelineInterval]

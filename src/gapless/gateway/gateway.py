@@ -29,10 +29,19 @@ from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import ROOT, feed_key, holder_key, member_key
 from gapless.common.http import BearerAuth, application, authenticate, error, serving
 from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
-from gapless.config.cluster import ClusterConfig, ClusterDocument
-from gapless.contracts.gateway import ClusterView, MemberView, RoutedCamera, RoutedCameraList
-from gapless.contracts.recorder import FragmentList, HaState, TimeRange
+from gapless.common.timeparse import iso, parse_time_us
+from gapless.config.cluster import CameraPair, CameraRef, ClusterConfig, ClusterDocument
+from gapless.contracts.gateway import (
+    ClusterView,
+    MemberView,
+    RoutedCamera,
+    RoutedCameraList,
+    Timeline,
+    TimelineInterval,
+)
+from gapless.contracts.recorder import Coverage, CoverageRange, FragmentList, HaState, TimeRange
 from gapless.gateway.routing import PairRouting, Route, Source
+from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
 
@@ -281,6 +290,46 @@ class Gateway:
             raise error(web.HTTPBadGateway, f"{member}: not a fragment listing") from None
         return [Row(f.start_us, f.end_us, f.frames, f.init, f.keyframe_first) for f in listing.fragments]
 
+    def pair(self, camera_id: str) -> CameraPair | None:
+        document = self.document
+        return None if document is None else next((p for p in document.pairs if p.a.camera == camera_id), None)
+
+    async def side_rows(self, side: CameraRef, start_s: float, end_s: float) -> list[Row]:
+        """One recorder's fragments of a pair's camera ([] when it has none or cannot answer)."""
+        try:
+            return await self.rows(Route(f"{side}", [Source(side.recorder, side.camera)]), start_s, end_s)
+        except web.HTTPException:
+            return []
+
+    async def merged_rows(self, pair: CameraPair, start_s: float, end_s: float) -> list[Row]:
+        """The primary's fragments, and the secondary's that lie wholly in the primary's holes; where
+        both start a GOP at one time and the secondary's holds more (the primary lost the feed
+        inside it), the secondary's."""
+        primary, secondary = await asyncio.gather(
+            self.side_rows(pair.a, start_s, end_s), self.side_rows(pair.b, start_s, end_s)
+        )
+        by_start = {r.start_us: r for r in primary}
+        for row in secondary:
+            kept = by_start.get(row.start_us)
+            if kept is not None and row.end_us > kept.end_us and row.frames > kept.frames:
+                by_start[row.start_us] = row
+        held = coverage_of([(r.start_us, r.end_us) for r in by_start.values()])
+        filling = [r for r in secondary if subtract([(r.start_us, r.end_us)], held) == [(r.start_us, r.end_us)]]
+        return sorted([*by_start.values(), *filling], key=lambda r: r.start_us)
+
+    async def side_coverage(self, side: CameraRef, span: CoverageRange) -> list[tuple[int, int]]:
+        params = {"start": f"{span.start / 1e6:.6f}", "end": f"{span.end / 1e6:.6f}"}
+        try:
+            _member, reply = await self.ask(
+                Route(f"{side}", [Source(side.recorder, side.camera)]),
+                lambda camera: f"/api/v1/cameras/{camera}/coverage",
+                params,
+            )
+            coverage = Coverage.model_validate_json(reply.content)
+        except (web.HTTPException, ValidationError):
+            return []
+        return [(parse_time_us(a), parse_time_us(b)) for a, b in coverage.intervals]
+
     async def authorize(self, request: web.Request) -> None:
         """A viewer's (or admin's) token as a bearer header or `?token=`, or a signed URL."""
         await self.refresh()
@@ -400,12 +449,33 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     )
     async def playback(request: web.Request, query: TimeRange) -> web.Response:
         camera = request.match_info["camera"]
-        route = await gateway.route(camera)
-        rows = await gateway.rows(route, query.start / 1e6, query.end / 1e6)
+        route, pair = await gateway.route(camera), gateway.pair(camera)
+        if pair is not None:  # the merged timeline: the primary, and the secondary in its holes
+            rows = await gateway.merged_rows(pair, query.start / 1e6, query.end / 1e6)
+        else:
+            rows = await gateway.rows(route, query.start / 1e6, query.end / 1e6)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
         text = playlist(rows, live=False, **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.get("/api/v1/cameras/{camera}/timeline")
+    @own_auth
+    @documented(
+        "What is recorded of a camera, each interval with the recorder it plays from", Timeline, query=CoverageRange
+    )
+    async def timeline(request: web.Request, query: CoverageRange) -> web.Response:
+        camera = request.match_info["camera"]
+        route = await gateway.route(camera)
+        pair = gateway.pair(camera)
+        sides = [pair.a, pair.b] if pair is not None else [CameraRef(recorder=route.sources[0].recorder, camera=camera)]
+        found = await asyncio.gather(*(gateway.side_coverage(side, query) for side in sides))
+        intervals = merged(found[0], found[1] if pair is not None else [])
+        listed = [
+            TimelineInterval(start=iso(s), end=iso(e), recorder=sides[side].recorder, camera=sides[side].camera)
+            for s, e, side in intervals
+        ]
+        return web.json_response(text=Timeline(camera=camera, intervals=listed).model_dump_json())
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
     @own_auth
