@@ -41,6 +41,7 @@ bench: $(BIN)/gapless system-deps
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/reroute.py
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/http_stack.py
 
