@@ -6,12 +6,15 @@ other's backfill partner, so the primary, killed and restarted, holds every fram
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import httpx
 import yaml
 from cluster_harness import VIEWER_TOKEN, LiveReader, Management, assert_continuous, managed_recorder
-from conftest import audit_clean, wait_for
+from conftest import GAPLESS, TOKEN, audit_clean, wait_for
+
+from gapless.client import GatewayClient, ManagementClient
 
 PASSWORD = "pair-camera-secret-1"
 DEVICES = [
@@ -69,22 +72,29 @@ def test_pairs_are_proposed_accepted_persisted_and_backfill_each_other(tmp_path,
         rejected = {"a": {"recorder": "rec-a", "camera": "yard"}, "b": {"recorder": "rec-b", "camera": "yard-2"}}
         assert api.post("/api/v1/pairs/reject", json=rejected).status_code == 200
         assert set(proposals()) == {("lobby", "entrance"), ("gate", "cam-17")}
-        accepted = api.post("/api/v1/pairs/accept-exact", params={"a": "rec-a", "b": "rec-b"}).json()
-        assert {(p["a"]["camera"], p["b"]["camera"]) for p in accepted["accepted"]} == {
-            ("lobby", "entrance"),
-            ("gate", "cam-17"),
-        }
+        command = [*GAPLESS, "pairs", "accept", "--management", management.url, "--token", TOKEN]
+        exact = [*command, "--exact", "--a", "rec-a", "--b", "rec-b"]
+        accepted = subprocess.run(exact, capture_output=True, text=True, timeout=60)
+        assert accepted.returncode == 0, accepted.stderr
+        assert "accepted rec-a:lobby = rec-b:entrance" in accepted.stdout, accepted.stdout
+        assert "accepted rec-a:gate = rec-b:cam-17" in accepted.stdout, accepted.stdout
         twice = api.post("/api/v1/pairs", json={**rejected, "a": {"recorder": "rec-a", "camera": "lobby"}})
         assert twice.status_code == 409 and "two pairs" in twice.text  # lobby is paired already
 
         management.proc.stop()  # accepted and rejected pairs persist
         management.start()
-        listed = api.get("/api/v1/pairs").json()
-        assert len(listed["pairs"]) == 2 and listed["rejected_pairs"][0]["a"]["camera"] == "yard"
+        listed = ManagementClient(management.url, TOKEN).pairs()  # the Python client, typed
+        assert len(listed.pairs) == 2 and listed.rejected_pairs[0].a.camera == "yard"
+        shown = subprocess.run(
+            [*GAPLESS, "pairs", "list", "--management", management.url, "--token", TOKEN],
+            capture_output=True,
+            text=True,
+        )
+        assert "rejected rec-a:yard = rec-b:yard-2 (manual)" in shown.stdout, shown.stdout + shown.stderr
         assert not proposals()
 
         # rec-a takes the new version (polled), with entrance on rec-b as lobby's partner.
-        version = listed["version"]
+        version = listed.version
         wait_for(lambda: f"configuration version {version} applied" in a.log.read_text(), 60, "rec-a to apply")
         a.wait_fragments("lobby", 3)
         start = time.time()
@@ -144,8 +154,9 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         time.sleep(4)  # while rec-a lacks lobby: the merged timeline and playback fill its hole from rec-b
         viewer = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
         span = {"start": f"{start - 8:.3f}", "end": f"{time.time() - 1:.3f}"}
-        timeline = httpx.get(f"{management.url}/api/v1/cameras/lobby/timeline", params=span, headers=viewer).json()
-        sources = [(i["recorder"], i["camera"]) for i in timeline["intervals"]]
+        with GatewayClient(management.url, VIEWER_TOKEN) as gateway:
+            timeline = gateway.timeline("lobby", span["start"], span["end"])
+        sources = [(i.recorder, i.camera) for i in timeline.intervals]
         assert sources == [("rec-a", "lobby"), ("rec-b", "entrance")], timeline  # nothing missing between
         playback = httpx.get(f"{management.url}/api/v1/cameras/lobby/playback.m3u8", params=span, headers=viewer)
         assert playback.status_code == 200 and "#EXT-X-GAP" not in playback.text, playback.text

@@ -8,11 +8,17 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from gapless import __version__
+
+if TYPE_CHECKING:
+    from gapless.client import ManagementClient
+    from gapless.config.cluster import CameraRef
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -316,16 +322,8 @@ def identify_cmd(
     if (config_path is None) == (management_url is None):
         raise click.UsageError("give --config FILE or --management URL")
     if management_url is not None:
-        from gapless.identity.onvif import IdentifyError
-        from gapless.management.identify import identify_remotely
-
-        if not token:
-            raise click.UsageError("--management needs --token (or GAPLESS_API_TOKEN)")
-        try:
-            answer = identify_remotely(management_url, token, only, timeout)
-        except IdentifyError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+        with _management(management_url, token, timeout + 30) as client:
+            answer = _or_exit(lambda: client.identify(list(only), timeout))
         report({cam: r.identity or (r.error or "no answer") for cam, r in answer.cameras.items()}, as_json)
         click.echo(f"configuration version {answer.version}", err=True)
         sys.exit(1 if any(r.identity is None for r in answer.cameras.values()) else 0)
@@ -353,14 +351,14 @@ def propose_cmd(side_a: str, side_b: str, management_url: str | None, token: str
     reasons and conflicts; only an exact hardware identity with no conflict is `auto`."""
     from gapless.common.config import ConfigError
     from gapless.identity.cli import print_mapping, run_propose
-    from gapless.identity.mapping import Mapping
 
     if management_url is not None:
-        reply = _management_call(
-            management_url, token, "GET", "/api/v1/pairs/proposals", params={"a": side_a, "b": side_b}
-        )
-        mapping = Mapping.model_validate_json(reply)
-        click.echo(mapping.model_dump_json(indent=2)) if as_json else print_mapping(mapping)
+        with _management(management_url, token) as client:
+            mapping = _or_exit(lambda: client.proposals(side_a, side_b))
+        if as_json:
+            click.echo(mapping.model_dump_json(indent=2))
+        else:
+            print_mapping(mapping)
         return
     try:
         sys.exit(run_propose(Path(side_a), Path(side_b), as_json))
@@ -369,11 +367,35 @@ def propose_cmd(side_a: str, side_b: str, management_url: str | None, token: str
         sys.exit(2)
 
 
-def _camera_ref(text: str) -> dict:
+def _camera_ref(text: str) -> CameraRef:
+    from gapless.config.cluster import CameraRef
+
     recorder, sep, camera = text.partition(":")
     if not sep or not recorder or not camera:
         raise click.BadParameter(f"{text!r}: use RECORDER:CAMERA")
-    return {"recorder": recorder, "camera": camera}
+    return CameraRef(recorder=recorder, camera=camera)
+
+
+def _management(url: str, token: str | None, timeout: float = 30.0) -> ManagementClient:
+    from gapless.client import ManagementClient
+
+    if not token:
+        raise click.UsageError("needs --token (or GAPLESS_API_TOKEN): an admin credential")
+    return ManagementClient(url, token, timeout)
+
+
+Answer = TypeVar("Answer")
+
+
+def _or_exit(call: Callable[[], Answer]) -> Answer:
+    """The client call's answer, or exit 2 with the server's words."""
+    from gapless.client import ApiError
+
+    try:
+        return call()
+    except ApiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @pairs_cmd.command("accept")
@@ -384,19 +406,14 @@ def _camera_ref(text: str) -> dict:
 @click.option("--exact", is_flag=True, help="accept every exact-identity proposal with no conflict between A and B")
 def accept_cmd(management_url: str, token: str | None, side_a: str, side_b: str, exact: bool) -> None:
     """Accept a pair: both cameras become each other's backfill partners (a new configuration version)."""
-    if exact:
-        reply = _management_call(
-            management_url, token, "POST", "/api/v1/pairs/accept-exact", params={"a": side_a, "b": side_b}
-        )
-    else:
-        body = {"a": _camera_ref(side_a), "b": _camera_ref(side_b)}
-        reply = _management_call(management_url, token, "POST", "/api/v1/pairs", json=body)
-    answer = json.loads(reply)
-    for pair in answer["accepted"]:
-        click.echo(
-            f"accepted {pair['a']['recorder']}:{pair['a']['camera']} = {pair['b']['recorder']}:{pair['b']['camera']}"
-        )
-    click.echo(f"configuration version {answer['version']}")
+    with _management(management_url, token) as client:
+        if exact:
+            answer = _or_exit(lambda: client.accept_exact(side_a, side_b))
+        else:
+            answer = _or_exit(lambda: client.accept(_camera_ref(side_a), _camera_ref(side_b)))
+    for pair in answer.accepted:
+        click.echo(f"accepted {pair.a} = {pair.b}")
+    click.echo(f"configuration version {answer.version}")
 
 
 @pairs_cmd.command("reject")
@@ -406,9 +423,9 @@ def accept_cmd(management_url: str, token: str | None, side_a: str, side_b: str,
 @click.option("--b", "side_b", required=True, help="RECORDER:CAMERA")
 def reject_cmd(management_url: str, token: str | None, side_a: str, side_b: str) -> None:
     """Reject a proposal (never proposed again); an accepted pair is dissolved."""
-    body = {"a": _camera_ref(side_a), "b": _camera_ref(side_b)}
-    answer = json.loads(_management_call(management_url, token, "POST", "/api/v1/pairs/reject", json=body))
-    click.echo(f"rejected {side_a} = {side_b}; configuration version {answer['version']}")
+    with _management(management_url, token) as client:
+        answer = _or_exit(lambda: client.reject(_camera_ref(side_a), _camera_ref(side_b)))
+    click.echo(f"rejected {side_a} = {side_b}; configuration version {answer.version}")
 
 
 @pairs_cmd.command("list")
@@ -416,30 +433,11 @@ def reject_cmd(management_url: str, token: str | None, side_a: str, side_b: str)
 @click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
 def list_pairs_cmd(management_url: str, token: str | None) -> None:
     """Accepted and rejected pairs."""
-    answer = json.loads(_management_call(management_url, token, "GET", "/api/v1/pairs"))
-    for label, key in (("pair", "pairs"), ("rejected", "rejected_pairs")):
-        for pair in answer[key]:
-            a, b = pair["a"], pair["b"]
-            click.echo(f"{label} {a['recorder']}:{a['camera']} = {b['recorder']}:{b['camera']} ({pair['kind']})")
-
-
-def _management_call(url: str, token: str | None, method: str, path: str, **kwargs) -> bytes:
-    """A management API call for the command line: its answer, or exit 2 with the server's words."""
-    import httpx
-
-    if not token:
-        raise click.UsageError("needs --token (or GAPLESS_API_TOKEN): an admin credential")
-    try:
-        reply = httpx.request(
-            method, f"{url.rstrip('/')}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs
-        )
-    except httpx.HTTPError as exc:
-        click.echo(f"error: cannot reach {url}: {exc}", err=True)
-        sys.exit(2)
-    if reply.status_code >= 300:
-        click.echo(f"error: HTTP {reply.status_code}: {reply.text.strip()[:300]}", err=True)
-        sys.exit(2)
-    return reply.content
+    with _management(management_url, token) as client:
+        answer = _or_exit(client.pairs)
+    for label, pairs in (("pair", answer.pairs), ("rejected", answer.rejected_pairs)):
+        for pair in pairs:
+            click.echo(f"{label} {pair.a} = {pair.b} ({pair.kind})")
 
 
 @main.command("audit")
@@ -455,7 +453,6 @@ def _management_call(url: str, token: str | None, method: str, path: str, **kwar
 def audit_cmd(recorder_url, token, camera, start, end, compare_url, compare_token, compare_camera, as_json) -> None:
     """Report coverage gaps, missing/duplicated frames and time that cannot be true; exit 1 on any."""
     import dataclasses
-    import json
 
     import httpx
 
@@ -543,7 +540,6 @@ def check_cmd(storage: str, as_json: bool) -> None:
     """Verify a storage directory's index against its chunk files, read-only (safe while recording).
     Exits 1 when anything is wrong that the recorder has not already quarantined."""
     import dataclasses
-    import json
     from pathlib import Path
 
     from rich.console import Console

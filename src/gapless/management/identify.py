@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from pydantic import Field
 
 from gapless.common.openapi import Body, Reply
@@ -71,21 +70,3 @@ async def identify_cameras(
         for camera in recorder.cameras or []:
             camera.identity = found.get(f"{recorder.id}:{camera.id}", camera.identity)
     return updated, results
-
-
-def identify_remotely(management_url: str, token: str, cameras: tuple[str, ...], timeout: float) -> IdentifyAnswer:
-    """The command line's side of `POST /api/v1/cameras/identify` (httpx errors and refusals raise
-    IdentifyError with the server's words)."""
-    request = IdentifyRequest(cameras=list(cameras), timeout=timeout)
-    try:
-        reply = httpx.post(
-            f"{management_url.rstrip('/')}/api/v1/cameras/identify",
-            json=request.model_dump(),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout + 30,
-        )
-    except httpx.HTTPError as exc:
-        raise IdentifyError(f"cannot reach the management server at {management_url}: {exc}") from None
-    if reply.status_code != 200:
-        raise IdentifyError(f"the management server refused: HTTP {reply.status_code}: {reply.text[:300]}")
-    return IdentifyAnswer.model_validate_json(reply.content)

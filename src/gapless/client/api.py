@@ -1,0 +1,106 @@
+"""Clients of the management API and the gateway: every call typed by the servers' own models,
+with a timeout, connection retries, and an `ApiError` carrying the server's status and words."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from gapless.config.cluster import CameraPair, CameraRef
+from gapless.contracts.gateway import RoutedCameraList, Timeline
+from gapless.contracts.management import StoredConfig
+from gapless.identity.mapping import Mapping
+from gapless.management.identify import IdentifyAnswer, IdentifyRequest
+from gapless.management.pairs import Accepted, PairList
+
+Answer = TypeVar("Answer", bound=BaseModel)
+#: Connection attempts retried this many times (a server restarting); a request that reached the
+#: server is never repeated (it may have changed something).
+CONNECT_RETRIES = 2
+
+
+class ApiError(Exception):
+    """A refusal or failure: `status` (0 when the server could not be reached) and its message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class _Client:
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=httpx.HTTPTransport(retries=CONNECT_RETRIES),
+        )
+
+    def _call(self, model: type[Answer], method: str, path: str, **kwargs: object) -> Answer:
+        try:
+            reply = self.http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
+        if reply.status_code >= 300:
+            try:
+                message = str(reply.json().get("error", reply.text))
+            except ValueError:
+                message = reply.text
+            raise ApiError(reply.status_code, message.strip()[:500])
+        try:
+            return model.model_validate_json(reply.content)
+        except ValidationError as exc:
+            raise ApiError(reply.status_code, f"unexpected answer from {self.url}{path}: {exc}") from None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class ManagementClient(_Client):
+    """The management API (an admin credential for most calls)."""
+
+    def config(self) -> StoredConfig:
+        return self._call(StoredConfig, "GET", "/api/v1/config")
+
+    def identify(self, cameras: list[str] | None = None, timeout: float = 10.0) -> IdentifyAnswer:
+        body = IdentifyRequest(cameras=cameras or [], timeout=timeout).model_dump()
+        return self._call(IdentifyAnswer, "POST", "/api/v1/cameras/identify", json=body)
+
+    def proposals(self, a: str, b: str) -> Mapping:
+        return self._call(Mapping, "GET", "/api/v1/pairs/proposals", params={"a": a, "b": b})
+
+    def pairs(self) -> PairList:
+        return self._call(PairList, "GET", "/api/v1/pairs")
+
+    def accept(self, a: CameraRef, b: CameraRef) -> Accepted:
+        return self._call(Accepted, "POST", "/api/v1/pairs", json=CameraPair(a=a, b=b).model_dump())
+
+    def accept_exact(self, a: str, b: str) -> Accepted:
+        return self._call(Accepted, "POST", "/api/v1/pairs/accept-exact", params={"a": a, "b": b})
+
+    def reject(self, a: CameraRef, b: CameraRef) -> Accepted:
+        return self._call(Accepted, "POST", "/api/v1/pairs/reject", json=CameraPair(a=a, b=b).model_dump())
+
+
+class GatewayClient(_Client):
+    """The gateway (a viewer credential): cameras, where to watch them live, what is recorded."""
+
+    def cameras(self) -> RoutedCameraList:
+        return self._call(RoutedCameraList, "GET", "/api/v1/cameras")
+
+    def live_url(self, camera: str) -> str:
+        """The camera's live HLS playlist on this gateway (open it with the same credential)."""
+        return f"{self.url}/api/v1/cameras/{camera}/live.m3u8"
+
+    def timeline(self, camera: str, start: str, end: str) -> Timeline:
+        """What is recorded between start and end (ISO 8601 with a zone, or epoch seconds)."""
+        return self._call(Timeline, "GET", f"/api/v1/cameras/{camera}/timeline", params={"start": start, "end": end})
