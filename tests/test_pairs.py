@@ -126,7 +126,11 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         first, second = names[recorder["id"]]
         recorder["cameras"] = [{"id": first, "url": sim.url("cam0")}, {"id": second, "url": sim.url("cam1")}]
     document["pairs"] = [
-        {"a": {"recorder": "rec-a", "camera": "lobby"}, "b": {"recorder": "rec-b", "camera": "entrance"}},
+        {
+            "a": {"recorder": "rec-a", "camera": "lobby"},
+            "b": {"recorder": "rec-b", "camera": "entrance"},
+            "failback": "backfilled",  # back to rec-a only once its hole is filled
+        },
         {"a": {"recorder": "rec-a", "camera": "gate"}, "b": {"recorder": "rec-b", "camera": "cam-17"}},
     ]
     management.config_path.write_text(yaml.safe_dump(document))
@@ -166,6 +170,8 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         for uri in uris:
             assert httpx.get(f"{management.url}{uri}" if uri.startswith("/") else uri).status_code == 200, uri
         wait_for(lambda: routed()["lobby"] == "rec-a", 60, "lobby routed back to rec-a")
+        jobs = [j for j in a.jobs() if j["camera"] == "lobby"]
+        assert jobs and all(j["state"] == "done" for j in jobs), jobs  # whole again before viewers return
         a.wait_fragments("lobby", 3)
         time.sleep(4)
         reader.stop()

@@ -5,22 +5,31 @@ hold time, and a flapping primary does not flap viewers."""
 from __future__ import annotations
 
 from gapless.config.cluster import CameraPair, CameraRef
-from gapless.gateway.routing import FAILBACK_HOLD_S, PairRouting
+from gapless.gateway.routing import FAILBACK_HOLD_S, Feed, PairRouting
 
 PAIR = CameraPair(a=CameraRef(recorder="rec-a", camera="lobby"), b=CameraRef(recorder="rec-b", camera="entrance"))
 
 
 class World:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.feeds = {("rec-a", "lobby"): "recording", ("rec-b", "entrance"): "recording"}
-        self.routing = PairRouting(lambda recorder, camera: self.feeds.get((recorder, camera)), lambda: self.now)
+    def __init__(self, pair: CameraPair = PAIR) -> None:
+        self.now, self.pair = 100.0, pair
+        self.feeds: dict[tuple[str, str], str | None] = {
+            ("rec-a", "lobby"): "recording",
+            ("rec-b", "entrance"): "recording",
+        }
+        self.backlog = 0  # the primary's open backfill jobs of the camera
+
+        def feed_of(recorder: str, camera: str) -> Feed | None:
+            state = self.feeds.get((recorder, camera))
+            return None if state is None else Feed(state, self.backlog if recorder == "rec-a" else 0)
+
+        self.routing = PairRouting(feed_of, lambda: self.now)
 
     def active(self) -> str:
-        return self.routing.route(PAIR).sources[0].recorder
+        return self.routing.route(self.pair).sources[0].recorder
 
     def primary(self, state: str | None) -> None:
-        self.feeds[("rec-a", "lobby")] = state  # type: ignore[assignment]
+        self.feeds[("rec-a", "lobby")] = state
 
 
 def test_primary_while_it_records_and_the_secondary_when_it_does_not():
@@ -73,3 +82,19 @@ def test_nowhere_better_to_go_stays_put():
     world.feeds[("rec-b", "entrance")] = "down"
     world.primary("recording")
     assert world.active() == "rec-a"  # the secondary lost it too: back without waiting
+
+
+def test_failback_backfilled_waits_until_the_primary_is_whole_again():
+    for policy, back_after_hold in (("at-once", True), ("backfilled", False)):
+        world = World(PAIR.model_copy(update={"failback": policy}))
+        world.primary("down")
+        assert world.active() == "rec-b"
+        world.primary("recording")
+        world.backlog = 1  # the primary fills its hole from the secondary
+        assert world.active() == "rec-b"  # seen recording again: the hold may start
+        world.now += FAILBACK_HOLD_S + 1
+        assert (world.active() == "rec-a") == back_after_hold, policy
+    world.backlog = 0  # backfill done: the hold starts now
+    assert world.active() == "rec-b"
+    world.now += FAILBACK_HOLD_S + 0.1
+    assert world.active() == "rec-a"

@@ -196,6 +196,14 @@ class JobStore:
         )
         return [(start if state == "partial" else cursor, end) for state, start, cursor, end in rows]
 
+    def open_by_camera(self) -> dict[str, int]:
+        """Per camera, its waiting and running jobs (a camera with none is left out)."""
+        marks = ", ".join("?" for _ in OPEN_STATES)
+        rows = self._db().execute(
+            f"SELECT camera, COUNT(*) FROM backfill_jobs WHERE state IN ({marks}) GROUP BY camera", OPEN_STATES
+        )
+        return dict(rows.fetchall())
+
     def counts(self) -> dict[JobState, int]:
         rows = self._db().execute("SELECT state, COUNT(*) FROM backfill_jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | dict(rows)

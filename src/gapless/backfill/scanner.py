@@ -91,12 +91,16 @@ class GapScanner:
     def caught_up(self) -> bool:
         """Every camera's current run, and the downtime before this start, has been compared with
         every partner (a gap found is then an open job, which the caller checks)."""
-        for cam in self.cameras:
-            feed = self.feed_of(cam)
-            run_start = feed.run_start_us if feed is not None else None
-            if run_start is None or run_start != self._seen_runs.get(cam) or cam in self._owed:
-                return False
-        return True
+        return not any(self.owes(cam) for cam in self.cameras)
+
+    def owes(self, cam: str) -> bool:
+        """Whether a camera with partners still has a comparison to make: its current run not yet
+        seen, or a scan owed (until then a hole may exist with no job for it yet)."""
+        if cam not in self.cameras:
+            return False
+        feed = self.feed_of(cam)
+        run_start = feed.run_start_us if feed is not None else None
+        return run_start is None or run_start != self._seen_runs.get(cam) or cam in self._owed
 
     async def run(self, stop: asyncio.Event) -> None:
         self._owed.update(await asyncio.to_thread(self.startup_floors))

@@ -1,7 +1,7 @@
 """Each recorder publishes, per camera, whether its feed records: `recording`, `lagging` (connected
-but no fragment for a while) or `down`, under a lease of its own, so a recorder that dies takes its
-keys with it within the lease TTL. The gateway re-routes a paired camera by these keys (one camera
-alone, not the recorder). Only changes are written."""
+but no fragment for a while) or `down`, and its open backfill jobs, under a lease of its own, so a
+recorder that dies takes its keys with it within the lease TTL. The gateway re-routes a paired
+camera by these keys (one camera alone, not the recorder). Only changes are written."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ log = logging.getLogger("gapless.feeds")
 
 FEED_TTL_S = 3.0
 PUBLISH_INTERVAL_S = 0.25
-FeedStates = Callable[[], dict[str, str]]
+#: camera -> {"state": "recording" | "lagging" | "down", "backfill_open": its open backfill jobs}
+FeedStates = Callable[[], dict[str, dict]]
 
 
 class FeedPublisher(threading.Thread):
@@ -26,7 +27,7 @@ class FeedPublisher(threading.Thread):
         self.recorder, self.coordinator, self.states, self.ttl = recorder, coordinator, states, ttl
         self.stop_event = threading.Event()
         self.lease = 0
-        self.published: dict[str, str] = {}
+        self.published: dict[str, dict] = {}
         self.renewed_at = 0.0
 
     def run(self) -> None:
@@ -50,7 +51,7 @@ class FeedPublisher(threading.Thread):
         states = self.states()
         for camera, state in states.items():
             if self.published.get(camera) != state:
-                self.coordinator.put(feed_key(self.recorder, camera), {"state": state}, self.lease)
+                self.coordinator.put(feed_key(self.recorder, camera), state, self.lease)
                 self.published[camera] = state
         for camera in set(self.published) - set(states):  # removed from the configuration
             self.coordinator.delete(feed_key(self.recorder, camera))

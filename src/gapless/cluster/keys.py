@@ -14,7 +14,8 @@ def recorder_feeds_prefix(recorder: str) -> str:
 
 
 def feed_key(recorder: str, camera: str) -> str:
-    """{"state": "recording" | "lagging" | "down"} of one recorder's camera; gone with its lease."""
+    """{"state": "recording" | "lagging" | "down", "backfill_open": n} of one recorder's camera;
+    gone with its lease."""
     return f"{FEEDS_PREFIX}{recorder}/{camera}"
 
 

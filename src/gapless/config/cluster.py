@@ -112,6 +112,9 @@ class CameraPair(Strict):
     """The primary."""
     b: CameraRef
     """The secondary."""
+    failback: Literal["at-once", "backfilled"] = "at-once"
+    """When viewers go back to the primary: `at-once` once its feed has recorded for 3 s; `backfilled` also only
+    once its backfill of the camera is done (its recent footage whole again)."""
     kind: Literal["identity", "source", "name", "manual"] = "manual"
     """What the pair was accepted on: a proposal's evidence, or a person's word."""
     reasons: list[str] = []

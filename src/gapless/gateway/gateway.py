@@ -40,7 +40,7 @@ from gapless.contracts.gateway import (
     TimelineInterval,
 )
 from gapless.contracts.recorder import Coverage, CoverageRange, FragmentList, HaState, TimeRange
-from gapless.gateway.routing import PairRouting, Route, Source
+from gapless.gateway.routing import Feed, PairRouting, Route, Source
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
@@ -102,12 +102,15 @@ class ClusterState:
             kv = self.keys.get(member_key(cluster, member))
         return kv.value if kv else None
 
-    def feed(self, recorder: str, camera: str) -> str | None:
+    def feed(self, recorder: str, camera: str) -> Feed | None:
         """A recorder's published feed health of one camera (cluster/feeds.py), None if none."""
         with self.lock:
             kv = self.keys.get(feed_key(recorder, camera))
         state = kv.value.get("state") if kv else None
-        return state if isinstance(state, str) else None
+        if kv is None or not isinstance(state, str):
+            return None
+        backlog = kv.value.get("backfill_open", 0)
+        return Feed(state, backlog if isinstance(backlog, int) else 0)
 
     def follow(self, coordinator_factory, stop: threading.Event) -> None:
         coordinator = None

@@ -5,7 +5,8 @@ A cluster camera goes to the token holder first (with its fencing revision), the
 member. A paired camera (two independent recorders, docs/design/identity.md) goes to the side
 whose feed records: the primary while its feed is `recording`, else the secondary when its feed
 is; back to the primary only once its feed has recorded for FAILBACK_HOLD_S (a flapping feed does
-not flap viewers). Each camera is routed alone: the other cameras of the same recorder stay."""
+not flap viewers), and with the pair's `failback: backfilled` only once its backfill of the camera
+is done. Each camera is routed alone: the other cameras of the same recorder stay."""
 
 from __future__ import annotations
 
@@ -35,8 +36,16 @@ class Route:
     sources: list[Source]  # asked in this order
 
 
-#: (recorder, camera) -> "recording" | "lagging" | "down", or None when the recorder publishes nothing.
-FeedOf = Callable[[str, str], str | None]
+@dataclass(frozen=True)
+class Feed:
+    """One recorder's published health of one camera (cluster/feeds.py)."""
+
+    state: str  # recording | lagging | down
+    backfill_open: int = 0
+
+
+#: (recorder, camera) -> its feed, or None when the recorder publishes nothing (down, or not yet).
+FeedOf = Callable[[str, str], Feed | None]
 
 
 class PairRouting:
@@ -52,7 +61,7 @@ class PairRouting:
         primary, secondary = pair.a, pair.b
         key = (primary.recorder, primary.camera)
         with self.lock:
-            use_secondary = self._decide(key, primary, secondary)
+            use_secondary = self._decide(key, primary, secondary, pair.failback == "backfilled")
         first, second = (secondary, primary) if use_secondary else (primary, secondary)
         return Route(
             f"pair {primary.camera}", [Source(first.recorder, first.camera), Source(second.recorder, second.camera)]
@@ -62,9 +71,11 @@ class PairRouting:
         first = self.route(pair).sources[0]
         return pair.a if first.recorder == pair.a.recorder else pair.b
 
-    def _decide(self, key: tuple[str, str], primary: CameraRef, secondary: CameraRef) -> bool:
-        primary_ok = self.feed_of(primary.recorder, primary.camera) == "recording"
-        secondary_ok = self.feed_of(secondary.recorder, secondary.camera) == "recording"
+    def _decide(self, key: tuple[str, str], primary: CameraRef, secondary: CameraRef, wait_backfill: bool) -> bool:
+        primary_feed = self.feed_of(primary.recorder, primary.camera)
+        secondary_feed = self.feed_of(secondary.recorder, secondary.camera)
+        primary_ok = primary_feed is not None and primary_feed.state == "recording"
+        secondary_ok = secondary_feed is not None and secondary_feed.state == "recording"
         if key not in self.on_secondary:
             if not primary_ok and secondary_ok:
                 self.on_secondary.add(key)
@@ -72,6 +83,10 @@ class PairRouting:
                 return True
             return False
         if not primary_ok:
+            self.primary_back_since.pop(key, None)
+            return True
+        assert primary_feed is not None  # it records
+        if wait_backfill and primary_feed.backfill_open and secondary_ok:  # the hold starts once it is whole
             self.primary_back_since.pop(key, None)
             return True
         since = self.primary_back_since.setdefault(key, self.clock())

@@ -111,19 +111,23 @@ class Recorder:
             changes.append(f"started {cam}")
         return changes
 
-    def feed_states(self) -> dict[str, str]:
-        """Per camera, for the gateway's per-camera routing (cluster/feeds.py): `down` while its
-        session is not recording, `lagging` when no fragment has ended for FEED_LAG_S."""
+    def feed_states(self) -> dict[str, dict]:
+        """Per camera, for the gateway's per-camera routing (cluster/feeds.py): `state` is `down`
+        while its session is not recording, `lagging` when no fragment has ended for FEED_LAG_S,
+        else `recording`; `backfill_open` its open backfill jobs (a pair may wait for none)."""
         now_us = time.time_ns() // 1000
+        open_jobs = self.jobs.open_by_camera()
         states = {}
         for cam, ingest in self.cameras.items():
             feed = ingest.feed
             if feed.state != "recording":
-                states[cam] = "down"
+                state = "down"
             elif feed.last_fragment_end_us is None or now_us - feed.last_fragment_end_us > FEED_LAG_S * 1e6:
-                states[cam] = "lagging"
+                state = "lagging"
             else:
-                states[cam] = "recording"
+                state = "recording"
+            owed = 1 if self.gap_scanner.owes(cam) else 0  # a hole not compared yet counts as open
+            states[cam] = {"state": state, "backfill_open": open_jobs.get(cam, 0) + owed}
         return states
 
     def member_status(self) -> MemberStatus:
