@@ -53,6 +53,37 @@ def wait(predicate, timeout: float, what: str, interval: float = 0.05):
     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def spawn(work: Path, procs: dict[str, subprocess.Popen], name: str, args: list[str]) -> None:
+    """Start a `gapless` process, its output in work/<name>.log."""
+    log = (work / f"{name}.log").open("ab")
+    procs[name] = subprocess.Popen([*GAPLESS, *args], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+
+
+def stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    """Stop what spawn started, newest first (SIGTERM; SIGKILL after 30 s)."""
+    for proc in reversed(list(procs.values())):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def live_has_frames_after(gateway: httpx.Client, camera: str, after_us: int) -> bool:
+    """A live segment with frames captured after `after_us`, fetched through the gateway."""
+    reply = gateway.get(f"/api/v1/cameras/{camera}/live.m3u8")
+    entries = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n#EXTINF:([\d.]+),\n(\S+)", reply.text)
+    if reply.status_code != 200 or not entries:
+        return False
+    when, duration, uri = entries[-1]
+    if parse_time_us(when) + float(duration) * 1e6 <= after_us:
+        return False
+    return gateway.get(uri).status_code == 200
+
+
 class Run:
     def __init__(self, work: Path, backend: str, ttl: float, etcd_endpoints: list[str]) -> None:
         self.work = work
@@ -95,9 +126,7 @@ class Run:
         )
 
     def spawn(self, name: str, args: list[str]) -> None:
-        log = (self.work / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([*GAPLESS, *args], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        spawn(self.work, self.procs, name, args)
 
     def start(self) -> None:
         self.spawn(
@@ -135,15 +164,7 @@ class Run:
         return self.gateway.get("/api/v1/clusters/main").json()["holder"]
 
     def fresh_live(self, after_us: int) -> bool:
-        """A live segment with frames captured after `after_us`, fetched through the gateway."""
-        reply = self.gateway.get(f"/api/v1/cameras/{CAMERA}/live.m3u8")
-        entries = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n#EXTINF:([\d.]+),\n(\S+)", reply.text)
-        if reply.status_code != 200 or not entries:
-            return False
-        when, duration, uri = entries[-1]
-        if parse_time_us(when) + float(duration) * 1e6 <= after_us:
-            return False
-        return self.gateway.get(uri).status_code == 200
+        return live_has_frames_after(self.gateway, CAMERA, after_us)
 
     def kill_round(self) -> tuple[float, float]:
         victim = self.holder()
@@ -178,14 +199,7 @@ class Run:
 
     def stop(self) -> None:
         self.gateway.close()
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        stop_all(self.procs)
 
 
 class Etcd:

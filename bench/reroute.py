@@ -18,10 +18,8 @@ Usage: python bench/reroute.py [--cameras 20] [--rounds 20] [--cluster-kills 5]
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,15 +27,12 @@ from pathlib import Path
 import httpx
 import yaml
 from failover import Run as ClusterRun  # bench/failover.py
-from failover import percentile, wait
+from failover import live_has_frames_after, percentile, spawn, stop_all, wait
 from report import free_port, write_section
 from rich.console import Console
 from rich.table import Table
 
-from gapless.common.timeparse import parse_time_us
-
 TOKEN = "bench-token-0123456789abcdef"
-GAPLESS = [sys.executable, "-m", "gapless.cli"]
 BLOCK_S = 30
 #: Frames this long after a block are beyond anything the cut-off primary stored.
 CUT_SLACK_US = 300_000
@@ -80,9 +75,7 @@ class Pairs:
         )
 
     def spawn(self, name: str, args: list[str]) -> None:
-        log = (self.work / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([*GAPLESS, *args], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        spawn(self.work, self.procs, name, args)
 
     def start(self) -> None:
         self.spawn(
@@ -114,18 +107,10 @@ class Pairs:
         return {c["id"]: c["holder"] for c in self.gateway.get("/api/v1/cameras").json()["cameras"]}
 
     def fresh_live(self, camera: str, after_us: int) -> bool:
-        """A live segment holding frames captured after `after_us`, served through the gateway (the
-        criterion of bench/failover.py). The primary, cut off at a block, keeps the GOP in progress
+        """bench/failover.py's criterion. The primary, cut off at a block, keeps the GOP in progress
         up to the cut: rounds ask for frames CUT_SLACK_US after the block, which only the
         secondary has."""
-        reply = self.gateway.get(f"/api/v1/cameras/{camera}/live.m3u8")
-        entries = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n#EXTINF:([\d.]+),\n(\S+)", reply.text)
-        if reply.status_code != 200 or not entries:
-            return False
-        when, duration, uri = entries[-1]
-        if parse_time_us(when) + float(duration) * 1e6 <= after_us:
-            return False
-        return self.gateway.get(uri).status_code == 200
+        return live_has_frames_after(self.gateway, camera, after_us)
 
     def reroute_round(self, n: int) -> tuple[float, float, int]:
         camera = f"a{n}"
@@ -150,14 +135,7 @@ class Pairs:
 
     def stop(self) -> None:
         self.gateway.close()
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        stop_all(self.procs)
 
 
 def summary(values: list[float]) -> tuple[str, str, str]:
