@@ -1,11 +1,16 @@
 """The gateway's per-camera choice for a pair, with a fake clock and fake feed states: away from
 the primary only to a secondary that records, back only after the primary has recorded for the
-hold time, and a flapping primary does not flap viewers."""
+hold time, and a flapping primary does not flap viewers; what a pair's live view holds back, and where its
+segments are fetched from."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from gapless.config.cluster import CameraPair, CameraRef
+from gapless.gateway.gateway import Listing, Row, without_cut_gop
 from gapless.gateway.routing import FAILBACK_HOLD_S, Feed, PairRouting
+from gapless.media.hls import playlist, side_segment_path
 
 PAIR = CameraPair(a=CameraRef(recorder="rec-a", camera="lobby"), b=CameraRef(recorder="rec-b", camera="entrance"))
 
@@ -98,3 +103,36 @@ def test_failback_backfilled_waits_until_the_primary_is_whole_again():
     assert world.active() == "rec-b"
     world.now += FAILBACK_HOLD_S + 0.1
     assert world.active() == "rec-a"
+
+
+def _row(start_s: float, run: str, keyframe_first: bool = True, frames: int = 25) -> Row:
+    start = int(start_s * 1e6)
+    return Row(start, start + frames * 40_000, frames, "init", keyframe_first, run, "rec-a")
+
+
+def test_a_gop_cut_by_the_end_of_its_session_is_held_back_from_a_pairs_live_view():
+    """The newest GOP of an ended run may be cut short (the feed was lost inside it): a viewer who
+    took it could never take the secondary's fuller copy (same media sequence), so it waits."""
+    rows = [_row(0, "r1"), _row(1, "r1"), _row(2, "r1", frames=10)]
+    assert without_cut_gop(Listing(rows, "rec-a", "r1")) == rows  # still recording: nothing held
+    assert without_cut_gop(Listing(rows, "rec-a", None)) == rows[:2]  # session over
+    assert without_cut_gop(Listing(rows, "rec-a", "r2")) == rows[:2]  # a new session has not delivered yet
+    split = [*rows[:2], _row(2, "r1", frames=6), _row(2.4, "r1", keyframe_first=False, frames=4)]
+    assert without_cut_gop(Listing(split, "rec-a", None)) == rows[:2]  # every piece of the cut GOP
+    new_run = [*rows, _row(5, "r2")]
+    assert without_cut_gop(Listing(new_run, "rec-a", "r2")) == new_run  # the old run's end is not the newest
+    assert without_cut_gop(Listing([_row(0, "r1")], "rec-a", None)) == []
+    assert without_cut_gop(Listing([], "rec-a", None)) == []
+
+
+def test_a_pairs_playlist_names_the_recorder_of_each_segment():
+    first, second = _row(0, "r1"), _row(1, "r1")
+    rows = [first, dataclasses.replace(second, source="rec-b")]
+    text = playlist(
+        rows,
+        live=False,
+        segment_uri=lambda s: side_segment_path("lobby", s.source, s.start_us),
+        init_uri=lambda init: f"/inits/{init}.mp4",
+    )
+    assert "/api/v1/cameras/lobby/recorders/rec-a/segments/0.m4s" in text
+    assert "/api/v1/cameras/lobby/recorders/rec-b/segments/1000000.m4s" in text

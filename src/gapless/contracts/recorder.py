@@ -63,6 +63,9 @@ class FragmentInfo(Reply):
 class FragmentList(Reply):
     camera: str
     fragments: list[FragmentInfo]
+    open_run: str | None = None
+    """The run still being recorded (None: the camera's session ended). The newest fragment of any
+    other run was cut by the end of its run: its GOP may go on at a recorder that kept the feed."""
 
 
 class Coverage(Reply):

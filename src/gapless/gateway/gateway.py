@@ -29,6 +29,7 @@ from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import ROOT, feed_key, holder_key, member_key
 from gapless.common.http import BearerAuth, application, authenticate, error, serving
 from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
+from gapless.common.signing import signed
 from gapless.common.timeparse import iso, parse_time_us
 from gapless.config.cluster import CameraPair, CameraRef, ClusterConfig, ClusterDocument
 from gapless.contracts.gateway import (
@@ -43,7 +44,7 @@ from gapless.contracts.recorder import Coverage, CoverageRange, FragmentList, Ha
 from gapless.gateway.routing import Feed, PairRouting, Route, Source
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.management.access import GatewayConfig
-from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, signed_uris
+from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, side_segment_path, signed_uris
 
 log = logging.getLogger("gapless.gateway")
 
@@ -81,6 +82,28 @@ class Row:
     frames: int
     init: str
     keyframe_first: bool
+    run: str
+    source: str  # the recorder that listed it
+
+
+@dataclass(frozen=True)
+class Listing:
+    rows: list[Row]
+    source: str
+    open_run: str | None  # the run the source still records (FragmentList.open_run)
+
+
+def without_cut_gop(listing: Listing) -> list[Row]:
+    """The rows less the newest GOP when the session that recorded it has ended: the feed was lost
+    inside it, so it may be cut short, and a viewer who took it could not take the fuller copy the
+    other recorder of a pair keeps (the same media sequence number)."""
+    rows = listing.rows
+    if not rows or rows[-1].run == listing.open_run:
+        return rows
+    cut = len(rows) - 1
+    while cut > 0 and not rows[cut].keyframe_first and rows[cut - 1].run == rows[-1].run:
+        cut -= 1
+    return rows[:cut]
 
 
 class ClusterState:
@@ -281,17 +304,34 @@ class Gateway:
             refused.append(reply)
         return None
 
-    async def rows(self, route: Route, start_s: float, end_s: float) -> list[Row]:
+    async def listing(self, route: Route, start_s: float, end_s: float) -> Listing:
         member, reply = await self.ask(
             route,
             lambda camera: f"/api/v1/cameras/{camera}/fragments",
             {"start": f"{start_s:.6f}", "end": f"{end_s:.6f}"},
         )
         try:
-            listing = FragmentList.model_validate_json(reply.content)
+            listed = FragmentList.model_validate_json(reply.content)
         except ValidationError:
             raise error(web.HTTPBadGateway, f"{member}: not a fragment listing") from None
-        return [Row(f.start_us, f.end_us, f.frames, f.init, f.keyframe_first) for f in listing.fragments]
+        rows = [Row(f.start_us, f.end_us, f.frames, f.init, f.keyframe_first, f.run, member) for f in listed.fragments]
+        return Listing(rows, member, listed.open_run)
+
+    async def rows(self, route: Route, start_s: float, end_s: float) -> list[Row]:
+        return (await self.listing(route, start_s, end_s)).rows
+
+    async def live_rows(self, camera_id: str) -> list[Row]:
+        """The live window from the camera's route. For a pair, the active side's newest GOP is
+        held back while its session has ended and the other side records: the other side lists
+        that GOP whole once it has it (or the route moves there first)."""
+        route, now = await self.route(camera_id), time.time()
+        listing = await self.listing(route, now - LIVE_WINDOW_S, now + 10)
+        pair = self.pair(camera_id)
+        if pair is None:
+            return listing.rows
+        other = pair.b if listing.source == pair.a.recorder else pair.a
+        other_feed = self.state.feed(other.recorder, other.camera)
+        return without_cut_gop(listing) if other_feed is not None and other_feed.state == "recording" else listing.rows
 
     def pair(self, camera_id: str) -> CameraPair | None:
         document = self.document
@@ -348,8 +388,16 @@ class Gateway:
         )
 
     def signed_uris(self, camera: str) -> MediaUris:
+        """A pair's segments name the recorder whose listing they came from (the two may hold a
+        GOP cut differently); a cluster's are fetched from whichever member has them."""
         assert self.view is not None
-        return signed_uris(self.view.signing_key, camera, self.view.signed_url_ttl)
+        key, ttl = self.view.signing_key, self.view.signed_url_ttl
+        uris = signed_uris(key, camera, ttl)
+        if self.pair(camera) is not None:
+            uris["segment_uri"] = lambda segment: signed(
+                key, side_segment_path(camera, segment.source, segment.start_us), ttl
+            )
+        return uris
 
     async def media(self, route: Route, path: Callable[[str], str]) -> bytes:
         """A segment or init segment: from the route's first source, else from any that has it
@@ -435,9 +483,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @documented("Live HLS routed to the holder; segments by camera time", media_type="application/vnd.apple.mpegurl")
     async def live(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
-        route = await gateway.route(camera)
-        now = time.time()
-        rows = await gateway.rows(route, now - LIVE_WINDOW_S, now + 10)
+        rows = await gateway.live_rows(camera)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
         text = playlist(rows, live=True, last=LIVE_SEGMENTS, **gateway.signed_uris(camera))
@@ -486,6 +532,24 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     async def segment(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
         route, start = await gateway.route(camera), int(request.match_info["start"])
+        data = await gateway.media(route, lambda there: segment_path(there, start))
+        return web.Response(body=data, content_type="video/iso.segment")
+
+    @routes.get(r"/api/v1/cameras/{camera}/recorders/{recorder}/segments/{start:\d{1,18}}.m4s")
+    @own_auth
+    @documented(
+        "A paired camera's segment from the recorder its playlist listed it from, else from the other",
+        media_type="video/iso.segment",
+    )
+    async def side_segment(request: web.Request) -> web.Response:
+        camera, recorder = request.match_info["camera"], request.match_info["recorder"]
+        await gateway.route(camera)  # 404 for an unknown camera
+        pair = gateway.pair(camera)
+        if pair is None or recorder not in (pair.a.recorder, pair.b.recorder):
+            raise error(web.HTTPNotFound, f"{camera!r} is not a pair with a side on {recorder!r}")
+        first, second = (pair.a, pair.b) if recorder == pair.a.recorder else (pair.b, pair.a)
+        route = Route(f"pair {camera}", [Source(first.recorder, first.camera), Source(second.recorder, second.camera)])
+        start = int(request.match_info["start"])
         data = await gateway.media(route, lambda there: segment_path(there, start))
         return web.Response(body=data, content_type="video/iso.segment")
 

@@ -90,8 +90,12 @@ class FeedState:
     session_pending: bool = False  # connected, first fragment not delivered yet
     run_start_us: int | None = None  # first fragment of the current run
     previous_run_end_us: int | None = None  # last fragment end before the current run
+    # The run (Fragment.run) whose fragments are still coming; None once the session ended, before
+    # its last, possibly cut, GOP is stored: a viewer of a pair can tell a GOP that may go on at
+    # the other recorder (docs/design/identity.md).
+    open_run: str | None = None
 
-    _INTERNAL = ("session_pending", "run_start_us", "previous_run_end_us")
+    _INTERNAL = ("session_pending", "run_start_us", "previous_run_end_us", "open_run")
 
     def public(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in self._INTERNAL}
@@ -218,7 +222,7 @@ class CameraIngest(threading.Thread):
         finally:
             client.close()
 
-    def deliver(self, fragments: list[Fragment], session: _Session) -> None:
+    def deliver(self, fragments: list[Fragment], session: _Session, run_ended: bool = False) -> None:
         clock = session.clock
         self.feed.timing_rejected = clock.rejected_reports
         self.feed.clock_discontinuities = session.breaks_before + sum(clock.breaks.values())
@@ -241,6 +245,8 @@ class CameraIngest(threading.Thread):
             self.feed.last_fragment_end_us = fragment.end_us
         if fragments:
             session.last_fragment_at = time.monotonic()
+            if not run_ended:
+                self.feed.open_run = fragments[-1].run
 
 
 class _Session:
@@ -399,6 +405,7 @@ class _Session:
 
     def finish(self) -> None:
         """The run ended: the GOP in progress is kept too (called once the reader let go)."""
+        self.ingest.feed.open_run = None  # before the GOP it cut is stored
         rest = self.frag.flush()
         if rest and not self.checked:
             try:
@@ -406,4 +413,4 @@ class _Session:
             except CameraFault as exc:
                 log.error("camera %s: not storing the end of a run: %s", self.camera_id, exc)
                 rest = []
-        self.ingest.deliver(rest, self)
+        self.ingest.deliver(rest, self, run_ended=True)

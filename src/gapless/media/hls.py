@@ -36,6 +36,7 @@ class Segment:
     end_us: int
     frames: int
     init: str
+    source: str = ""  # the recorder its first fragment was listed by, where rows say (the gateway's)
 
 
 def continues_gop(segment_start_us: int, segment_init: str, row) -> bool:
@@ -53,15 +54,22 @@ def segments(rows: list) -> list[Segment]:
     for row in rows:
         last = out[-1] if out else None
         if last is not None and continues_gop(last.start_us, last.init, row):
-            out[-1] = Segment(last.start_us, max(last.end_us, row.end_us), last.frames + row.frames, last.init)
+            out[-1] = Segment(
+                last.start_us, max(last.end_us, row.end_us), last.frames + row.frames, last.init, last.source
+            )
         else:
-            out.append(Segment(row.start_us, row.end_us, row.frames, row.init))
+            out.append(Segment(row.start_us, row.end_us, row.frames, row.init, getattr(row, "source", "")))
     return out
 
 
 def segment_path(camera: str, start_us: int) -> str:
     """Where a segment is fetched, on a recorder and on the gateway alike."""
     return f"/api/v1/cameras/{camera}/segments/{start_us}.m4s"
+
+
+def side_segment_path(camera: str, recorder: str, start_us: int) -> str:
+    """A paired camera's segment on the gateway, from the recorder that listed it."""
+    return f"/api/v1/cameras/{camera}/recorders/{recorder}/segments/{start_us}.m4s"
 
 
 class MediaUris(TypedDict):

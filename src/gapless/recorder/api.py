@@ -196,8 +196,11 @@ def build_api(recorder) -> web.Application:
     @documented("Fragment metadata in a range (at most 24 h)", FragmentList, query=TimeRange)
     async def fragments(request: web.Request, query: TimeRange) -> web.Response:
         cam = camera_id(request)
+        feed = recorder.cameras.feed(cam)
+        open_run = feed and feed.open_run  # read before the rows: a run ended in between shows as ended
         rows = await asyncio.to_thread(recorder.store.fragments, cam, query.start, query.end)
-        return web.json_response(FragmentList(camera=cam, fragments=[r.public() for r in rows]).model_dump(mode="json"))
+        listing = FragmentList(camera=cam, fragments=[r.public() for r in rows], open_run=open_run)
+        return web.json_response(listing.model_dump(mode="json"))
 
     @routes.get("/api/v1/fragments/{fragment_id}")
     @documented("A fragment's moof+mdat, checksum in X-Gapless-SHA256", media_type="video/iso.segment")
