@@ -9,12 +9,14 @@ from __future__ import annotations
 import subprocess
 import time
 
+import av
 import httpx
 import yaml
 from cluster_harness import VIEWER_TOKEN, LiveReader, Management, assert_continuous, managed_recorder
-from conftest import GAPLESS, TOKEN, audit_clean, wait_for
+from conftest import GAPLESS, TOKEN, Recorder, audit_clean, wait_for
 
 from gapless.client import GatewayClient, ManagementClient
+from gapless.common.timeparse import parse_time_us
 
 PASSWORD = "pair-camera-secret-1"
 DEVICES = [
@@ -184,6 +186,106 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
     finally:
         if reader is not None:
             reader.stop()
+        for rec in (a, b):
+            rec.close()
+        management.close()
+
+
+def test_a_sub_stream_secondary_with_shorter_retention(tmp_path, make_sim):
+    """The primary records the 25 fps main stream; the secondary the 10 fps sub-stream, keeping 12 s.
+    The primary loses the feed: live goes to the secondary; the primary backfills the hole at the
+    sub-stream's rate; the gateway's timeline, playback and export carry on across the switch of
+    resolution and frame rate. The secondary, down longer than it keeps footage, backfills only what
+    its retention keeps; the timeline never shows what neither side holds."""
+    keep_s = 12
+    sim = make_sim(cameras=1, substream="320x180@10")
+    management = Management(tmp_path, sim)
+    document = yaml.safe_load(management.config_path.read_text())
+    document["clusters"] = []
+    sub = {"id": "entrance", "url": sim.url("cam0-sub"), "retention": {"max_age": f"{keep_s}s"}}
+    cameras = {"rec-a": [{"id": "lobby", "url": sim.url("cam0")}], "rec-b": [sub]}
+    for recorder in document["recorders"]:
+        recorder["cameras"] = cameras[recorder["id"]]
+    pair = {"recorder": "rec-a", "camera": "lobby"}, {"recorder": "rec-b", "camera": "entrance"}
+    document["pairs"] = [{"a": pair[0], "b": pair[1], "failback": "backfilled"}]
+    management.config_path.write_text(yaml.safe_dump(document))
+    a = managed_recorder(tmp_path, "rec-a", management)
+    b = managed_recorder(tmp_path, "rec-b", management, chunk={"max_duration": "2s"})  # retention deletes chunks
+    gateway = GatewayClient(management.url, VIEWER_TOKEN)
+
+    def held(rec: Recorder, camera: str, start: float, end: float) -> list[tuple[float, float]]:
+        span = {"start": f"{start:.3f}", "end": f"{end:.3f}"}
+        found = rec.api.get(f"/api/v1/cameras/{camera}/coverage", params=span).json()["intervals"]
+        return [(parse_time_us(s) / 1e6, parse_time_us(e) / 1e6) for s, e in found]
+
+    try:
+        management.start()
+        a.start()
+        b.start()
+        a.wait_fragments("lobby", 2)
+        b.wait_fragments("entrance", 2)
+        first = time.time()
+
+        blocked = time.time()
+        sim.control.post("/cameras/cam0/block", params={"client": "(rec-a)", "seconds": 6}).raise_for_status()
+        wait_for(lambda: gateway.cameras().cameras[0].holder == "rec-b", 20, "lobby routed to rec-b")
+        time.sleep(2)
+        during = gateway.timeline("lobby", f"{blocked - 3:.3f}", f"{time.time() - 0.5:.3f}")
+        assert [(i.recorder, i.camera) for i in during.intervals] == [("rec-a", "lobby"), ("rec-b", "entrance")]
+        wait_for(lambda: gateway.cameras().cameras[0].holder == "rec-a", 60, "lobby routed back to rec-a")
+        a.wait_fragments("lobby", 2)
+        end = time.time() - 1
+
+        span = {"start": f"{blocked - 4:.3f}", "end": f"{end:.3f}"}
+        timeline = gateway.timeline("lobby", span["start"], span["end"])
+        assert [(i.recorder, i.camera) for i in timeline.intervals] == [("rec-a", "lobby")], timeline  # whole again
+        playback = gateway.http.get("/api/v1/cameras/lobby/playback.m3u8", params=span)
+        assert playback.status_code == 200 and "#EXT-X-GAP" not in playback.text, playback.text
+        assert playback.text.count("#EXT-X-MAP") >= 3 and "#EXT-X-DISCONTINUITY" in playback.text, playback.text
+        uris = [line for line in playback.text.splitlines() if line and not line.startswith("#")]
+        for uri in uris:
+            assert httpx.get(f"{management.url}{uri}").status_code == 200, uri
+        path = tmp_path / "lobby.mp4"
+        size = gateway.export("lobby", span["start"], span["end"], path)
+        assert size == path.stat().st_size > 0
+        sizes, last, frames = set(), None, 0
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                assert last is None or frame.pts > last
+                last, frames = frame.pts, frames + 1
+                sizes.add((frame.width, frame.height))
+        assert sizes == {(640, 360), (320, 180)}, sizes  # main, the backfilled sub-stream, main
+        assert frames >= (end - blocked - 6) * 25 + 6 * 10 - 30, frames
+
+        earlier = {j["id"] for j in b.jobs()}
+        b.proc.kill()  # the secondary, down longer than it keeps footage
+        time.sleep(keep_s + 4)
+        b.start()
+        back = time.time()
+
+        def refilled() -> list[dict]:
+            jobs = [j for j in b.jobs() if j["id"] not in earlier]
+            return jobs if jobs and all(j["state"] == "done" for j in jobs) else []
+
+        jobs = wait_for(refilled, 60, "rec-b to backfill its downtime")
+        floor_us = (back - keep_s - 1) * 1e6
+        assert all(j["start_us"] >= floor_us for j in jobs), (back, jobs)  # never what it would delete
+        wait_for(lambda: held(b, "entrance", first - 60, time.time())[0][0] > end, 30, "rec-b's retention")
+        now = time.time() - 1
+        timeline = gateway.timeline("lobby", f"{first - 2:.3f}", f"{now:.3f}")
+        union = held(a, "lobby", first - 2, now) + held(b, "entrance", first - 2, now)
+        for interval in timeline.intervals:  # nothing shown that neither side holds
+            s, e = parse_time_us(interval.start) / 1e6, parse_time_us(interval.end) / 1e6
+            assert any(u0 <= s + 1e-3 and e - 1e-3 <= u1 for u0, u1 in union), (interval, union)
+        assert [(i.recorder, i.camera) for i in timeline.intervals] == [("rec-a", "lobby")], timeline
+        old = tmp_path / "old.mp4"  # only the primary keeps this now: the export comes from it
+        gateway.export("lobby", f"{first - 2:.3f}", f"{first - 0.2:.3f}", old, layout="progressive")
+        with av.open(str(old)) as container:
+            assert {(f.width, f.height) for f in container.decode(video=0)} == {(640, 360)}
+        refused = gateway.http.get("/api/v1/cameras/lobby/export.mp4", params={"start": "1", "end": "x"})
+        assert refused.status_code == 400 and "end" in refused.json()["error"], refused.text
+    finally:
+        gateway.close()
         for rec in (a, b):
             rec.close()
         management.close()

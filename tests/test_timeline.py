@@ -19,7 +19,14 @@ def test_subtract_cuts_exactly_the_covered_parts():
 def test_the_primary_wins_and_the_secondary_fills_its_holes():
     primary = [(0, 50), (80, 100)]
     secondary = [(0, 70), (75, 120)]
-    assert merged(primary, secondary) == [(0, 50, 0), (50, 70, 1), (75, 80, 1), (80, 100, 0), (100, 120, 1)]
+    assert merged(primary, secondary, 0) == [(0, 50, 0), (50, 70, 1), (75, 80, 1), (80, 100, 0), (100, 120, 1)]
+
+
+def test_slivers_of_the_secondary_at_the_primarys_edges_are_not_footage():
+    """Two recorders' camera times of one edge differ by a few µs: that is not a frame to show."""
+    primary = [(0, 1_000_000), (3_000_000, 5_000_000)]
+    secondary = [(0, 1_000_025), (1_500_000, 5_000_040)]
+    assert merged(primary, secondary) == [(0, 1_000_000, 0), (1_500_000, 3_000_000, 1), (3_000_000, 5_000_000, 0)]
 
 
 def test_random_timelines_cover_the_union_once():
@@ -31,7 +38,7 @@ def test_random_timelines_cover_the_union_once():
 
     for _ in range(500):
         primary, secondary = intervals(), intervals()
-        result = merged(primary, secondary)
+        result = merged(primary, secondary, 0)
         covered = {t for s, e, _side in result for t in range(s, e)}
         union = {t for s, e in primary + secondary for t in range(s, e)}
         assert covered == union

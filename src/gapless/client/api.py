@@ -3,6 +3,8 @@ with a timeout, connection retries, and an `ApiError` carrying the server's stat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -29,6 +31,14 @@ class ApiError(Exception):
         self.status = status
 
 
+def _refusal(reply: httpx.Response) -> ApiError:
+    try:
+        message = str(reply.json().get("error", reply.text))
+    except ValueError:
+        message = reply.text
+    return ApiError(reply.status_code, message.strip()[:500])
+
+
 class _Client:
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
@@ -45,11 +55,7 @@ class _Client:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
         if reply.status_code >= 300:
-            try:
-                message = str(reply.json().get("error", reply.text))
-            except ValueError:
-                message = reply.text
-            raise ApiError(reply.status_code, message.strip()[:500])
+            raise _refusal(reply)
         try:
             return model.model_validate_json(reply.content)
         except ValidationError as exc:
@@ -104,3 +110,37 @@ class GatewayClient(_Client):
     def timeline(self, camera: str, start: str, end: str) -> Timeline:
         """What is recorded between start and end (ISO 8601 with a zone, or epoch seconds)."""
         return self._call(Timeline, "GET", f"/api/v1/cameras/{camera}/timeline", params={"start": start, "end": end})
+
+    def export(
+        self,
+        camera: str,
+        start: str,
+        end: str,
+        to: Path,
+        layout: str = "fragmented",
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """The range as an MP4 file at `to` (written beside it, then renamed: never a half file
+        under its name); `progress` is told the bytes received so far. Returns the file's size."""
+        params = {"start": start, "end": end, "layout": layout}
+        partial = to.with_name(f".{to.name}.part")
+        received = 0
+        try:
+            with self.http.stream("GET", f"/api/v1/cameras/{camera}/export.mp4", params=params) as reply:
+                if reply.status_code != 200:
+                    reply.read()
+                    raise _refusal(reply)
+                with partial.open("wb") as out:
+                    for data in reply.iter_bytes():
+                        out.write(data)
+                        received += len(data)
+                        if progress is not None:
+                            progress(received)
+        except httpx.HTTPError as exc:
+            partial.unlink(missing_ok=True)
+            raise ApiError(0, f"export from {self.url} failed: {type(exc).__name__}: {exc}") from None
+        except ApiError:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(to)
+        return received

@@ -124,6 +124,11 @@ class CoverageRange(TimeRange):
     what: ClassVar[str] = "coverage"
 
 
+#: A progressive export's header naming what it left out (JSON: start, end, why); a fragmented
+#: export says it in a trailing `free` box instead.
+LEFT_OUT_HEADER = "X-Gapless-Left-Out"
+
+
 class ExportQuery(TimeRange):
     longest_us: ClassVar[int] = 6 * HOUR_US
     what: ClassVar[str] = "export"

@@ -40,7 +40,15 @@ from gapless.contracts.gateway import (
     Timeline,
     TimelineInterval,
 )
-from gapless.contracts.recorder import Coverage, CoverageRange, FragmentList, HaState, TimeRange
+from gapless.contracts.recorder import (
+    LEFT_OUT_HEADER,
+    Coverage,
+    CoverageRange,
+    ExportQuery,
+    FragmentList,
+    HaState,
+    TimeRange,
+)
 from gapless.gateway.routing import Feed, PairRouting, Route, Source
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.management.access import GatewayConfig
@@ -50,6 +58,9 @@ log = logging.getLogger("gapless.gateway")
 
 LIVE_WINDOW_S = 40
 HEDGE_S = 0.5  # ask the other member too when the holder has not answered by then
+#: An export is streamed as the recorder reads it: connecting is quick or fails, each read may wait
+#: while a progressive file is built.
+EXPORT_TIMEOUT = httpx.Timeout(300.0, connect=1.0)
 DOCUMENT_REFRESH_S = 10.0
 FENCE_HEADER = "X-Gapless-Fence"
 
@@ -275,7 +286,8 @@ class Gateway:
             raise _passed_on(refusals[0], failures)
         raise error(web.HTTPBadGateway, f"no recorder of {route.name} answered: {'; '.join(failures)}")
 
-    async def _get(self, member: str, fence: int | None, path: str, params: dict | None) -> tuple[str, httpx.Response]:
+    def _where(self, member: str, fence: int | None, path: str) -> tuple[str, dict[str, str]]:
+        """A member's URL for path, and the headers to ask it with (its token, the fence)."""
         assert self.view is not None  # asked only after a refresh
         entry = self.view.config.recorder(member)
         if entry is None:
@@ -283,10 +295,66 @@ class Gateway:
         headers = {"Authorization": f"Bearer {entry.token}"}
         if fence is not None:
             headers[FENCE_HEADER] = str(fence)
+        return f"{entry.url.rstrip('/')}{path}", headers
+
+    async def _get(self, member: str, fence: int | None, path: str, params: dict | None) -> tuple[str, httpx.Response]:
+        url, headers = self._where(member, fence, path)
         try:
-            return member, await self.http.get(f"{entry.url.rstrip('/')}{path}", params=params, headers=headers)
+            return member, await self.http.get(url, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise MemberFailed(f"{member}: {type(exc).__name__}") from None
+
+    async def relay(
+        self, request: web.Request, route: Route, path: Callable[[str], str], params: dict
+    ) -> web.StreamResponse:
+        """A long answer (an export) passed on as it is read, from the first source that accepts it;
+        the next is asked only before any byte was sent (an export is read once, not hedged)."""
+        failures: list[str] = []
+        refused: list[httpx.Response] = []
+        for source in route.sources:
+            response: web.StreamResponse | None = None
+            try:
+                url, headers = self._where(source.recorder, source.fence, path(source.camera))
+                async with self.http.stream(
+                    "GET", url, params=params, headers=headers, timeout=EXPORT_TIMEOUT
+                ) as reply:
+                    if reply.status_code != 200:
+                        await reply.aread()
+                        failures.append(f"{source.recorder}: HTTP {reply.status_code}")
+                        refused.append(reply)
+                        continue
+                    kept = ("Content-Type", "Content-Length", LEFT_OUT_HEADER)
+                    response = web.StreamResponse(headers={k: reply.headers[k] for k in kept if k in reply.headers})
+                    await response.prepare(request)
+                    async for data in reply.aiter_bytes():
+                        await response.write(data)
+                    await response.write_eof()
+                    return response
+            except MemberFailed as exc:
+                failures.append(str(exc))
+            except httpx.HTTPError as exc:
+                if response is not None:  # cut after the answer began: a short file, never a spliced one
+                    log.error("export of %s from %s cut: %s", route.name, source.recorder, type(exc).__name__)
+                    raise
+                failures.append(f"{source.recorder}: {type(exc).__name__}")
+        refusals = [reply for reply in refused if reply.status_code in PASSED_ON]
+        if refusals:
+            raise _passed_on(refusals[0], failures)
+        raise error(web.HTTPBadGateway, f"no recorder of {route.name} answered: {'; '.join(failures)}")
+
+    async def export_route(self, camera_id: str, span: CoverageRange) -> Route:
+        """Where an export comes from: a cluster's holder first; a pair's side that holds more of
+        the range (both, once backfill is done), the active side on a tie. One side's file, never
+        one spliced from both (docs/design/identity.md, non-goals)."""
+        route = await self.route(camera_id)
+        if self.pair(camera_id) is None:
+            return route
+        held = await asyncio.gather(
+            *(self.side_coverage(CameraRef(recorder=s.recorder, camera=s.camera), span) for s in route.sources)
+        )
+        amounts = [sum(b - a for a, b in intervals) for intervals in held]
+        ranked = sorted(range(len(route.sources)), key=lambda i: -amounts[i])  # stable: the active side on a tie
+        return Route(route.name, [route.sources[i] for i in ranked])
 
     @staticmethod
     def _first_good(
@@ -534,6 +602,20 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         route, start = await gateway.route(camera), int(request.match_info["start"])
         data = await gateway.media(route, lambda there: segment_path(there, start))
         return web.Response(body=data, content_type="video/iso.segment")
+
+    @routes.get("/api/v1/cameras/{camera}/export.mp4")
+    @own_auth
+    @documented(
+        "MP4 of a range (at most 6 h) from one recorder: a cluster's holder, a pair's side holding more of it",
+        media_type="video/mp4",
+        query=ExportQuery,
+    )
+    async def export(request: web.Request, query: ExportQuery) -> web.StreamResponse:
+        camera = request.match_info["camera"]
+        span = {"start": f"{query.start / 1e6:.6f}", "end": f"{query.end / 1e6:.6f}"}
+        route = await gateway.export_route(camera, CoverageRange.model_validate(span))
+        params = {**span, "layout": query.layout}
+        return await gateway.relay(request, route, lambda there: f"/api/v1/cameras/{there}/export.mp4", params)
 
     @routes.get(r"/api/v1/cameras/{camera}/recorders/{recorder}/segments/{start:\d{1,18}}.m4s")
     @own_auth

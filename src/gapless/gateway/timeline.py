@@ -28,11 +28,18 @@ def subtract(intervals: Sequence[Interval], taken: Sequence[Interval]) -> list[I
     return out
 
 
-def merged(primary: Sequence[Interval], secondary: Sequence[Interval]) -> list[tuple[int, int, int]]:
+#: A piece of the secondary shorter than this, where the primary has nothing, is the two recorders'
+#: rounding at an edge (a few µs of camera time), not a frame: it is not shown.
+MIN_FILL_US = 10_000
+
+
+def merged(
+    primary: Sequence[Interval], secondary: Sequence[Interval], min_fill_us: int = MIN_FILL_US
+) -> list[tuple[int, int, int]]:
     """(start, end, side) sorted by start: side 0 for the primary's intervals, 1 for the
-    secondary's where the primary has nothing."""
-    tagged = [(s, e, 0) for s, e in primary] + [(s, e, 1) for s, e in subtract(secondary, primary)]
-    return sorted(tagged)
+    secondary's where the primary has nothing (pieces of at least min_fill_us)."""
+    fills = [(s, e, 1) for s, e in subtract(secondary, primary) if e - s >= min_fill_us]
+    return sorted([(s, e, 0) for s, e in primary] + fills)
 
 
 def coverage_of(spans: Sequence[Interval]) -> list[Interval]:

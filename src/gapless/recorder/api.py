@@ -18,6 +18,7 @@ from gapless.common.http import application, authenticate, error, token_matches
 from gapless.common.openapi import documented, openapi_route
 from gapless.common.timeparse import iso
 from gapless.contracts.recorder import (
+    LEFT_OUT_HEADER,
     BackfillHealth,
     BackfillRequest,
     CameraList,
@@ -274,7 +275,7 @@ def build_api(recorder) -> web.Application:
                 await asyncio.to_thread(to_progressive, fragmented, progressive, container)
                 headers = {"Content-Type": content_type}
                 if left_out:
-                    headers["X-Gapless-Left-Out"] = json.dumps(left_out, separators=(",", ":"))
+                    headers[LEFT_OUT_HEADER] = json.dumps(left_out, separators=(",", ":"))
                 response = web.StreamResponse(headers=headers)
                 response.content_length = progressive.stat().st_size
                 await response.prepare(request)
