@@ -17,7 +17,7 @@ import click
 from gapless import __version__
 
 if TYPE_CHECKING:
-    from gapless.client import ManagementClient
+    from gapless.client import Federation, ManagementClient
     from gapless.config.cluster import CameraRef
 
 
@@ -231,17 +231,27 @@ def management_cmd(config_path: str, verbose: bool) -> None:
 
 
 @main.command("gateway")
-@click.option("--management", "management_url", required=True, help="management server URL")
+@click.option(
+    "--management",
+    "management_urls",
+    required=True,
+    multiple=True,
+    help="a management server URL; repeat for several (their cameras listed together, one id each)",
+)
 @click.option(
     "--token",
+    "tokens",
     envvar="GAPLESS_GATEWAY_TOKEN",
     required=True,
-    help="a management credential with the role gateway (or GAPLESS_GATEWAY_TOKEN)",
+    multiple=True,
+    help="a credential with the role gateway (or GAPLESS_GATEWAY_TOKEN); repeat, in --management's order, when "
+    "they differ",
 )
 @click.option("--listen", default="127.0.0.1:7080", show_default=True, help="host:port")
 @click.option("-v", "--verbose", is_flag=True)
-def gateway_cmd(management_url: str, token: str, listen: str, verbose: bool) -> None:
-    """Route clients to the cluster member that holds the token (stateless; run as many as you like)."""
+def gateway_cmd(management_urls: tuple[str, ...], tokens: tuple[str, ...], listen: str, verbose: bool) -> None:
+    """One stable URL per camera: routed to the cluster member that holds the token, or to the side
+    of a pair whose feed records (stateless; run as many as you like)."""
     from gapless.common.config import listen_address
     from gapless.gateway.gateway import run_gateway
 
@@ -251,8 +261,11 @@ def gateway_cmd(management_url: str, token: str, listen: str, verbose: bool) -> 
     except ValueError as exc:
         click.echo(f"error: --listen: {exc}", err=True)
         sys.exit(2)
+    if len(tokens) not in (1, len(management_urls)):
+        raise click.UsageError(f"give one --token, or one per --management ({len(management_urls)})")
+    servers = [(url, tokens[0] if len(tokens) == 1 else tokens[i]) for i, url in enumerate(management_urls)]
     host, _, port = listen.rpartition(":")
-    asyncio.run(run_gateway(management_url, token, host.strip("[]"), int(port)))
+    asyncio.run(run_gateway(servers, host.strip("[]"), int(port)))
 
 
 @main.group("cluster")
@@ -340,21 +353,30 @@ def pairs_cmd() -> None:
     """Pairs of cameras between recorders (asymmetrical pairs)."""
 
 
+_SERVERS_HELP = "a management server (repeat for pairs across servers: each lists the other's recorders)"
+_TOKENS_HELP = "an admin credential (or GAPLESS_API_TOKEN); repeat, in --management's order, when they differ"
+
+
 @pairs_cmd.command("propose")
 @click.option("--a", "side_a", required=True, help="recorder A: its file, or with --management its id")
 @click.option("--b", "side_b", required=True, help="recorder B: its file, or with --management its id")
-@click.option("--management", "management_url", help="a management server holding both recorders' cameras")
-@click.option("--token", envvar="GAPLESS_API_TOKEN", help="with --management: an admin credential")
+@click.option("--management", "management_urls", multiple=True, help=_SERVERS_HELP)
+@click.option("--token", "tokens", envvar="GAPLESS_API_TOKEN", multiple=True, help=_TOKENS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def propose_cmd(side_a: str, side_b: str, management_url: str | None, token: str | None, as_json: bool) -> None:
+def propose_cmd(
+    side_a: str, side_b: str, management_urls: tuple[str, ...], tokens: tuple[str, ...], as_json: bool
+) -> None:
     """Which camera of recorder A is which of recorder B: each proposal with its confidence,
     reasons and conflicts; only an exact hardware identity with no conflict is `auto`."""
     from gapless.common.config import ConfigError
     from gapless.identity.cli import print_mapping, run_propose
 
-    if management_url is not None:
-        with _management(management_url, token) as client:
-            mapping = _or_exit(lambda: client.proposals(side_a, side_b))
+    if management_urls:
+        federation = _federation(management_urls, tokens)
+        if len(federation.servers) == 1:
+            mapping = _or_exit(lambda: federation.servers[0].proposals(side_a, side_b))
+        else:
+            mapping = _or_exit(lambda: federation.proposals(side_a, side_b))
         if as_json:
             click.echo(mapping.model_dump_json(indent=2))
         else:
@@ -384,6 +406,17 @@ def _management(url: str, token: str | None, timeout: float = 30.0) -> Managemen
     return ManagementClient(url, token, timeout)
 
 
+def _federation(urls: tuple[str, ...], tokens: tuple[str, ...]) -> Federation:
+    """A client per --management, with its --token (one token: the same for all)."""
+    from gapless.client import Federation
+
+    if not urls:
+        raise click.UsageError("needs --management URL")
+    if len(tokens) not in (1, len(urls)):
+        raise click.UsageError(f"give one --token, or one per --management ({len(urls)})")
+    return Federation([_management(url, tokens[0] if len(tokens) == 1 else tokens[i]) for i, url in enumerate(urls)])
+
+
 Answer = TypeVar("Answer")
 
 
@@ -399,44 +432,61 @@ def _or_exit(call: Callable[[], Answer]) -> Answer:
 
 
 @pairs_cmd.command("accept")
-@click.option("--management", "management_url", required=True)
-@click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
+@click.option("--management", "management_urls", multiple=True, required=True, help=_SERVERS_HELP)
+@click.option("--token", "tokens", envvar="GAPLESS_API_TOKEN", multiple=True, help=_TOKENS_HELP)
 @click.option("--a", "side_a", required=True, help="RECORDER:CAMERA (the primary), or with --exact a recorder id")
 @click.option("--b", "side_b", required=True, help="RECORDER:CAMERA (the secondary), or with --exact a recorder id")
 @click.option("--exact", is_flag=True, help="accept every exact-identity proposal with no conflict between A and B")
-def accept_cmd(management_url: str, token: str | None, side_a: str, side_b: str, exact: bool) -> None:
-    """Accept a pair: both cameras become each other's backfill partners (a new configuration version)."""
-    with _management(management_url, token) as client:
+def accept_cmd(
+    management_urls: tuple[str, ...], tokens: tuple[str, ...], side_a: str, side_b: str, exact: bool
+) -> None:
+    """Accept a pair: both cameras become each other's backfill partners (a new configuration
+    version on every server naming both recorders)."""
+    from gapless.config.cluster import CameraPair
+
+    federation = _federation(management_urls, tokens)
+    if len(federation.servers) == 1:
+        client = federation.servers[0]
         if exact:
             answer = _or_exit(lambda: client.accept_exact(side_a, side_b))
         else:
             answer = _or_exit(lambda: client.accept(_camera_ref(side_a), _camera_ref(side_b)))
-    for pair in answer.accepted:
+        accepted, versions = answer.accepted, [answer.version]
+    elif exact:
+        accepted, versions = _or_exit(lambda: federation.accept_exact(side_a, side_b)), []
+    else:
+        pair = CameraPair(a=_camera_ref(side_a), b=_camera_ref(side_b))
+        accepted, versions = [pair], [a.version for a in _or_exit(lambda: federation.accept(pair))]
+    for pair in accepted:
         click.echo(f"accepted {pair.a} = {pair.b}")
-    click.echo(f"configuration version {answer.version}")
+    for version in versions:
+        click.echo(f"configuration version {version}")
 
 
 @pairs_cmd.command("reject")
-@click.option("--management", "management_url", required=True)
-@click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
+@click.option("--management", "management_urls", multiple=True, required=True, help=_SERVERS_HELP)
+@click.option("--token", "tokens", envvar="GAPLESS_API_TOKEN", multiple=True, help=_TOKENS_HELP)
 @click.option("--a", "side_a", required=True, help="RECORDER:CAMERA")
 @click.option("--b", "side_b", required=True, help="RECORDER:CAMERA")
-def reject_cmd(management_url: str, token: str | None, side_a: str, side_b: str) -> None:
+def reject_cmd(management_urls: tuple[str, ...], tokens: tuple[str, ...], side_a: str, side_b: str) -> None:
     """Reject a proposal (never proposed again); an accepted pair is dissolved."""
-    with _management(management_url, token) as client:
-        answer = _or_exit(lambda: client.reject(_camera_ref(side_a), _camera_ref(side_b)))
-    click.echo(f"rejected {side_a} = {side_b}; configuration version {answer.version}")
+    from gapless.config.cluster import CameraPair
+
+    pair = CameraPair(a=_camera_ref(side_a), b=_camera_ref(side_b))
+    answers = _or_exit(lambda: _federation(management_urls, tokens).reject(pair))
+    versions = ", ".join(str(answer.version) for answer in answers)
+    click.echo(f"rejected {side_a} = {side_b}; configuration version {versions}")
 
 
 @pairs_cmd.command("list")
-@click.option("--management", "management_url", required=True)
-@click.option("--token", envvar="GAPLESS_API_TOKEN", help="an admin credential")
-def list_pairs_cmd(management_url: str, token: str | None) -> None:
-    """Accepted and rejected pairs."""
-    with _management(management_url, token) as client:
-        answer = _or_exit(client.pairs)
-    for label, pairs in (("pair", answer.pairs), ("rejected", answer.rejected_pairs)):
-        for pair in pairs:
+@click.option("--management", "management_urls", multiple=True, required=True, help=_SERVERS_HELP)
+@click.option("--token", "tokens", envvar="GAPLESS_API_TOKEN", multiple=True, help=_TOKENS_HELP)
+def list_pairs_cmd(management_urls: tuple[str, ...], tokens: tuple[str, ...]) -> None:
+    """Accepted and rejected pairs (of every server given, each once)."""
+    federation = _federation(management_urls, tokens)
+    pairs, rejected = _or_exit(federation.pairs)
+    for label, listed in (("pair", pairs), ("rejected", rejected)):
+        for pair in listed:
             click.echo(f"{label} {pair.a} = {pair.b} ({pair.kind})")
 
 

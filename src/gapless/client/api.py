@@ -11,11 +11,12 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from gapless.config.cluster import CameraPair, CameraRef
+from gapless.config.recorder import CameraConfig
 from gapless.contracts.gateway import RoutedCameraList, Timeline
 from gapless.contracts.management import StoredConfig
 from gapless.identity.mapping import Mapping
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest
-from gapless.management.pairs import Accepted, PairList
+from gapless.management.pairs import Accepted, PairList, as_pair, proposals_between
 
 Answer = TypeVar("Answer", bound=BaseModel)
 #: Connection attempts retried this many times (a server restarting); a request that reached the
@@ -88,13 +89,87 @@ class ManagementClient(_Client):
         return self._call(PairList, "GET", "/api/v1/pairs")
 
     def accept(self, a: CameraRef, b: CameraRef) -> Accepted:
-        return self._call(Accepted, "POST", "/api/v1/pairs", json=CameraPair(a=a, b=b).model_dump())
+        return self.accept_pair(CameraPair(a=a, b=b))
+
+    def accept_pair(self, pair: CameraPair) -> Accepted:
+        """A pair with its kind and reasons (as a proposal made it)."""
+        return self._call(Accepted, "POST", "/api/v1/pairs", json=pair.model_dump())
 
     def accept_exact(self, a: str, b: str) -> Accepted:
         return self._call(Accepted, "POST", "/api/v1/pairs/accept-exact", params={"a": a, "b": b})
 
     def reject(self, a: CameraRef, b: CameraRef) -> Accepted:
         return self._call(Accepted, "POST", "/api/v1/pairs/reject", json=CameraPair(a=a, b=b).model_dump())
+
+
+class Federation:
+    """Several management servers, for pairs whose recorders are managed by different ones (each
+    server lists the other's recorder with `managed_by`): proposals are made here from both servers'
+    cameras, pairs and rejections; a pair accepted or rejected is stored on every server that names
+    both of its recorders, so each recorder gets the other as its camera's partner."""
+
+    def __init__(self, servers: list[ManagementClient]) -> None:
+        self.servers = servers
+
+    def _documents(self) -> list[dict]:
+        return [server.config().config for server in self.servers]
+
+    @staticmethod
+    def _cameras(documents: list[dict], recorder: str) -> list[CameraConfig]:
+        for document in documents:
+            for entry in document.get("recorders", []):
+                if entry.get("id") == recorder and entry.get("cameras") is not None and not entry.get("managed_by"):
+                    return [CameraConfig.model_validate(camera) for camera in entry["cameras"]]
+        raise ApiError(404, f"no management server manages an independent recorder {recorder!r} with cameras")
+
+    @staticmethod
+    def _pairs(documents: list[dict], key: str) -> list[CameraPair]:
+        found: dict[frozenset, CameraPair] = {}
+        for document in documents:
+            for data in document.get(key, []):
+                pair = CameraPair.model_validate(data)
+                found.setdefault(frozenset(pair.cameras()), pair)
+        return list(found.values())
+
+    def proposals(self, a: str, b: str) -> Mapping:
+        documents = self._documents()
+        return proposals_between(
+            a,
+            self._cameras(documents, a),
+            b,
+            self._cameras(documents, b),
+            self._pairs(documents, "pairs"),
+            self._pairs(documents, "rejected_pairs"),
+        )
+
+    def pairs(self) -> tuple[list[CameraPair], list[CameraPair]]:
+        """Accepted and rejected pairs of every server, each once."""
+        documents = self._documents()
+        return self._pairs(documents, "pairs"), self._pairs(documents, "rejected_pairs")
+
+    def _naming_both(self, pair: CameraPair) -> list[ManagementClient]:
+        documents = self._documents()
+        chosen = [
+            server
+            for server, document in zip(self.servers, documents, strict=True)
+            if {pair.a.recorder, pair.b.recorder} <= {entry.get("id") for entry in document.get("recorders", [])}
+        ]
+        if not chosen:
+            raise ApiError(404, f"no management server names both {pair.a.recorder} and {pair.b.recorder}")
+        return chosen
+
+    def accept(self, pair: CameraPair) -> list[Accepted]:
+        return [server.accept_pair(pair) for server in self._naming_both(pair)]
+
+    def accept_exact(self, a: str, b: str) -> list[CameraPair]:
+        """Every exact-identity proposal with no conflict, accepted on the servers naming both."""
+        chosen = [as_pair(a, b, p) for p in self.proposals(a, b).proposals if p.auto_acceptable]
+        for pair in chosen:
+            self.accept(pair)
+        return chosen
+
+    def reject(self, pair: CameraPair) -> list[Accepted]:
+        return [server.reject(pair.a, pair.b) for server in self._naming_both(pair)]
 
 
 class GatewayClient(_Client):

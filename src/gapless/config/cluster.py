@@ -85,6 +85,10 @@ class RecorderEntry(Strict):
     cameras: list[CameraConfig] | None = None
     """An independent recorder's cameras (replacing its file's; a recorder in a cluster records the cluster's). Its
     accepted `pairs` give each camera its backfill partner."""
+    managed_by: str | None = Field(default=None, pattern=r"^https?://")
+    """The URL of the management server that manages this recorder, when another one does: it is listed here only so
+    that pairs can name it across servers (its URL and token); it gets no configuration from here, records no
+    cameras of this file, and no credential here may act as it."""
 
     @field_validator("cameras")
     @classmethod
@@ -229,15 +233,28 @@ class ClusterDocument(Strict):
         for recorder in self.recorders:
             if recorder.cameras is not None and recorder.id in seen_members:
                 raise ValueError(f"recorders.{recorder.id}.cameras: it records its cluster's cameras")
+            if recorder.managed_by is not None and (recorder.cameras is not None or recorder.id in seen_members):
+                raise ValueError(
+                    f"recorders.{recorder.id}: managed by {recorder.managed_by}: no cameras or cluster here"
+                )
+        for credential in self.credentials:
+            entry = self.recorder(credential.recorder) if credential.recorder else None
+            if entry is not None and entry.managed_by is not None:
+                raise ValueError(f"credentials.{credential.id}: recorder {entry.id!r} is managed by {entry.managed_by}")
         self._check_pairs()
         return self
 
     def _check_pairs(self) -> None:
+        """Each side a camera of an independent recorder here, or of a recorder another management
+        server manages (whose cameras that server knows); at least one side here."""
         cameras = {(r.id, c.id) for r in self.recorders for c in r.cameras or []}
+        elsewhere = {r.id for r in self.recorders if r.managed_by is not None}
         paired: set[tuple[str, str]] = set()
         for pair in self.pairs:
+            if pair.a.recorder in elsewhere and pair.b.recorder in elsewhere:
+                raise ValueError(f"pairs: {pair.a} = {pair.b}: neither recorder is managed here")
             for side in pair.cameras():
-                if side not in cameras:
+                if side not in cameras and side[0] not in elsewhere:
                     raise ValueError(f"pairs: {side[0]}:{side[1]} is not a camera of an independent recorder")
                 if side in paired:
                     raise ValueError(f"pairs: {side[0]}:{side[1]} is in two pairs")

@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 from aiohttp import web
 from pydantic import ValidationError
 
-from gapless.cluster.backends import connect
-from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
-from gapless.cluster.keys import ROOT, feed_key, holder_key, member_key
-from gapless.common.http import BearerAuth, application, authenticate, error, serving
+from gapless.common.http import application, authenticate, error, serving
 from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
 from gapless.common.signing import signed
 from gapless.common.timeparse import iso, parse_time_us
-from gapless.config.cluster import CameraPair, CameraRef, ClusterConfig, ClusterDocument
+from gapless.config.cluster import CameraPair, CameraRef, ClusterConfig
 from gapless.contracts.gateway import (
     ClusterView,
     MemberView,
@@ -50,6 +48,7 @@ from gapless.contracts.recorder import (
     TimeRange,
 )
 from gapless.gateway.routing import Feed, PairRouting, Route, Source
+from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, side_segment_path, signed_uris
@@ -57,6 +56,8 @@ from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, 
 log = logging.getLogger("gapless.gateway")
 
 LIVE_WINDOW_S = 40
+#: The request key holding the sites whose credentials accepted the request (Gateway.authorize).
+ACCEPTED_BY = web.RequestKey("accepted_by", list)
 HEDGE_S = 0.5  # ask the other member too when the holder has not answered by then
 #: An export is streamed as the recorder reads it: connecting is quick or fails, each read may wait
 #: while a progressive file is built.
@@ -117,141 +118,60 @@ def without_cut_gop(listing: Listing) -> list[Row]:
     return rows[:cut]
 
 
-class ClusterState:
-    """Holders and members of every cluster, kept current from the coordinator by one thread."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, KeyValue] = {}
-        self.lock = threading.Lock()
-        self.reachable = False
-
-    def holder(self, cluster: str) -> tuple[str, int] | None:
-        with self.lock:
-            kv = self.keys.get(holder_key(cluster))
-        member = kv.value.get("member") if kv else None
-        return (member, kv.create_revision) if kv and isinstance(member, str) else None
-
-    def member(self, cluster: str, member: str) -> dict | None:
-        with self.lock:
-            kv = self.keys.get(member_key(cluster, member))
-        return kv.value if kv else None
-
-    def feed(self, recorder: str, camera: str) -> Feed | None:
-        """A recorder's published feed health of one camera (cluster/feeds.py), None if none."""
-        with self.lock:
-            kv = self.keys.get(feed_key(recorder, camera))
-        state = kv.value.get("state") if kv else None
-        if kv is None or not isinstance(state, str):
-            return None
-        backlog = kv.value.get("backfill_open", 0)
-        return Feed(state, backlog if isinstance(backlog, int) else 0)
-
-    def follow(self, coordinator_factory, stop: threading.Event) -> None:
-        coordinator = None
-        while not stop.is_set():
-            try:
-                if coordinator is None:
-                    coordinator = coordinator_factory()
-                kvs, revision = coordinator.get_prefix(ROOT)
-                with self.lock:
-                    self.keys = {kv.key: kv for kv in kvs}
-                    self.reachable = True
-                while not stop.is_set():
-                    for event in coordinator.watch(ROOT, revision, timeout=2.0):
-                        with self.lock:
-                            if event.kind == "put":
-                                self.keys[event.key] = event.kv
-                            else:
-                                self.keys.pop(event.key, None)
-                        revision = max(revision, event.revision)
-            except Compacted:
-                continue
-            except CoordinatorError as exc:
-                if self.reachable:
-                    log.warning("coordinator unreachable, routing on the last known state: %s", exc)
-                self.reachable = False
-                stop.wait(0.5)
-        if coordinator is not None:
-            coordinator.close()
-
-
 class Gateway:
-    def __init__(
-        self,
-        source: Callable[[], Awaitable[GatewayConfig]],
-        management_url: str,
-        credential: str,
-        refresh_s: float = DOCUMENT_REFRESH_S,
-    ) -> None:
-        self.source, self.refresh_s = source, refresh_s
-        self.management_url, self.credential = management_url, credential
-        self.view: GatewayConfig | None = None
-        self.document_at = 0.0
+    """Routes every camera of its sites (management servers, sites.py) to the recorder to ask."""
+
+    def __init__(self, sites: list[Site]) -> None:
+        self.sites = sites
+        self.directory = Directory({}, {})
+        self.views: list[GatewayConfig | None] = []
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=1.0))
-        self.state = ClusterState()
-        self.pairs = PairRouting(self.state.feed)
+        self.pairs = PairRouting(self.feed)
         self.stop_event = threading.Event()
-        self.follower: threading.Thread | None = None
 
     async def start(self) -> None:
         await self.refresh(force=True)
 
-    @property
-    def document(self) -> ClusterDocument | None:
-        return None if self.view is None else self.view.config
-
-    async def refresh(self, force: bool = False) -> ClusterDocument:
-        if force or self.view is None or time.monotonic() - self.document_at >= self.refresh_s:
-            try:
-                self.view, self.document_at = await self.source(), time.monotonic()
-            except Exception as exc:  # keep routing on the last known configuration
-                if self.view is None:
-                    raise error(web.HTTPServiceUnavailable, f"no configuration yet: {exc}") from None
-                log.warning("configuration refresh failed, using the last one: %s", exc)
-                self.document_at = time.monotonic()
-            assert self.view is not None
-            if self.follower is None:
-                coordinator = self.view.config.coordinator
-                self.follower = threading.Thread(
-                    target=self.state.follow,
-                    args=(
-                        lambda: connect(
-                            coordinator.backend,
-                            coordinator.endpoints,
-                            self.management_url,
-                            self.credential,
-                            2.0,
-                        ),
-                        self.stop_event,
-                    ),
-                    name="gateway-follow",
-                    daemon=True,
-                )
-                self.follower.start()
-        assert self.view is not None
-        return self.view.config
+    async def refresh(self, force: bool = False) -> Directory:
+        """Every site's view re-read when due; a 503 only while no site has ever answered."""
+        await asyncio.gather(*(site.refresh(self.stop_event, force) for site in self.sites))
+        views = [site.view for site in self.sites]
+        if all(view is None for view in views):
+            reasons = "; ".join(f"{site.management_url}: {site.error}" for site in self.sites)
+            raise error(web.HTTPServiceUnavailable, f"no configuration yet: {reasons}")
+        if any(a is not b for a, b in itertools.zip_longest(views, self.views)):
+            self.directory, self.views = Directory.of(self.sites), views
+        return self.directory
 
     async def close(self) -> None:
         self.stop_event.set()
-        if self.follower is not None:
-            await asyncio.to_thread(self.follower.join, 5)
+        await asyncio.gather(*(site.close() for site in self.sites))
         await self.http.aclose()
+
+    def feed(self, recorder: str, camera: str) -> Feed | None:
+        """A recorder's feed health of a camera, from whichever site's coordinator it publishes to."""
+        return next((f for site in self.sites if (f := site.state.feed(recorder, camera)) is not None), None)
+
+    def place(self, camera_id: str) -> Place:
+        place = self.directory.cameras.get(camera_id)
+        if place is None:
+            raise error(web.HTTPNotFound, f"no camera {camera_id!r} in any cluster or pair")
+        return place
 
     # ---- routing ---------------------------------------------------------------------------
     async def route(self, camera_id: str) -> Route:
         """Where a camera's requests go: its cluster's holder first, or its pair's active side."""
-        document = await self.refresh()
-        cluster = document.cluster_of_camera(camera_id)
-        if cluster is not None:
-            return self.cluster_route(cluster, camera_id)
-        pair = next((p for p in document.pairs if p.a.camera == camera_id), None)
-        if pair is None:
-            raise error(web.HTTPNotFound, f"no camera {camera_id!r} in any cluster or pair")
-        return self.pairs.route(pair)
+        await self.refresh()
+        place = self.place(camera_id)
+        if place.cluster is not None:
+            return self.cluster_route(place.site, place.cluster, camera_id)
+        assert place.pair is not None
+        return self.pairs.route(place.pair)
 
-    def cluster_route(self, cluster: ClusterConfig, camera_id: str = "") -> Route:
+    @staticmethod
+    def cluster_route(site: Site, cluster: ClusterConfig, camera_id: str = "") -> Route:
         """Members to ask, holder first (with its fencing revision), then the others."""
-        holder = self.state.holder(cluster.id)
+        holder = site.state.holder(cluster.id)
         order: list[Source] = []
         if holder is not None and holder[0] in cluster.members:
             order.append(Source(holder[0], camera_id, holder[1]))
@@ -288,8 +208,7 @@ class Gateway:
 
     def _where(self, member: str, fence: int | None, path: str) -> tuple[str, dict[str, str]]:
         """A member's URL for path, and the headers to ask it with (its token, the fence)."""
-        assert self.view is not None  # asked only after a refresh
-        entry = self.view.config.recorder(member)
+        entry = self.directory.recorders.get(member)
         if entry is None:
             raise MemberFailed(f"{member}: not in the configuration")
         headers = {"Authorization": f"Bearer {entry.token}"}
@@ -398,12 +317,12 @@ class Gateway:
         if pair is None:
             return listing.rows
         other = pair.b if listing.source == pair.a.recorder else pair.a
-        other_feed = self.state.feed(other.recorder, other.camera)
+        other_feed = self.feed(other.recorder, other.camera)
         return without_cut_gop(listing) if other_feed is not None and other_feed.state == "recording" else listing.rows
 
     def pair(self, camera_id: str) -> CameraPair | None:
-        document = self.document
-        return None if document is None else next((p for p in document.pairs if p.a.camera == camera_id), None)
+        place = self.directory.cameras.get(camera_id)
+        return None if place is None else place.pair
 
     async def side_rows(self, side: CameraRef, start_s: float, end_s: float) -> list[Row]:
         """One recorder's fragments of a pair's camera ([] when it has none or cannot answer)."""
@@ -441,25 +360,42 @@ class Gateway:
             return []
         return [(parse_time_us(a), parse_time_us(b)) for a, b in coverage.intervals]
 
-    async def authorize(self, request: web.Request) -> None:
-        """A viewer's (or admin's) token as a bearer header or `?token=`, or a signed URL."""
+    async def authorize(self, request: web.Request, camera_id: str | None = None) -> list[Site]:
+        """A viewer's (or admin's) token as a bearer header or `?token=`, or a signed URL: checked
+        by the site of the camera asked for (each management server's credentials and signing key
+        cover its own cameras), or by every site for a request about no one camera. Returns the
+        sites that accepted it."""
         await self.refresh()
-        view = self.view
-        assert view is not None
-        authenticate(
-            request,
-            view.viewer,
-            media=True,
-            signing_key=view.signing_key,
-            signed_url_ttl=view.signed_url_ttl,
-            what="viewer credential",
-        )
+        place = self.directory.cameras.get(camera_id) if camera_id is not None else None
+        sites = [place.site] if place is not None else [site for site in self.sites if site.view is not None]
+        accepted, refusal = [], None
+        for site in sites:
+            view = site.view
+            assert view is not None
+            try:
+                authenticate(
+                    request,
+                    view.viewer,
+                    media=True,
+                    signing_key=view.signing_key,
+                    signed_url_ttl=view.signed_url_ttl,
+                    what="viewer credential",
+                )
+                accepted.append(site)
+            except web.HTTPUnauthorized as exc:
+                refusal = exc
+        if not accepted:
+            assert refusal is not None
+            raise refusal
+        return accepted
 
     def signed_uris(self, camera: str) -> MediaUris:
-        """A pair's segments name the recorder whose listing they came from (the two may hold a
-        GOP cut differently); a cluster's are fetched from whichever member has them."""
-        assert self.view is not None
-        key, ttl = self.view.signing_key, self.view.signed_url_ttl
+        """Signed with the key of the camera's site. A pair's segments name the recorder whose
+        listing they came from (the two may hold a GOP cut differently); a cluster's are fetched
+        from whichever member has them."""
+        view = self.place(camera).site.view
+        assert view is not None
+        key, ttl = view.signing_key, view.signed_url_ttl
         uris = signed_uris(key, camera, ttl)
         if self.pair(camera) is not None:
             uris["segment_uri"] = lambda segment: signed(
@@ -483,7 +419,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
 
         @functools.wraps(handler)
         async def authorized(request: web.Request) -> web.StreamResponse:
-            await gateway.authorize(request)
+            request[ACCEPTED_BY] = await gateway.authorize(request, request.match_info.get("camera"))
             return await handler(request)
 
         authorized.gapless_own_auth = True  # type: ignore[attr-defined]
@@ -492,32 +428,45 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     @routes.get("/api/v1/cameras")
     @own_auth
     @documented("Every camera (of clusters and pairs) with the recorder it is routed to", RoutedCameraList)
-    async def cameras(_request: web.Request) -> web.Response:
-        document = await gateway.refresh()
+    async def cameras(request: web.Request) -> web.Response:
+        directory = await gateway.refresh()
         listed = []
-        for pair in document.pairs:
-            active = gateway.pairs.active(pair).recorder
-            live = f"/api/v1/cameras/{pair.a.camera}/live.m3u8"
-            listed.append(RoutedCamera(id=pair.a.camera, cluster=None, holder=active, live=live))
-        for cluster in document.clusters:
-            holder = gateway.state.holder(cluster.id)
-            for camera in cluster.cameras:
-                live = f"/api/v1/cameras/{camera.id}/live.m3u8"
-                listed.append(RoutedCamera(id=camera.id, cluster=cluster.id, holder=holder and holder[0], live=live))
+        for camera_id, place in directory.cameras.items():
+            if place.site not in request[ACCEPTED_BY]:
+                continue  # another management server's camera, and this credential is not one of its
+            live = f"/api/v1/cameras/{camera_id}/live.m3u8"
+            if place.pair is not None:
+                listed.append(
+                    RoutedCamera(
+                        id=camera_id, cluster=None, holder=gateway.pairs.active(place.pair).recorder, live=live
+                    )
+                )
+            else:
+                assert place.cluster is not None
+                holder = place.site.state.holder(place.cluster.id)
+                listed.append(
+                    RoutedCamera(id=camera_id, cluster=place.cluster.id, holder=holder and holder[0], live=live)
+                )
         return web.json_response(text=RoutedCameraList(cameras=listed).model_dump_json())
 
     @routes.get("/api/v1/clusters/{cluster}")
     @own_auth
     @documented("A cluster: members, holder, fencing revision, lease", ClusterView)
     async def cluster_state(request: web.Request) -> web.Response:
-        document = await gateway.refresh()
-        cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
-        if cluster is None:
+        await gateway.refresh()
+        found = [
+            (site, cluster)
+            for site in request[ACCEPTED_BY]
+            for cluster in site.view.config.clusters
+            if cluster.id == request.match_info["cluster"]
+        ]
+        if not found:
             raise error(web.HTTPNotFound, f"no cluster {request.match_info['cluster']!r}")
-        holder = gateway.state.holder(cluster.id)
+        site, cluster = found[0]
+        holder = site.state.holder(cluster.id)
         members = []
         for member in cluster.members:
-            published = gateway.state.member(cluster.id, member)
+            published = site.state.member(cluster.id, member)
             members.append(
                 MemberView(
                     id=member,
@@ -530,7 +479,8 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         lease_remaining = None
         if holder is not None:
             try:
-                _member, reply = await gateway.ask(gateway.cluster_route(cluster), lambda _camera: "/api/v1/cluster")
+                route = gateway.cluster_route(site, cluster)
+                _member, reply = await gateway.ask(route, lambda _camera: "/api/v1/cluster")
                 lease_remaining = HaState.model_validate_json(reply.content).lease_remaining
             except (web.HTTPException, ValidationError):
                 lease_remaining = None
@@ -542,7 +492,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
             lease_remaining=lease_remaining,
             lease_ttl=cluster.lease_ttl,
             failback=cluster.failback,
-            coordinator_reachable=gateway.state.reachable,
+            coordinator_reachable=site.state.reachable,
         )
         return web.json_response(text=view.model_dump_json())
 
@@ -647,18 +597,25 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     return routes
 
 
-async def run_gateway(management_url: str, credential: str, listen_host: str, listen_port: int) -> None:
-    """A standalone gateway: what it routes with from the management server (its credential has
-    the role gateway), holders from the coordinator."""
-    client = httpx.AsyncClient(timeout=5.0, auth=BearerAuth(credential))
+def _site(client: httpx.AsyncClient, management_url: str, credential: str) -> Site:
+    """A management server read over HTTP with a gateway credential (a standalone gateway)."""
 
     async def fetch_view() -> GatewayConfig:
-        reply = await client.get(f"{management_url.rstrip('/')}/api/v1/gateway/config")
+        reply = await client.get(
+            f"{management_url.rstrip('/')}/api/v1/gateway/config", headers={"Authorization": f"Bearer {credential}"}
+        )
         if reply.status_code != 200:
             raise RuntimeError(f"management server: HTTP {reply.status_code}: {reply.text[:200]}")
         return GatewayConfig.model_validate(reply.json())
 
-    gateway = Gateway(fetch_view, management_url, credential)
+    return Site(fetch_view, management_url, credential)
+
+
+async def run_gateway(servers: list[tuple[str, str]], listen_host: str, listen_port: int) -> None:
+    """A standalone gateway for one or several management servers ((URL, credential with the role
+    gateway) each): what it routes with from each, holders and feeds from each one's coordinator."""
+    client = httpx.AsyncClient(timeout=5.0)
+    gateway = Gateway([_site(client, url, credential) for url, credential in servers])
     app = application()
     app.add_routes(gateway_routes(gateway))
 
@@ -668,13 +625,14 @@ async def run_gateway(management_url: str, credential: str, listen_host: str, li
         return web.json_response(openapi(request.app, "Gapless gateway", "One stable URL per camera."))
 
     app.router.add_get(OPENAPI_PATH, document)
+    names = ", ".join(url for url, _credential in servers)
     try:
         async with serving(app, listen_host, listen_port) as stop:
             try:
                 await gateway.start()
-            except web.HTTPException as exc:  # management not up yet: the first request retries
+            except web.HTTPException as exc:  # no management server up yet: the first request retries
                 log.warning("%s", exc.text)
-            log.info("gateway on http://%s:%d for %s", listen_host, listen_port, management_url)
+            log.info("gateway on http://%s:%d for %s", listen_host, listen_port, names)
             await stop.wait()
     finally:
         await gateway.close()
@@ -688,6 +646,6 @@ def embedded_gateway(management, app: web.Application) -> Gateway:
         return management.gateway_config()
 
     # In process the configuration is at hand: every request sees the current credentials.
-    gateway = Gateway(view, management.url, management.admin_token, refresh_s=0)
+    gateway = Gateway([Site(view, management.url, management.admin_token, refresh_s=0)])
     app.add_routes(gateway_routes(gateway))
     return gateway

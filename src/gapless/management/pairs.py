@@ -14,6 +14,7 @@ from gapless.common.config import ID_PATTERN, describe_errors
 from gapless.common.http import error
 from gapless.common.openapi import Query, Reply, documented
 from gapless.config.cluster import CameraPair, CameraRef, ClusterDocument
+from gapless.config.recorder import CameraConfig
 from gapless.identity.mapping import Mapping, Proposal, propose
 
 log = logging.getLogger("gapless.management")
@@ -44,19 +45,35 @@ class Accepted(Reply):
     accepted: list[CameraPair]
 
 
+def proposals_between(
+    a: str,
+    cameras_a: list[CameraConfig],
+    b: str,
+    cameras_b: list[CameraConfig],
+    pairs: list[CameraPair],
+    rejected_pairs: list[CameraPair],
+) -> Mapping:
+    """Proposals between two recorders' cameras, leaving out cameras already paired and pairs a
+    person rejected (the recorders may be under one management server or two)."""
+    paired = {side for pair in pairs for side in pair.cameras()}
+    sides = [
+        [c for c in cameras if (recorder, c.id) not in paired] for recorder, cameras in ((a, cameras_a), (b, cameras_b))
+    ]
+    rejected = {pair.cameras() for pair in rejected_pairs}
+    mapping = propose(sides[0], sides[1])
+    kept = [p for p in mapping.proposals if ((a, p.a), (b, p.b)) not in rejected]
+    return Mapping(proposals=kept, warnings=mapping.warnings)
+
+
 def proposals(document: ClusterDocument, a: str, b: str) -> Mapping:
-    """Proposals between two independent recorders, leaving out cameras already paired and pairs
-    a person rejected."""
-    sides = []
+    """Proposals between two independent recorders of this document."""
+    cameras = []
     for recorder_id in (a, b):
         entry = document.recorder(recorder_id)
         if entry is None or entry.cameras is None:
             raise error(web.HTTPNotFound, f"no independent recorder {recorder_id!r} with cameras in the configuration")
-        sides.append([c for c in entry.cameras if document.pair_of(recorder_id, c.id) is None])
-    rejected = {pair.cameras() for pair in document.rejected_pairs}
-    mapping = propose(sides[0], sides[1])
-    kept = [p for p in mapping.proposals if ((a, p.a), (b, p.b)) not in rejected]
-    return Mapping(proposals=kept, warnings=mapping.warnings)
+        cameras.append(entry.cameras)
+    return proposals_between(a, cameras[0], b, cameras[1], document.pairs, document.rejected_pairs)
 
 
 def as_pair(a: str, b: str, proposal: Proposal) -> CameraPair:
