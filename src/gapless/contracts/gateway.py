@@ -8,9 +8,10 @@ from gapless.common.openapi import Reply
 class RoutedCamera(Reply):
     id: str
     cluster: str | None
-    """Its cluster (None: a camera of an asymmetrical pair)."""
+    """Its cluster (None: a camera of an asymmetrical pair, or of one independent recorder)."""
     holder: str | None
-    """The recorder it is routed to: the token holder (None while nobody holds it), or the pair's active side."""
+    """The recorder it is routed to: the token holder (None while nobody holds it), the pair's active side, or the
+    independent recorder."""
     live: str
     """The camera's live playlist on this gateway."""
 

@@ -165,6 +165,8 @@ class Gateway:
         place = self.place(camera_id)
         if place.cluster is not None:
             return self.cluster_route(place.site, place.cluster, camera_id)
+        if place.alone is not None:
+            return Route(f"recorder {place.alone.recorder}", [Source(place.alone.recorder, place.alone.camera)])
         assert place.pair is not None
         return self.pairs.route(place.pair)
 
@@ -436,11 +438,10 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
                 continue  # another management server's camera, and this credential is not one of its
             live = f"/api/v1/cameras/{camera_id}/live.m3u8"
             if place.pair is not None:
-                listed.append(
-                    RoutedCamera(
-                        id=camera_id, cluster=None, holder=gateway.pairs.active(place.pair).recorder, live=live
-                    )
-                )
+                active = gateway.pairs.active(place.pair).recorder
+                listed.append(RoutedCamera(id=camera_id, cluster=None, holder=active, live=live))
+            elif place.alone is not None:
+                listed.append(RoutedCamera(id=camera_id, cluster=None, holder=place.alone.recorder, live=live))
             else:
                 assert place.cluster is not None
                 holder = place.site.state.holder(place.cluster.id)

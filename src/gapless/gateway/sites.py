@@ -7,7 +7,8 @@ keys (holders, members, feeds), followed by a thread and kept while the coordina
 reached. So a management server that is down leaves its cameras listed and playable from what the
 gateway last knew: the recorders still record and still answer.
 
-The directory names every camera once: a cluster camera by its id, a pair by its primary's id. A
+The directory names every camera once: a cluster camera by its id, a pair by its primary's id, an
+independent recorder's camera in no pair by its id there. A
 pair accepted on two servers (its recorders are managed by different ones) is one camera, the
 first server's. A camera id that two servers use for different cameras is served from the first
 server given, and the clash is logged for the operator to rename one.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Compacted, CoordinatorError, KeyValue
 from gapless.cluster.keys import ROOT, feed_key, holder_key, member_key
-from gapless.config.cluster import CameraPair, ClusterConfig, RecorderEntry
+from gapless.config.cluster import CameraPair, CameraRef, ClusterConfig, RecorderEntry
 from gapless.gateway.routing import Feed
 from gapless.management.access import GatewayConfig
 
@@ -142,11 +143,13 @@ class Site:
 
 @dataclass(frozen=True)
 class Place:
-    """Where a camera the gateway names is defined: its site, and its cluster or its pair."""
+    """Where a camera the gateway names is defined: its site, and its cluster, its pair, or the one
+    independent recorder that records it (`alone`)."""
 
     site: Site
     cluster: ClusterConfig | None = None
     pair: CameraPair | None = None
+    alone: CameraRef | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,13 @@ class Directory:
                     recorders[entry.id] = entry
             places = [(pair.a.camera, Place(site, pair=pair)) for pair in document.pairs]
             places += [(camera.id, Place(site, cluster=c)) for c in document.clusters for camera in c.cameras]
+            places += [
+                (camera.id, Place(site, alone=CameraRef(recorder=entry.id, camera=camera.id)))
+                for entry in document.recorders
+                if entry.managed_by is None
+                for camera in entry.cameras or []
+                if document.pair_of(entry.id, camera.id) is None
+            ]
             for camera_id, place in places:
                 if place.pair is not None:
                     sides = frozenset(place.pair.cameras())
