@@ -42,6 +42,7 @@ bench: $(BIN)/gapless system-deps
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/reroute.py
+	$(BIN)/python bench/timeline.py
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/http_stack.py
 

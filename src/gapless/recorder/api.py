@@ -44,8 +44,8 @@ from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
 from gapless.media.hls import LIVE_SEGMENTS, MAX_GOP_US, MediaUris, continues_gop, playlist, signed_uris
 from gapless.media.progressive import progressive_format, to_progressive
-from gapless.storage.coverage import merged
 from gapless.storage.store import StorageError
+from gapless.storage.summary import covered
 
 #: Paths a player opens itself: they also accept ?token= or a signed URL (?exp=&sig=).
 _MEDIA_PATH = re.compile(
@@ -188,8 +188,7 @@ def build_api(recorder) -> web.Application:
     @documented("Recorded spans of a camera in a range (at most 31 days)", Coverage, query=CoverageRange)
     async def coverage(request: web.Request, query: CoverageRange) -> web.Response:
         cam = camera_id(request)
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, query.start, query.end)
-        intervals = merged(rows)
+        intervals = await asyncio.to_thread(covered, recorder.store, cam, query.start, query.end)
         clipped = [(iso(max(a, query.start)), iso(min(b, query.end))) for a, b in intervals]
         return web.json_response(Coverage(camera=cam, intervals=clipped).model_dump(mode="json"))
 

@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS fragments (
   keyframe_first INTEGER NOT NULL DEFAULT 1, corrupt INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS fragments_by_time ON fragments(camera, start_us);
 CREATE INDEX IF NOT EXISTS fragments_by_chunk ON fragments(chunk);
+CREATE TABLE IF NOT EXISTS coverage_hours (
+  camera TEXT NOT NULL, hour INTEGER NOT NULL, intervals TEXT NOT NULL, PRIMARY KEY (camera, hour));
+CREATE TRIGGER IF NOT EXISTS coverage_hours_insert AFTER INSERT ON fragments BEGIN
+  DELETE FROM coverage_hours WHERE camera=NEW.camera AND hour=NEW.start_us / 3600000000; END;
+CREATE TRIGGER IF NOT EXISTS coverage_hours_delete AFTER DELETE ON fragments BEGIN
+  DELETE FROM coverage_hours WHERE camera=OLD.camera AND hour=OLD.start_us / 3600000000; END;
+CREATE TRIGGER IF NOT EXISTS coverage_hours_update AFTER UPDATE ON fragments BEGIN
+  DELETE FROM coverage_hours WHERE camera=OLD.camera AND hour=OLD.start_us / 3600000000;
+  DELETE FROM coverage_hours WHERE camera=NEW.camera AND hour=NEW.start_us / 3600000000; END;
 CREATE TABLE IF NOT EXISTS damaged (
   chunk INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL, reason TEXT NOT NULL,
   camera TEXT, start_us INTEGER, end_us INTEGER, found_us INTEGER NOT NULL, PRIMARY KEY (chunk, offset));
