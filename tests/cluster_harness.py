@@ -89,10 +89,10 @@ class Management:
             self.proc.stop()
 
 
-def managed_recorder(tmp: Path, name: str, management: Management, **section) -> Recorder:
+def managed_recorder(tmp: Path, name: str, management: Management, credential: str = "", **section) -> Recorder:
     port = management.recorder_ports[name]
     token_file = tmp / f"{name}.credential"
-    token_file.write_text(RECORDER_TOKENS[name] + "\n")
+    token_file.write_text((credential or RECORDER_TOKENS[name]) + "\n")
     token_file.chmod(0o600)
     link = {"management": {"url": management.url, "token_file": str(token_file)}}
     rec = Recorder(tmp, name, [], link, listen=f"127.0.0.1:{port}", **section)

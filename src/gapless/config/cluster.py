@@ -123,6 +123,10 @@ class CameraPair(Strict):
     """What the pair was accepted on: a proposal's evidence, or a person's word."""
     reasons: list[str] = []
     """The proposal's reasons, kept for the record."""
+    standby: str | None = Field(default=None, pattern=ID_PATTERN)
+    """A third, standby recorder (an independent recorder managed here): it pulls the camera (the primary's stream,
+    under the primary's camera id) only while neither `a` nor `b` records it, releases it when one does again, and
+    what it recorded is backfilled to both. One standby may serve a group of pairs."""
 
     def cameras(self) -> tuple[tuple[str, str], tuple[str, str]]:
         return (self.a.recorder, self.a.camera), (self.b.recorder, self.b.camera)
@@ -261,6 +265,18 @@ class ClusterDocument(Strict):
                 paired.add(side)
             if pair.a.recorder == pair.b.recorder:
                 raise ValueError(f"pairs: {pair.a} and {pair.b} are on one recorder")
+        standbys = [pair for pair in self.pairs if pair.standby is not None]
+        for pair in standbys:
+            entry = self.recorder(pair.standby or "")
+            members = {m for c in self.clusters for m in c.members}
+            if entry is None or entry.managed_by is not None or entry.id in members:
+                raise ValueError(f"pairs: {pair.a}: standby {pair.standby!r} is not an independent recorder here")
+            if pair.standby in (pair.a.recorder, pair.b.recorder):
+                raise ValueError(f"pairs: {pair.a}: the standby must be a third recorder")
+            if (pair.a.recorder, pair.a.camera) not in cameras:
+                raise ValueError(f"pairs: {pair.a}: a standby needs the primary's camera here (its stream)")
+            if any(c.id == pair.a.camera for c in entry.cameras or []):
+                raise ValueError(f"pairs: {pair.a}: standby {entry.id} already records a camera {pair.a.camera!r}")
         gateway_ids = [camera.id for cluster in self.clusters for camera in cluster.cameras]
         for pair in self.pairs:  # a pair is one camera on the gateway, named by its primary
             if pair.a.camera in gateway_ids:
@@ -275,6 +291,10 @@ class ClusterDocument(Strict):
             if (pair.b.recorder, pair.b.camera) == (recorder_id, camera_id):
                 return pair, pair.a
         return None
+
+    def standing_by(self, recorder_id: str) -> list[CameraPair]:
+        """The pairs this recorder is the standby of."""
+        return [pair for pair in self.pairs if pair.standby == recorder_id]
 
     def recorder(self, recorder_id: str) -> RecorderEntry | None:
         return next((r for r in self.recorders if r.id == recorder_id), None)
@@ -295,6 +315,14 @@ def validate_document(raw: object, source: str) -> ClusterDocument:
         raise ConfigError(describe_errors(exc, source)) from None
 
 
+class StandbyCamera(Strict):
+    """A camera a standby recorder pulls only while both sides of its pair have lost it."""
+
+    camera: CameraConfig
+    watches: list[CameraRef]
+    """The pair's sides, whose published feeds decide."""
+
+
 class ManagedConfig(Strict):
     """What one recorder fetches (`GET /api/v1/recorders/{id}/config`) and caches: its cluster
     (cameras, settings), its peers (with the media token it reads their fragments with), and the
@@ -306,8 +334,10 @@ class ManagedConfig(Strict):
     cluster: ClusterConfig | None = None
     peers: list[RecorderEntry] = []
     cameras: list[CameraConfig] | None = None
-    """An independent recorder's cameras, each with its pair's other side as its partner (None: its
-    file's cameras)."""
+    """An independent recorder's cameras, each with its pair's other side (and the pair's standby) as
+    its partners (None: its file's cameras)."""
+    standby: list[StandbyCamera] = []
+    """The cameras this recorder stands by for (a pair's `standby`): recorded only while neither side does."""
 
     @classmethod
     def of(cls, version: int, document: ClusterDocument, recorder_id: str) -> ManagedConfig:
@@ -318,6 +348,10 @@ class ManagedConfig(Strict):
         cameras = None
         if cluster is None and entry is not None and entry.cameras is not None:
             cameras = [_with_pair_partner(document, recorder_id, camera) for camera in entry.cameras]
+        standby = [
+            StandbyCamera(camera=_standby_camera(document, pair), watches=[pair.a, pair.b])
+            for pair in document.standing_by(recorder_id)
+        ]
         return cls(
             version=version,
             recorder=recorder_id,
@@ -325,17 +359,33 @@ class ManagedConfig(Strict):
             cluster=cluster,
             peers=peers,
             cameras=cameras,
+            standby=standby,
         )
 
 
 def _with_pair_partner(document: ClusterDocument, recorder_id: str, camera: CameraConfig) -> CameraConfig:
-    """The camera with the other side of its accepted pair as its only partner (its own list when
-    it is in no pair)."""
+    """The camera with the other side of its accepted pair as its partner, and the pair's standby
+    (what the standby recorded is backfilled to both); its own list when it is in no pair."""
     found = document.pair_of(recorder_id, camera.id)
     if found is None:
         return camera
-    _pair, other = found
-    entry = document.recorder(other.recorder)
-    assert entry is not None  # the document validates its pairs
-    partner = Partner(id=entry.id, url=entry.url, token=entry.token, camera=other.camera)
-    return camera.model_copy(update={"partners": [partner]})
+    pair, other = found
+    sides = [(other.recorder, other.camera)]
+    if pair.standby is not None:
+        sides.append((pair.standby, pair.a.camera))
+    partners = []
+    for recorder, camera_there in sides:
+        entry = document.recorder(recorder)
+        assert entry is not None  # the document validates its pairs
+        partners.append(Partner(id=entry.id, url=entry.url, token=entry.token, camera=camera_there))
+    return camera.model_copy(update={"partners": partners})
+
+
+def _standby_camera(document: ClusterDocument, pair: CameraPair) -> CameraConfig:
+    """The primary's camera as its standby records it: same id, stream and credentials; no partners
+    (the standby records only while both sides lack the feed and backfills nothing into itself; the
+    sides backfill from it) and no identity (the standby does not ask the device)."""
+    entry = document.recorder(pair.a.recorder)
+    assert entry is not None and entry.cameras is not None  # validated: the primary's camera is here
+    camera = next(c for c in entry.cameras if c.id == pair.a.camera)
+    return camera.model_copy(update={"partners": [], "identity": None, "onvif": None, "enabled": False})

@@ -576,12 +576,11 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     )
     async def side_segment(request: web.Request) -> web.Response:
         camera, recorder = request.match_info["camera"], request.match_info["recorder"]
-        await gateway.route(camera)  # 404 for an unknown camera
-        pair = gateway.pair(camera)
-        if pair is None or recorder not in (pair.a.recorder, pair.b.recorder):
+        route = await gateway.route(camera)  # 404 for an unknown camera
+        if gateway.pair(camera) is None or all(source.recorder != recorder for source in route.sources):
             raise error(web.HTTPNotFound, f"{camera!r} is not a pair with a side on {recorder!r}")
-        first, second = (pair.a, pair.b) if recorder == pair.a.recorder else (pair.b, pair.a)
-        route = Route(f"pair {camera}", [Source(first.recorder, first.camera), Source(second.recorder, second.camera)])
+        named = [source for source in route.sources if source.recorder == recorder]
+        route = Route(route.name, [*named, *(source for source in route.sources if source.recorder != recorder)])
         start = int(request.match_info["start"])
         data = await gateway.media(route, lambda there: segment_path(there, start))
         return web.Response(body=data, content_type="video/iso.segment")

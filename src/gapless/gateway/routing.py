@@ -58,18 +58,27 @@ class PairRouting:
         self.primary_back_since: dict[tuple[str, str], float] = {}
 
     def route(self, pair: CameraPair) -> Route:
+        """The active side first, then the other; the pair's standby first while neither side
+        records and it does (it records only then: cluster/standby.py)."""
         primary, secondary = pair.a, pair.b
         key = (primary.recorder, primary.camera)
         with self.lock:
             use_secondary = self._decide(key, primary, secondary, pair.failback == "backfilled")
         first, second = (secondary, primary) if use_secondary else (primary, secondary)
-        return Route(
-            f"pair {primary.camera}", [Source(first.recorder, first.camera), Source(second.recorder, second.camera)]
-        )
+        sources = [Source(first.recorder, first.camera), Source(second.recorder, second.camera)]
+        if pair.standby is not None:
+            standby = Source(pair.standby, primary.camera)
+            sides_down = not (self._records(primary) or self._records(secondary))
+            sources = [standby, *sources] if sides_down and self._records(standby) else [*sources, standby]
+        return Route(f"pair {primary.camera}", sources)
+
+    def _records(self, side: CameraRef | Source) -> bool:
+        feed = self.feed_of(side.recorder, side.camera)
+        return feed is not None and feed.state == "recording"
 
     def active(self, pair: CameraPair) -> CameraRef:
         first = self.route(pair).sources[0]
-        return pair.a if first.recorder == pair.a.recorder else pair.b
+        return CameraRef(recorder=first.recorder, camera=first.camera)
 
     def _decide(self, key: tuple[str, str], primary: CameraRef, secondary: CameraRef, wait_backfill: bool) -> bool:
         primary_feed = self.feed_of(primary.recorder, primary.camera)

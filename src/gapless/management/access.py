@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from gapless.cluster.embedded_server import Access, EmbeddedStore
 from gapless.cluster.keys import (
+    FEEDS_PREFIX,
     PREFIX,
     ROOT,
     holder_key,
@@ -108,6 +109,8 @@ class CoordinatorPolicy:
             return True
         if access.key.startswith(recorder_feeds_prefix(principal.recorder)):
             return access.op != "watch"  # its own feed keys (cluster/feeds.py)
+        if access.op == "get" and access.key.startswith(FEEDS_PREFIX):
+            return bool(self.document().standing_by(principal.recorder))  # a standby reads its pairs' feeds
         cluster = self.document().cluster_of(principal.recorder)
         if cluster is None:
             return False

@@ -91,8 +91,10 @@ def build_api(recorder) -> web.Application:
         return await handler(request)
 
     def camera_id(request: web.Request) -> str:
+        """A camera configured here, recording or not (a disabled camera's archive, or a standby's
+        camera between takes, stays readable: the standby's pair backfills from it)."""
         cam = request.match_info["camera"]
-        if cam not in recorder.cameras:
+        if cam not in recorder.cameras and all(c.id != cam for c in recorder.config.cameras):
             raise error(web.HTTPNotFound, f"no camera {cam!r} on this recorder")
         return cam
 

@@ -18,7 +18,7 @@ import httpx
 from pydantic import ValidationError
 
 from gapless.common.config import ConfigError, describe_errors
-from gapless.config.cluster import ClusterConfig, CoordinatorConfig, ManagedConfig, RecorderEntry
+from gapless.config.cluster import ClusterConfig, CoordinatorConfig, ManagedConfig, RecorderEntry, StandbyCamera
 from gapless.config.recorder import ManagementLink, RecorderConfig
 
 log = logging.getLogger("gapless.managed")
@@ -50,6 +50,7 @@ async def follow(recorder, config: RecorderConfig, settings: ManagedSettings, st
             log.warning("configuration poll: %s", exc)
             continue
         await asyncio.to_thread(save_cache, config, managed)
+        recorder.standby = new_settings.standby
         changes = await asyncio.to_thread(recorder.reconfigure, new_config)
         log.info("configuration version %d applied: %s", managed.version, ", ".join(changes) or "no camera changes")
         if _cluster_settings(new_settings) != _cluster_settings(settings):
@@ -74,6 +75,7 @@ class ManagedSettings:
     cluster: ClusterConfig | None
     coordinator: CoordinatorConfig
     peers: list[RecorderEntry]
+    standby: list[StandbyCamera]
 
 
 def fetch(config: RecorderConfig, timeout: float = 5.0) -> ManagedConfig:
@@ -145,9 +147,11 @@ def merge(config: RecorderConfig, managed: ManagedConfig) -> tuple[RecorderConfi
             data["recorder"]["retention"] = cluster.retention.model_dump()
     elif managed.cameras is not None:  # an independent recorder: its cameras, paired ones with their partner
         data["cameras"] = [c.model_dump() for c in managed.cameras]
+    if managed.standby:  # the cameras it stands by for: off until the standby watcher takes them
+        data["cameras"] = [*data.get("cameras", []), *(s.camera.model_dump() for s in managed.standby)]
     try:
         merged = RecorderConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, f"configuration version {managed.version}")) from None
     merged.management = config.management
-    return merged, ManagedSettings(managed.version, cluster, managed.coordinator, managed.peers)
+    return merged, ManagedSettings(managed.version, cluster, managed.coordinator, managed.peers, managed.standby)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -17,9 +18,12 @@ from gapless.backfill.scanner import GapScanner
 from gapless.backfill.worker import BackfillWorker, Source
 from gapless.cluster.agent import HaAgent, MemberStatus, Peer
 from gapless.cluster.backends import connect
+from gapless.cluster.coordinator import Coordinator
 from gapless.cluster.feeds import FeedPublisher
+from gapless.cluster.standby import StandbyWatcher
 from gapless.cluster.vip import VirtualIP
 from gapless.common.http import serving
+from gapless.config.cluster import StandbyCamera
 from gapless.config.recorder import CameraConfig, RecorderConfig
 from gapless.ingest.camera import CameraIngest
 from gapless.ingest.reader import StreamReader
@@ -74,6 +78,10 @@ class Recorder:
         self.metrics_registry.register(RecorderMetrics(self))
         self.agent: HaAgent | None = None  # set when the recorder is a cluster member
         self.feed_publisher: FeedPublisher | None = None  # set when it is an independent managed recorder
+        self.standby: list[StandbyCamera] = []  # the cameras it stands by for (a pair's standby)
+        self.standby_taken: set[str] = set()  # of those, the ones it records now (cluster/standby.py)
+        self.standby_watcher: StandbyWatcher | None = None
+        self.reconfiguring = threading.Lock()  # the configuration poll and the standby watcher both apply
 
     def _add_camera(self, camera: CameraConfig) -> CameraIngest:
         camera_id = camera.id
@@ -95,7 +103,18 @@ class Recorder:
     def reconfigure(self, config: RecorderConfig) -> list[str]:
         """Apply a new configuration at run time: cameras added, removed or moved to another URL
         start or stop; retention applies at its next pass. Returns what changed, for the log."""
-        wanted = {c.id: c for c in config.cameras if c.enabled}
+        with self.reconfiguring:
+            return self._reconfigure(config)
+
+    def take_standby(self, cameras: set[str]) -> None:
+        """The standby watcher's choice: record these standby cameras (and no other)."""
+        with self.reconfiguring:
+            self.standby_taken = set(cameras)
+            changes = self._reconfigure(self.config)
+        log.info("standby cameras now %s: %s", sorted(cameras) or "none", ", ".join(changes) or "no change")
+
+    def _reconfigure(self, config: RecorderConfig) -> list[str]:
+        wanted = {c.id: c for c in config.cameras if c.enabled or c.id in self.standby_taken}
         current = {cam: ingest.source for cam, ingest in self.cameras.items()}
         changes = []
         for cam in [c for c in current if c not in wanted or wanted[c].source != current[c]]:
@@ -188,6 +207,8 @@ class Recorder:
     def stop(self) -> None:
         if self.agent is not None:
             self.agent.stop()  # hands the token over before recording stops
+        if self.standby_watcher is not None:
+            self.standby_watcher.stop()
         if self.feed_publisher is not None:
             self.feed_publisher.stop()  # viewers are routed to the pair's other side at once
         ingests = [ingest for _cam, ingest in self.cameras.items()]
@@ -224,13 +245,21 @@ def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSe
 
 
 def _start_feed_publisher(recorder: Recorder, config: RecorderConfig, settings: ManagedSettings) -> None:
+    """An independent recorder publishes its feeds; a standby also reads the others' (its pairs')."""
     link = config.management
     assert link is not None  # managed
-    coordinator = connect(
-        settings.coordinator.backend, settings.coordinator.endpoints, link.url, link.current_token, timeout=1.0
-    )
-    recorder.feed_publisher = FeedPublisher(config.recorder.id, coordinator, recorder.feed_states)
+
+    def coordinator() -> Coordinator:
+        return connect(
+            settings.coordinator.backend, settings.coordinator.endpoints, link.url, link.current_token, timeout=1.0
+        )
+
+    recorder.feed_publisher = FeedPublisher(config.recorder.id, coordinator(), recorder.feed_states)
     recorder.feed_publisher.start()
+    recorder.standby = settings.standby
+    if settings.standby:
+        recorder.standby_watcher = StandbyWatcher(coordinator(), lambda: recorder.standby, recorder.take_standby)
+        recorder.standby_watcher.start()
 
 
 async def _scrub(recorder: Recorder, stop: asyncio.Event) -> None:
