@@ -6,6 +6,9 @@ import re
 import socket
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
 
@@ -23,3 +26,16 @@ def write_section(name: str, lines: list[str]) -> None:
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     BENCHMARKS_MD.write_text(text.rstrip("\n") + "\n")
+
+
+def show(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """Print the table on the terminal; return it as Markdown lines (first column text, the rest numbers)."""
+    table = Table(*header, title=title)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    return [
+        "| " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]

@@ -28,9 +28,7 @@ import httpx
 import yaml
 from failover import Run as ClusterRun  # bench/failover.py
 from failover import live_has_frames_after, percentile, spawn, stop_all, wait
-from report import free_port, write_section
-from rich.console import Console
-from rich.table import Table
+from report import free_port, show, write_section
 
 TOKEN = "bench-token-0123456789abcdef"
 BLOCK_S = 30
@@ -179,10 +177,7 @@ def main() -> None:
         ],
         ["cluster (TTL 1 s): holder SIGKILLed → fresh live segment", str(len(cluster_lives)), *summary(cluster_lives)],
     ]
-    table = Table(*header, title=f"Per-camera re-route, {args.cameras} paired cameras")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    markdown = show(f"Per-camera re-route, {args.cameras} paired cameras", header, rows)
     write_section(
         "reroute",
         [
@@ -192,9 +187,7 @@ def main() -> None:
             " server; each round blocks one camera's feed on the primary only. Beside it, in the same run, the"
             " symmetrical cluster's failover (lease TTL 1 s, embedded coordinator). Goal: re-route p99 ≤ 2 s.",
             "",
-            "| " + " | ".join(header) + " |",
-            "| --- | ---: | ---: | ---: | ---: |",
-            *("| " + " | ".join(row) + " |" for row in rows),
+            *markdown,
             "",
             f"Cameras not blocked yet that were routed away from the primary along with a blocked one: {moved_along}.",
         ],

@@ -26,9 +26,7 @@ from pathlib import Path
 import httpx
 import yaml
 from failover import percentile, spawn, stop_all, wait  # bench/failover.py
-from report import free_port, write_section
-from rich.console import Console
-from rich.table import Table
+from report import free_port, show, write_section
 
 from gapless.storage.coverage import merged
 from gapless.storage.store import Fragment, FragmentStore, InitSegment
@@ -171,11 +169,9 @@ def main() -> None:
         ["baseline: every row read and merged (the old coverage path, in process)", ms(baseline[0]),
          ms(statistics.median(baseline)), ms(max(baseline))],
     ]  # fmt: skip
-    title = f"Timeline over {args.days} days ({rows_a} + {rows_b} fragments, {intervals} intervals)"
-    table = Table(*header, title=title)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    markdown = show(
+        f"Timeline over {args.days} days ({rows_a} + {rows_b} fragments, {intervals} intervals)", header, rows
+    )
     write_section(
         "timeline",
         [
@@ -185,9 +181,7 @@ def main() -> None:
             f" secondary (7 days), each with a ten-minute outage a day; the merged timeline has {intervals}"
             f" intervals. {args.queries} warm queries of each kind after the first. Goal: timeline ≤ 50 ms.",
             "",
-            "| " + " | ".join(header) + " |",
-            "| --- | ---: | ---: | ---: |",
-            *("| " + " | ".join(row) + " |" for row in rows),
+            *markdown,
             "",
             "The first query after a start computes each ended hour's summary once (and keeps it in the index;"
             " a write into that hour drops it); later ones read 720 summaries and the live hour's rows. The"

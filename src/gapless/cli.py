@@ -634,15 +634,21 @@ def backfill_cmd(target, source, camera, source_camera, start, end, token, sourc
 
 @main.command("demo")
 @click.option("--data", default="./data/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--cameras", default=4, show_default=True, type=click.IntRange(1, 64))
-def demo(data: str, cameras: int) -> None:
-    """Simulated cameras, a management server with its gateway, and a two-recorder cluster on loopback."""
+@click.option("--cameras", default=4, show_default=True, type=click.IntRange(1, 64), help="cameras of the cluster")
+@click.option(
+    "--port-base",
+    type=click.IntRange(1024, 65000),
+    help="seven ports from this one (default: management 7000, recorders 7101-7104, RTSP 8554, control 8555)",
+)
+def demo(data: str, cameras: int, port_base: int | None) -> None:
+    """Simulated cameras, a management server with its gateway, a two-recorder cluster and an
+    asymmetrical pair on loopback."""
     from pathlib import Path
 
     from gapless.demo import run_demo
 
     _setup_logging(False)
-    run_demo(Path(data), cameras)
+    run_demo(Path(data), cameras, port_base)
 
 
 if __name__ == "__main__":
