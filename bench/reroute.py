@@ -12,7 +12,7 @@ Each round takes another camera, so the others keep recording on the primary mea
 in the same run, the symmetrical cluster's failover (bench/failover.py's kill → live, lease TTL 1 s,
 embedded coordinator) on the same machine: the baseline a per-camera re-route should match.
 
-Usage: python bench/reroute.py [--cameras 20] [--rounds 20] [--cluster-kills 5]
+Usage: python bench/reroute.py [--cameras 100] [--rounds 20] [--cluster-kills 5]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def summary(values: list[float]) -> tuple[str, str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cameras", type=int, default=20, help="paired cameras recording")
+    parser.add_argument("--cameras", type=int, default=100, help="paired cameras recording")
     parser.add_argument("--rounds", type=int, default=20, help="re-routes (one camera each; at most --cameras)")
     parser.add_argument("--cluster-kills", type=int, default=5, help="cluster failovers beside them")
     args = parser.parse_args()

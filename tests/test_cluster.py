@@ -23,6 +23,8 @@ from cluster_harness import (
 )
 from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, wait_for
 
+from gapless.client import GatewayClient
+
 
 @pytest.fixture
 def cluster(tmp_path, camera):
@@ -113,6 +115,9 @@ def test_switchover_command(tmp_path, cluster):
     state = wait_holder(management, "rec-b", timeout=30)
     time.sleep(5)  # rec-b is now preferred: auto failback must not take it back to rec-a
     assert management.cluster()["fence"] == state["fence"]
+    with GatewayClient(management.url, VIEWER_TOKEN) as gateway:  # the Python client, typed
+        seen = gateway.cluster("main")
+    assert seen.holder == "rec-b" and seen.fence == state["fence"] and seen.coordinator_reachable, seen
     bad = httpx.post(
         f"{management.url}/api/v1/clusters/main/switchover",
         json={"to": "rec-z"},

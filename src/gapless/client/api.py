@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from gapless.config.cluster import CameraPair, CameraRef
 from gapless.config.recorder import CameraConfig
-from gapless.contracts.gateway import RoutedCameraList, Timeline
+from gapless.contracts.gateway import ClusterView, RoutedCameraList, Timeline
 from gapless.contracts.management import StoredConfig
 from gapless.identity.mapping import Mapping
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest
@@ -177,6 +177,10 @@ class GatewayClient(_Client):
 
     def cameras(self) -> RoutedCameraList:
         return self._call(RoutedCameraList, "GET", "/api/v1/cameras")
+
+    def cluster(self, cluster_id: str) -> ClusterView:
+        """A cluster's health: members (alive, ready, open backfill jobs), holder, fence, lease."""
+        return self._call(ClusterView, "GET", f"/api/v1/clusters/{cluster_id}")
 
     def live_url(self, camera: str) -> str:
         """The camera's live HLS playlist on this gateway (open it with the same credential)."""
