@@ -43,6 +43,7 @@ bench: $(BIN)/gapless system-deps
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/reroute.py
 	$(BIN)/python bench/timeline.py
+	$(BIN)/python bench/live.py
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/http_stack.py
 

@@ -85,8 +85,8 @@ def live_has_frames_after(gateway: httpx.Client, camera: str, after_us: int) -> 
 
 
 class Run:
-    def __init__(self, work: Path, backend: str, ttl: float, etcd_endpoints: list[str]) -> None:
-        self.work = work
+    def __init__(self, work: Path, backend: str, ttl: float, etcd_endpoints: list[str], gop: int = 25) -> None:
+        self.work, self.gop = work, gop
         self.procs: dict[str, subprocess.Popen] = {}
         self.rtsp, self.control, self.mgmt = free_port(), free_port(), free_port()
         self.ports = {m: free_port() for m in MEMBERS}
@@ -133,7 +133,7 @@ class Run:
             "sim",
             [
                 *("camera-sim", "--port", str(self.rtsp), "--control-port", str(self.control)),
-                *("--width", "640", "--height", "360", "--gop", "25", "--bitrate", "800"),
+                *("--width", "640", "--height", "360", "--gop", str(self.gop), "--bitrate", "800"),
             ],
         )
         wait(lambda: httpx.get(f"http://127.0.0.1:{self.control}/cameras").status_code == 200, 120, "camera-sim")

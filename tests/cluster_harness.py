@@ -3,6 +3,7 @@ gateway, or etcd), two managed recorders, one simulated camera, and a live HLS r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import re
@@ -10,10 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import yaml
 from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, wait_for
 
+from gapless.ingest.live import INIT, unpack
 from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
 from gapless.media.h264 import find_stamp, split_avcc
 
@@ -159,6 +162,60 @@ class LiveReader(threading.Thread):
                 msn += 1
                 pending_gap = False
         return next_msn
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=15)
+
+
+class LiveFramesReader(threading.Thread):
+    """A viewer of the gateway's live WebSocket (`live.ws`, docs/design/live.md): every frame's
+    stamped number, when it arrived, and which recorders served it, in order."""
+
+    def __init__(self, gateway_url: str, camera: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"ws{gateway_url.removeprefix('http')}/api/v1/cameras/{camera}/live.ws?token={VIEWER_TOKEN}"
+        self.frames: list[int] = []
+        self.arrivals: list[float] = []  # time.time() of each frame
+        self.capture_us: list[int] = []  # each frame's capture time stamped by the simulator
+        self.sources: list[str] = []
+        self.inits = 0
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._read())
+
+    async def _read(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(self.url, heartbeat=5) as ws:
+                    while not self.stop_event.is_set():
+                        try:
+                            message = await ws.receive(timeout=0.5)
+                        except TimeoutError:
+                            continue
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            self.sources.append(message.json()["source"])
+                        elif message.type == aiohttp.WSMsgType.BINARY:
+                            self._frame(message.data)
+                        else:
+                            self.errors.append(f"stream ended: {message.type}")
+                            return
+            except (aiohttp.ClientError, OSError) as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _frame(self, data: bytes) -> None:
+        kind, _decode_us, payload = unpack(data)
+        if kind == INIT:
+            self.inits += 1
+            return
+        for sample in parse_tracks(payload).get(TRACK_ID, []):
+            stamp = find_stamp(split_avcc(sample.data))
+            if stamp is not None:
+                self.frames.append(stamp.frame)
+                self.capture_us.append(stamp.capture_us)
+                self.arrivals.append(time.time())
 
     def stop(self) -> None:
         self.stop_event.set()

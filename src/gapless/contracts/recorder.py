@@ -137,6 +137,11 @@ class ExportQuery(TimeRange):
     """fragmented: streamed as read; progressive: moov first, built before sending."""
 
 
+class LiveQuery(Query):
+    after_us: int | None = Field(default=None, ge=0, lt=10**18)
+    """Resume after this camera decode time (µs): a gateway switching recorders; none: from the newest keyframe."""
+
+
 class KeyframesQuery(Query):
     since_us: int = Field(default=0, ge=0, lt=10**18)
     """Only keyframes from this camera time (microseconds) on."""

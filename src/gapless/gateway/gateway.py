@@ -13,6 +13,7 @@ camera time) continue: the player sees one stream, with no restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 from aiohttp import web
 from pydantic import ValidationError
@@ -50,6 +52,7 @@ from gapless.contracts.recorder import (
 from gapless.gateway.routing import Feed, PairRouting, Route, Source
 from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
+from gapless.ingest.live import INIT, unpack
 from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, side_segment_path, signed_uris
 
@@ -59,6 +62,11 @@ LIVE_WINDOW_S = 40
 #: The request key holding the sites whose credentials accepted the request (Gateway.authorize).
 ACCEPTED_BY = web.RequestKey("accepted_by", list)
 HEDGE_S = 0.5  # ask the other member too when the holder has not answered by then
+#: A live stream's recorder that has sent no frame for this long is left for the next one (a GOP's
+#: frames arrive every 40-100 ms; a frozen or cut-off recorder sends none).
+LIVE_STALL_S = 1.0
+LIVE_ROUTE_CHECK_S = 1.0  # how often a live stream checks whether its camera is routed elsewhere
+LIVE_RETRY_S = 0.1
 #: An export is streamed as the recorder reads it: connecting is quick or fails, each read may wait
 #: while a progressive file is built.
 EXPORT_TIMEOUT = httpx.Timeout(300.0, connect=1.0)
@@ -128,6 +136,7 @@ class Gateway:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=1.0))
         self.pairs = PairRouting(self.feed)
         self.stop_event = threading.Event()
+        self.ws_client: aiohttp.ClientSession | None = None  # live streams from recorders (made in the loop)
 
     async def start(self) -> None:
         await self.refresh(force=True)
@@ -147,6 +156,8 @@ class Gateway:
         self.stop_event.set()
         await asyncio.gather(*(site.close() for site in self.sites))
         await self.http.aclose()
+        if self.ws_client is not None:
+            await self.ws_client.close()
 
     def feed(self, recorder: str, camera: str) -> Feed | None:
         """A recorder's feed health of a camera, from whichever site's coordinator it publishes to."""
@@ -262,6 +273,63 @@ class Gateway:
         if refusals:
             raise _passed_on(refusals[0], failures)
         raise error(web.HTTPBadGateway, f"no recorder of {route.name} answered: {'; '.join(failures)}")
+
+    def ws_session(self) -> aiohttp.ClientSession:
+        if self.ws_client is None:
+            timeout = aiohttp.ClientTimeout(total=None, connect=1.0, sock_connect=1.0)
+            self.ws_client = aiohttp.ClientSession(timeout=timeout)
+        return self.ws_client
+
+    async def relay_live(self, camera_id: str, viewer: web.WebSocketResponse) -> None:
+        """One viewer's live frames (docs/design/live.md), continuous while the recorder serving
+        them changes: from the route's first source; on its failure, silence for LIVE_STALL_S, or
+        the route moving elsewhere, from the next, resuming after the last frame sent (both hold a
+        frame under the same camera time), so nothing is sent twice and nothing skipped that the
+        next one holds. The viewer is told which recorder serves it (a JSON text message)."""
+        cursor: int | None = None
+        sent_init, serving, avoid = b"", "", ""
+        while not viewer.closed:
+            route = await self.route(camera_id)
+            order = sorted(route.sources, key=lambda source: source.recorder == avoid)  # stable: route order
+            source = order[0]
+            began = time.monotonic()
+            outcome = "failed"
+            try:
+                url, headers = self._where(source.recorder, None, f"/api/v1/cameras/{source.camera}/live.ws")
+                params = {} if cursor is None else {"after_us": str(cursor)}
+                async with self.ws_session().ws_connect(
+                    "ws" + url.removeprefix("http"), params=params, headers=headers, heartbeat=LIVE_STALL_S * 2
+                ) as upstream:
+                    checked = time.monotonic()
+                    while not viewer.closed:
+                        message = await upstream.receive(timeout=LIVE_STALL_S)
+                        if message.type != aiohttp.WSMsgType.BINARY:
+                            break
+                        kind, decode_us, payload = unpack(message.data)
+                        if kind == INIT:
+                            if payload != sent_init:
+                                await viewer.send_bytes(message.data)
+                                sent_init = payload
+                            continue
+                        if cursor is not None and decode_us <= cursor:
+                            continue  # the viewer has it already
+                        if source.recorder != serving:
+                            await viewer.send_json({"source": source.recorder})
+                            serving = source.recorder
+                        await viewer.send_bytes(message.data)
+                        cursor = decode_us
+                        if time.monotonic() - checked >= LIVE_ROUTE_CHECK_S:
+                            checked = time.monotonic()
+                            if (await self.route(camera_id)).sources[0].recorder != source.recorder:
+                                outcome = "moved"
+                                break
+            except MemberFailed:
+                pass
+            except (aiohttp.ClientError, TimeoutError, ValueError, ConnectionError) as exc:
+                log.info("live %s from %s: %s", camera_id, source.recorder, type(exc).__name__)
+            avoid = source.recorder if outcome == "failed" else ""
+            if outcome == "failed" and time.monotonic() - began < LIVE_RETRY_S:
+                await asyncio.sleep(LIVE_RETRY_S)  # never spin on a recorder that refuses at once
 
     async def export_route(self, camera_id: str, span: CoverageRange) -> Route:
         """Where an export comes from: a cluster's holder first; a pair's side that holds more of
@@ -507,6 +575,22 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
         text = playlist(rows, live=True, last=LIVE_SEGMENTS, **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.get("/api/v1/cameras/{camera}/live.ws")
+    @own_auth
+    @documented(
+        "Live frames over a WebSocket as they arrive, continuous through failover and re-route (docs/design/live.md)",
+        media_type="application/octet-stream",
+    )
+    async def live_frames(request: web.Request) -> web.StreamResponse:
+        camera = request.match_info["camera"]
+        await gateway.route(camera)  # an unknown camera: 404 before the upgrade
+        viewer = web.WebSocketResponse(heartbeat=5.0)
+        await viewer.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the viewer left
+            await gateway.relay_live(camera, viewer)
+        await viewer.close()
+        return viewer
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     @own_auth

@@ -22,6 +22,7 @@ from gapless.common.backoff import Backoff
 from gapless.config.recorder import PartnerLink
 from gapless.ingest.clock import SessionClock
 from gapless.ingest.fragmenter import AudioPacket, Fragmenter, Packet
+from gapless.ingest.live import LiveFeed
 from gapless.ingest.partner_time import ASK_INTERVAL_S, KeyframeLog, KeyframeTimes, PartnerWait
 from gapless.ingest.reader import StreamReader
 from gapless.ingest.rtp import AccessUnit, InterleavedRtp
@@ -120,6 +121,7 @@ class CameraIngest(threading.Thread):
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
         self.partners = partners or []  # recorders of the same camera: a new session takes their time
         self.keyframes = KeyframeLog()
+        self.live = LiveFeed()  # frames for live viewers as they are timed (ingest/live.py)
         self.reader = reader
         self.recorder_id = recorder_id
         self.camera_id = camera_id
@@ -272,6 +274,7 @@ class _Session:
             audio=info.audio.format if info.audio is not None else None,
             audio_clock=audio_clock,
             keyframes=ingest.keyframes,
+            live=ingest.live,
         )
         self.partner_wait = PartnerWait(ingest.partners) if ingest.partners else None
         self.clock.hold = self.partner_wait is not None

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from gapless.ingest.clock import Segment, SessionClock
+from gapless.ingest.live import LiveFeed
 from gapless.ingest.partner_time import KeyframeLog
 from gapless.media import h265
 from gapless.media.audio import AudioFormat
@@ -122,6 +123,7 @@ class Fragmenter:
     held: list[_Built] = field(default_factory=list)
     now_us: int = 0  # latest arrival seen (recorder time)
     keyframes: KeyframeLog | None = None  # where stored keyframes' times are told to partners
+    live: LiveFeed | None = None  # where each frame goes the moment it is timed (live viewers)
 
     def __post_init__(self) -> None:
         self.audio_on = self.audio is not None
@@ -259,6 +261,9 @@ class Fragmenter:
             self.discarded_before_keyframe += 1
             return []
         self.decoding = True
+        if self.live is not None and self.init is not None and packet.segment.base_us is not None:
+            time_us = packet.segment.base_us + packet.media_us
+            self.live.push(time_us, time_us - self.reorder_us, packet.keyframe, packet.avcc, self.init, self.frame_us)
         out: list[Fragment] = []
         if self.gop and (
             packet.keyframe

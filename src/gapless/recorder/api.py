@@ -35,10 +35,12 @@ from gapless.contracts.recorder import (
     JobList,
     JobsQuery,
     KeyframesQuery,
+    LiveQuery,
     RecorderHealth,
     StorageHealth,
     TimeRange,
 )
+from gapless.ingest.live import FRAME, INIT, pack
 from gapless.ingest.partner_time import KeyframeTimes
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
@@ -50,9 +52,12 @@ from gapless.storage.summary import covered
 #: Paths a player opens itself: they also accept ?token= or a signed URL (?exp=&sig=).
 _MEDIA_PATH = re.compile(
     r"^/api/v1/(fragments/[0-9]+|inits/[0-9a-f]+|cameras/[^/]+/"
-    r"(live\.m3u8|playback\.m3u8|export\.mp4|segments/[0-9]+\.m4s|inits/[0-9a-f]+\.mp4))$"
+    r"(live\.m3u8|live\.ws|playback\.m3u8|export\.mp4|segments/[0-9]+\.m4s|inits/[0-9a-f]+\.mp4))$"
 )
 _FRAGMENT_ID = re.compile(r"^[0-9]{1,18}$")
+#: A live viewer's WebSocket is pinged this often (a dead one is noticed), and waits this long for frames
+#: before checking the camera is still recorded here.
+LIVE_HEARTBEAT_S = 5.0
 #: Progressive exports built at once (each writes the range twice to temporary space, outside the
 #: archive); more wait up to PROGRESSIVE_QUEUE_S, then get 503.
 PROGRESSIVE_BUILDS = 2
@@ -362,6 +367,33 @@ def build_api(recorder) -> web.Application:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {cam}")
         text = playlist(rows, live=True, last=LIVE_SEGMENTS, **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    @routes.get("/api/v1/cameras/{camera}/live.ws")
+    @documented(
+        "Live frames over a WebSocket as they arrive, each its own fMP4 fragment (docs/design/live.md)",
+        media_type="application/octet-stream",
+        query=LiveQuery,
+    )
+    async def live_frames(request: web.Request, query: LiveQuery) -> web.StreamResponse:
+        cam = camera_id(request)
+        ingest = recorder.cameras.get(cam)
+        if ingest is None:
+            raise error(web.HTTPNotFound, f"{cam} is not recording here")
+        ws = web.WebSocketResponse(heartbeat=LIVE_HEARTBEAT_S)
+        await ws.prepare(request)
+        sent_init, cursor = "", query.after_us
+        try:
+            while not ws.closed and recorder.cameras.get(cam) is ingest:
+                for frame in await ingest.live.next(cursor, LIVE_HEARTBEAT_S):
+                    if frame.init.id != sent_init:
+                        await ws.send_bytes(pack(INIT, frame.decode_us, frame.init.data))
+                        sent_init = frame.init.id
+                    await ws.send_bytes(pack(FRAME, frame.decode_us, frame.fragment()))
+                    cursor = frame.decode_us
+        except ConnectionError:
+            pass  # the viewer left
+        await ws.close()
+        return ws
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
     @documented(
