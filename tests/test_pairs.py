@@ -83,6 +83,8 @@ def test_pairs_are_proposed_accepted_persisted_and_backfill_each_other(tmp_path,
         twice = api.post("/api/v1/pairs", json={**rejected, "a": {"recorder": "rec-a", "camera": "lobby"}})
         assert twice.status_code == 409 and "two pairs" in twice.text  # lobby is paired already
 
+        stored = [e["message"] for e in api.get("/api/v1/events", params={"kind": "config"}).json()["events"]]
+        assert any(m.startswith("configuration version") for m in stored), stored
         management.proc.stop()  # accepted and rejected pairs persist
         management.start()
         listed = ManagementClient(management.url, TOKEN).pairs()  # the Python client, typed
@@ -182,6 +184,10 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         log = (tmp_path / "mgmt.log").read_text()
         assert "pair lobby: rec-a:lobby's feed is not recording; routed to rec-b:entrance" in log
         assert "pair gate" not in log
+        listed = management.api.get("/api/v1/events", params={"kind": "route"}).json()["events"]  # the event log
+        routes = [(e["camera"], e["message"]) for e in listed]
+        assert routes[0] == ("lobby", "pair lobby: rec-a:lobby's feed is not recording; routed to rec-b:entrance")
+        assert routes[-1] == ("lobby", "pair lobby: rec-a:lobby records again; routed back to it"), routes
 
     finally:
         if reader is not None:

@@ -3,6 +3,8 @@ management server read them, the embedded coordinator's policy scopes credential
 
 from __future__ import annotations
 
+import enum
+
 ROOT = "/gapless/"
 PREFIX = "/gapless/clusters/"
 #: Every recorder's feed health, per camera, under the recorder's lease (cluster/feeds.py).
@@ -45,3 +47,23 @@ def released_key(cluster: str) -> str:
 def switchover_key(cluster: str) -> str:
     """A pending switchover request ({"to": member}); the holder deletes it when it hands over."""
     return f"{PREFIX}{cluster}/switchover"
+
+
+class KeyKind(enum.Enum):
+    HOLDER = "holder"
+    MEMBER = "member"
+    FEED = "feed"
+
+
+def parse_key(key: str) -> tuple[KeyKind, str, str] | None:
+    """(kind, cluster or recorder, member or camera) of a holder, member or feed key; None for others."""
+    if key.startswith(FEEDS_PREFIX):
+        recorder, _, camera = key.removeprefix(FEEDS_PREFIX).partition("/")
+        return (KeyKind.FEED, recorder, camera) if recorder and camera else None
+    if key.startswith(PREFIX):
+        cluster, _, rest = key.removeprefix(PREFIX).partition("/")
+        if rest == "holder":
+            return KeyKind.HOLDER, cluster, ""
+        if rest.startswith("members/") and rest.count("/") == 1:
+            return KeyKind.MEMBER, cluster, rest.removeprefix("members/")
+    return None

@@ -49,7 +49,7 @@ from gapless.contracts.recorder import (
     HaState,
     TimeRange,
 )
-from gapless.gateway.routing import Feed, PairRouting, Route, Source
+from gapless.gateway.routing import Feed, OnRoute, PairRouting, Route, Source
 from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.ingest.live import INIT, unpack
@@ -67,6 +67,8 @@ HEDGE_S = 0.5  # ask the other member too when the holder has not answered by th
 LIVE_STALL_S = 1.0
 LIVE_ROUTE_CHECK_S = 1.0  # how often a live stream checks whether its camera is routed elsewhere
 LIVE_RETRY_S = 0.1
+LIVE_AVOID_S = 3.0  # a recorder whose stream failed is tried last this long
+LIVE_CLOSE_S = 0.2  # leaving a recorder's stream does not wait longer for its close handshake
 #: An export is streamed as the recorder reads it: connecting is quick or fails, each read may wait
 #: while a progressive file is built.
 EXPORT_TIMEOUT = httpx.Timeout(300.0, connect=1.0)
@@ -129,12 +131,12 @@ def without_cut_gop(listing: Listing) -> list[Row]:
 class Gateway:
     """Routes every camera of its sites (management servers, sites.py) to the recorder to ask."""
 
-    def __init__(self, sites: list[Site]) -> None:
+    def __init__(self, sites: list[Site], on_route: OnRoute | None = None) -> None:
         self.sites = sites
         self.directory = Directory({}, {})
         self.views: list[GatewayConfig | None] = []
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=1.0))
-        self.pairs = PairRouting(self.feed)
+        self.pairs = PairRouting(self.feed, on_route=on_route)
         self.stop_event = threading.Event()
         self.ws_client: aiohttp.ClientSession | None = None  # live streams from recorders (made in the loop)
 
@@ -285,20 +287,29 @@ class Gateway:
         them changes: from the route's first source; on its failure, silence for LIVE_STALL_S, or
         the route moving elsewhere, from the next, resuming after the last frame sent (both hold a
         frame under the same camera time), so nothing is sent twice and nothing skipped that the
-        next one holds. The viewer is told which recorder serves it (a JSON text message)."""
+        next one holds. A recorder that failed is passed over for LIVE_AVOID_S (a killed holder
+        stays first in the route until its lease ends). The viewer is told which recorder serves
+        it (a JSON text message)."""
         cursor: int | None = None
-        sent_init, serving, avoid = b"", "", ""
+        sent_init, serving = b"", ""
+        failed: dict[str, float] = {}
+
+        def shunned(recorder: str) -> bool:
+            return time.monotonic() - failed.get(recorder, -LIVE_AVOID_S) < LIVE_AVOID_S
+
         while not viewer.closed:
             route = await self.route(camera_id)
-            order = sorted(route.sources, key=lambda source: source.recorder == avoid)  # stable: route order
-            source = order[0]
-            began = time.monotonic()
-            outcome = "failed"
+            source = sorted(route.sources, key=lambda s: shunned(s.recorder))[0]  # stable: route order
+            began, moved = time.monotonic(), False
             try:
                 url, headers = self._where(source.recorder, None, f"/api/v1/cameras/{source.camera}/live.ws")
                 params = {} if cursor is None else {"after_us": str(cursor)}
                 async with self.ws_session().ws_connect(
-                    "ws" + url.removeprefix("http"), params=params, headers=headers, heartbeat=LIVE_STALL_S * 2
+                    "ws" + url.removeprefix("http"),
+                    params=params,
+                    headers=headers,
+                    heartbeat=LIVE_STALL_S * 2,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=LIVE_CLOSE_S),
                 ) as upstream:
                     checked = time.monotonic()
                     while not viewer.closed:
@@ -320,16 +331,18 @@ class Gateway:
                         cursor = decode_us
                         if time.monotonic() - checked >= LIVE_ROUTE_CHECK_S:
                             checked = time.monotonic()
-                            if (await self.route(camera_id)).sources[0].recorder != source.recorder:
-                                outcome = "moved"
+                            first = (await self.route(camera_id)).sources[0].recorder
+                            if first != source.recorder and not shunned(first):
+                                moved = True
                                 break
             except MemberFailed:
                 pass
             except (aiohttp.ClientError, TimeoutError, ValueError, ConnectionError) as exc:
                 log.info("live %s from %s: %s", camera_id, source.recorder, type(exc).__name__)
-            avoid = source.recorder if outcome == "failed" else ""
-            if outcome == "failed" and time.monotonic() - began < LIVE_RETRY_S:
-                await asyncio.sleep(LIVE_RETRY_S)  # never spin on a recorder that refuses at once
+            if not moved:
+                failed[source.recorder] = time.monotonic()
+                if time.monotonic() - began < LIVE_RETRY_S:
+                    await asyncio.sleep(LIVE_RETRY_S)  # never spin on a recorder that refuses at once
 
     async def export_route(self, camera_id: str, span: CoverageRange) -> Route:
         """Where an export comes from: a cluster's holder first; a pair's side that holds more of
@@ -730,6 +743,9 @@ def embedded_gateway(management, app: web.Application) -> Gateway:
         return management.gateway_config()
 
     # In process the configuration is at hand: every request sees the current credentials.
-    gateway = Gateway([Site(view, management.url, management.admin_token, refresh_s=0)])
+    def re_routed(camera: str, recorder: str, what: str) -> None:
+        management.events.record("route", what, recorder=recorder, camera=camera)
+
+    gateway = Gateway([Site(view, management.url, management.admin_token, refresh_s=0)], re_routed)
     app.add_routes(gateway_routes(gateway))
     return gateway

@@ -46,13 +46,17 @@ class Feed:
 
 #: (recorder, camera) -> its feed, or None when the recorder publishes nothing (down, or not yet).
 FeedOf = Callable[[str, str], Feed | None]
+#: Told (camera, its primary recorder, what happened) when a paired camera is routed elsewhere.
+OnRoute = Callable[[str, str, str], None]
 
 
 class PairRouting:
     """The active side of every pair, chosen from the feeds' published health."""
 
-    def __init__(self, feed_of: FeedOf, clock: Callable[[], float] = time.monotonic) -> None:
-        self.feed_of, self.clock = feed_of, clock
+    def __init__(
+        self, feed_of: FeedOf, clock: Callable[[], float] = time.monotonic, on_route: OnRoute | None = None
+    ) -> None:
+        self.feed_of, self.clock, self.on_route = feed_of, clock, on_route
         self.lock = threading.Lock()
         self.on_secondary: set[tuple[str, str]] = set()
         self.primary_back_since: dict[tuple[str, str], float] = {}
@@ -88,7 +92,7 @@ class PairRouting:
         if key not in self.on_secondary:
             if not primary_ok and secondary_ok:
                 self.on_secondary.add(key)
-                log.warning("pair %s: %s's feed is not recording; routed to %s", primary.camera, primary, secondary)
+                self._said(primary, f"{primary}'s feed is not recording; routed to {secondary}")
                 return True
             return False
         if not primary_ok:
@@ -103,5 +107,10 @@ class PairRouting:
             return True
         self.on_secondary.discard(key)
         self.primary_back_since.pop(key, None)
-        log.warning("pair %s: %s records again; routed back to it", primary.camera, primary)
+        self._said(primary, f"{primary} records again; routed back to it")
         return False
+
+    def _said(self, primary: CameraRef, what: str) -> None:
+        log.warning("pair %s: %s", primary.camera, what)
+        if self.on_route is not None:
+            self.on_route(primary.camera, primary.recorder, f"pair {primary.camera}: {what}")

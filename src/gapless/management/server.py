@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 from aiohttp import web
+from aiohttp_sse import sse_response
 
 from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
@@ -18,6 +19,9 @@ from gapless.common.openapi import documented, openapi_route, parsed
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.config.management import ManagementConfig
 from gapless.contracts.management import (
+    Event,
+    EventList,
+    EventsQuery,
     RecorderEntry,
     RecorderList,
     StoredConfig,
@@ -35,12 +39,15 @@ from gapless.management.access import (
     gateway_config,
     identify,
 )
+from gapless.management.events import EventLog, EventWatcher
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest, UnknownCameras, identify_cameras
 from gapless.management.pairs import pair_routes
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 
 log = logging.getLogger("gapless.management")
+
+EVENT_PING_S = 15.0  # an idle event stream gets a comment this often (proxies keep it open)
 
 DESCRIPTION = (
     "Configuration (versioned, secrets write-only), credentials by role, the embedded coordinator,"
@@ -70,6 +77,7 @@ class Management:
                     version,
                 )
         self.embedded = EmbeddedStore(section.data / "coordinator.sqlite3")
+        self.events = EventLog(section.data / "events.sqlite3")
         self._latest = self.store.latest()
         self._gateway_config: GatewayConfig | None = None
 
@@ -83,6 +91,7 @@ class Management:
         version = self.store.save(document, expected_version)
         if version is not None:
             self._latest = (version, document)
+            self.events.record("config", f"configuration version {version} stored")
         return version
 
     def gateway_config(self) -> GatewayConfig:
@@ -157,6 +166,46 @@ def build_app(management: Management) -> web.Application:
     @allow("gateway")
     async def get_gateway_config(_request: web.Request) -> web.Response:
         return web.json_response(management.gateway_config().model_dump(mode="json"))
+
+    @routes.get("/api/v1/events")
+    @documented(
+        "What happened: token changes, members, feeds, backfill, re-routes, configuration", EventList, query=EventsQuery
+    )
+    @allow("viewer")
+    async def events(_request: web.Request, query: EventsQuery) -> web.Response:
+        found = await asyncio.to_thread(management.events.query, query)
+        return web.json_response(text=EventList(events=found).model_dump_json())
+
+    @routes.get("/api/v1/events/stream")
+    @documented(
+        "The events as they happen (Server-Sent Events; Last-Event-ID or ?after= continues)",
+        media_type="text/event-stream",
+        query=EventsQuery,
+    )
+    @allow("viewer")
+    async def event_stream(request: web.Request, query: EventsQuery) -> web.StreamResponse:
+        queue = management.events.subscribe()  # before the backlog is read: nothing falls between
+        stream = None
+        try:
+            async with sse_response(request, ping_interval=EVENT_PING_S) as stream:
+                resumed = stream.last_event_id or ""
+                after = int(resumed) if resumed.isdigit() and len(resumed) < 19 else query.after
+                backlog = await asyncio.to_thread(management.events.query, query.model_copy(update={"after": after}))
+                pending = list(backlog)
+                while stream.is_connected():
+                    for event in pending:
+                        if event.id > after and _matches(event, query):
+                            await stream.send(event.model_dump_json(), id=str(event.id), event=event.kind)
+                            after = event.id
+                    try:  # bounded, so a client that left is noticed without waiting for an event
+                        pending = [await asyncio.wait_for(queue.get(), EVENT_PING_S)]
+                    except TimeoutError:
+                        pending = []
+        except ConnectionError:
+            pass  # the client left
+        finally:
+            management.events.unsubscribe(queue)
+        return stream if stream is not None else web.Response(status=204)
 
     @routes.get("/api/v1/recorders")
     @documented("Recorders and their clusters", RecorderList)
@@ -252,6 +301,11 @@ def build_app(management: Management) -> web.Application:
     return app
 
 
+def _matches(event: Event, query: EventsQuery) -> bool:
+    wanted = {"kind": query.kind, "cluster": query.cluster, "recorder": query.recorder, "camera": query.camera}
+    return all(value is None or getattr(event, key) == value for key, value in wanted.items())
+
+
 async def run_management(config: ManagementConfig, gateway_factory=None) -> None:
     management = Management(config)
     app = build_app(management)
@@ -259,14 +313,18 @@ async def run_management(config: ManagementConfig, gateway_factory=None) -> None
     if config.management.gateway and gateway_factory is not None:
         gateway = gateway_factory(management, app)
     sweeper = asyncio.create_task(sweep_leases(management.embedded), name="lease-sweeper")
+    watcher = EventWatcher(management.events, management.coordinator)
     try:
         async with serving(app, config.management.host, config.management.port) as stop:
             if gateway is not None:
                 await gateway.start()
             backend = management.document[1].coordinator.backend
             log.info("management server on %s (coordinator: %s)", management.url, backend)
+            watcher.start()
             await stop.wait()
     finally:
+        if watcher.is_alive():
+            await asyncio.to_thread(watcher.stop)
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
@@ -274,3 +332,4 @@ async def run_management(config: ManagementConfig, gateway_factory=None) -> None
             await gateway.close()
         management.embedded.close()
         management.store.close()
+        management.events.close()

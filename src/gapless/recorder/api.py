@@ -381,10 +381,18 @@ def build_api(recorder) -> web.Application:
             raise error(web.HTTPNotFound, f"{cam} is not recording here")
         ws = web.WebSocketResponse(heartbeat=LIVE_HEARTBEAT_S)
         await ws.prepare(request)
+        # The viewer sends nothing; reading is how its close (a gateway switching recorders) is
+        # answered at once rather than when the next frame is due.
+        closing = asyncio.create_task(ws.receive())
         sent_init, cursor = "", query.after_us
         try:
-            while not ws.closed and recorder.cameras.get(cam) is ingest:
-                for frame in await ingest.live.next(cursor, LIVE_HEARTBEAT_S):
+            while not closing.done() and recorder.cameras.get(cam) is ingest:
+                waiting = asyncio.create_task(ingest.live.next(cursor, LIVE_HEARTBEAT_S))
+                await asyncio.wait({waiting, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    break
+                for frame in waiting.result():
                     if frame.init.id != sent_init:
                         await ws.send_bytes(pack(INIT, frame.decode_us, frame.init.data))
                         sent_init = frame.init.id
@@ -392,6 +400,8 @@ def build_api(recorder) -> web.Application:
                     cursor = frame.decode_us
         except ConnectionError:
             pass  # the viewer left
+        finally:
+            closing.cancel()
         await ws.close()
         return ws
 
