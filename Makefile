@@ -5,11 +5,11 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint bench clean system-deps
 
-# Debian packages the tests use: etcd-server (the etcd coordinator backend) and GStreamer's RTSP
-# server (a camera Gapless did not write). Needs root; without them those tests are skipped with
+# Debian packages the tests use: etcd-server (the etcd coordinator backend), GStreamer's RTSP
+# server (a camera Gapless did not write) and Chromium (the console's browser tests). Needs root; without them those tests are skipped with
 # that reason.
 DEBIAN_TEST_PACKAGES := etcd-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium
 
 system-deps:
 	@missing=$$(for p in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -6,13 +6,21 @@ other's backfill partner, so the primary, killed and restarted, holds every fram
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 
 import av
 import httpx
 import yaml
-from cluster_harness import VIEWER_TOKEN, LiveReader, Management, assert_continuous, managed_recorder
+from cluster_harness import (
+    VIEWER_TOKEN,
+    LiveFramesReader,
+    LiveReader,
+    Management,
+    assert_continuous,
+    managed_recorder,
+)
 from conftest import GAPLESS, TOKEN, Recorder, audit_clean, wait_for
 
 from gapless.client import GatewayClient, ManagementClient
@@ -155,6 +163,8 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         assert routed() == {"lobby": "rec-a", "gate": "rec-a"}
         reader = LiveReader(management.url, "lobby")
         reader.start()
+        frames = LiveFramesReader(management.url, "lobby")  # the sub-second live stream, beside HLS
+        frames.start()
         wait_for(lambda: len(reader.sequences) >= 3, 60, "the live reader to play")
         start = time.time()
         sim.control.post("/cameras/cam0/block", params={"client": "(rec-a)", "seconds": 12}).raise_for_status()
@@ -179,7 +189,11 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         a.wait_fragments("lobby", 3)
         time.sleep(4)
         reader.stop()
+        frames.stop()
         assert_continuous(reader)  # every segment once, in order, no gap: frame numbers continuous
+        steps = [b - a for a, b in itertools.pairwise(frames.frames)]
+        assert len(frames.frames) > 500 and all(step == 1 for step in steps), frames.frames[:5]  # none twice or skipped
+        assert frames.sources == ["rec-a", "rec-b", "rec-a"], (frames.sources, frames.errors)
         audit_clean(a, "lobby", start, time.time() - 3)  # the primary backfilled what it missed
         log = (tmp_path / "mgmt.log").read_text()
         assert "pair lobby: rec-a:lobby's feed is not recording; routed to rec-b:entrance" in log
@@ -192,6 +206,7 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
     finally:
         if reader is not None:
             reader.stop()
+            frames.stop()
         for rec in (a, b):
             rec.close()
         management.close()

@@ -169,7 +169,8 @@ def run_demo(data: Path, cameras: int, port_base: int | None = None) -> None:
         block = f"http://127.0.0.1:{ports.control}/cameras/cam{cameras}/block?client=(rec-c)&seconds=20"
         print(
             f"""
-Gapless demo is running. Gateway (one URL per camera): {gateway}
+Gapless demo is running. Console: {gateway}/?token={keys.viewer}
+  gateway:        {gateway} (one URL per camera)
   cameras:        curl {viewer} {gateway}/api/v1/cameras
   live (gateway): ffplay '{gateway}/api/v1/cameras/camera0/live.m3u8?token={keys.viewer}'
 

@@ -14,6 +14,7 @@ import httpx
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gapless.common.sessions import COOKIE, SESSIONS
 from gapless.common.signing import signature_valid
 
 #: A connection must complete its request's headers, or send its next request, within this long
@@ -102,9 +103,13 @@ def error(status: type[web.HTTPException], message: str, **extra: object) -> web
 
 
 def bearer_token(request: web.Request) -> str:
-    """The token of an `Authorization: Bearer …` header ("" without one)."""
+    """The token of an `Authorization: Bearer …` header, else the credential of a console session
+    cookie (common/sessions.py); "" without either."""
     header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else ""
+    if header.startswith("Bearer "):
+        return header[7:]
+    session = request.cookies.get(COOKIE, "")
+    return SESSIONS.credential(session) if session else ""
 
 
 def authenticate(

@@ -49,6 +49,7 @@ from gapless.contracts.recorder import (
     HaState,
     TimeRange,
 )
+from gapless.gateway.console import add_console_routes
 from gapless.gateway.routing import Feed, OnRoute, PairRouting, Route, Source
 from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
@@ -472,6 +473,11 @@ class Gateway:
             raise refusal
         return accepted
 
+    async def may_watch(self, token: str) -> bool:
+        """Whether a credential is a viewer's (or admin's) on any site (the console's login)."""
+        await self.refresh()
+        return any(site.view is not None and site.view.viewer(token) for site in self.sites)
+
     def signed_uris(self, camera: str) -> MediaUris:
         """Signed with the key of the camera's site. A pair's segments name the recorder whose
         listing they came from (the two may hold a GOP cut differently); a cluster's are fetched
@@ -691,6 +697,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         data = await gateway.media(route, lambda there: f"/api/v1/cameras/{there}/inits/{init}.mp4")
         return web.Response(body=data, content_type="video/mp4")
 
+    add_console_routes(routes, lambda token: gateway.may_watch(token))
     return routes
 
 
