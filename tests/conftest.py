@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import itertools
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -264,6 +266,19 @@ class Recorder:
         self.api.close()
         if self.proc:
             self.proc.stop()
+
+
+@pytest.fixture
+def timing_sensitive():
+    """Held by the tests that must not share the machine with each other (workers run in parallel):
+    the virtual-IP test asserts 1 s lease timing to the tens of milliseconds, and the console test
+    runs a browser decoding video, enough load to starve it. One runs while the other waits."""
+    with open(Path(tempfile.gettempdir()) / "gapless-tests-timing.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture

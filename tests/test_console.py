@@ -32,7 +32,7 @@ ARGS = [
 
 
 @pytest.fixture
-def cluster(tmp_path, camera):
+def cluster(timing_sensitive, tmp_path, camera):  # the lock before the processes start
     with running_cluster(tmp_path, camera) as parts:
         yield parts
 

@@ -138,7 +138,7 @@ def lab():
     made.close()
 
 
-def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
+def test_vip_follows_the_token_and_is_never_on_both_members(timing_sensitive, tmp_path, lab):
     config = {
         "management": {"listen": f"{INFRA_IP}:7000", "data": str(tmp_path / "mgmt"), "api_token": TOKEN},
         "coordinator": {"backend": "embedded"},
