@@ -66,7 +66,6 @@ class EventLog:
             if event.id % 1000 == 0:
                 self.db.execute("DELETE FROM events WHERE id <= ?", (event.id - self.keep,))
             subscribers = list(self.subscribers)
-        log.info("%s: %s", kind, message)
         for loop, queue in subscribers:
             loop.call_soon_threadsafe(queue.put_nowait, event)
         return event
@@ -141,6 +140,12 @@ class EventWatcher(threading.Thread):
         if coordinator is not None:
             coordinator.close()
 
+    def record(self, kind: EventKind, message: str, **where: str) -> None:
+        """Recorded and logged (the re-routes and configuration versions the log records otherwise are
+        logged where they happen; what is read from the coordinator is logged only here)."""
+        log.info("%s: %s", kind, message)
+        self.record(kind, message, **where)
+
     def changed(self, key: str, before: KeyValue | None, after: KeyValue | None) -> None:
         parsed = parse_key(key)
         if parsed is None:
@@ -159,11 +164,11 @@ class EventWatcher(threading.Thread):
     def _holder(self, cluster: str, old: dict | None, new: dict | None, kv: KeyValue | None) -> None:
         if new is None:
             holder = (old or {}).get("member", "?")
-            self.events.record("token", f"cluster {cluster}: {holder} no longer holds the token", cluster=cluster)
+            self.record("token", f"cluster {cluster}: {holder} no longer holds the token", cluster=cluster)
         elif (old or {}).get("member") != new.get("member"):
             fence = kv.create_revision if kv else "?"
             member = str(new.get("member"))
-            self.events.record(
+            self.record(
                 "token",
                 f"cluster {cluster}: {member} holds the token (fence {fence})",
                 cluster=cluster,
@@ -172,35 +177,35 @@ class EventWatcher(threading.Thread):
 
     def _member(self, cluster: str, member: str, old: dict | None, new: dict | None) -> None:
         if new is None:
-            self.events.record(
+            self.record(
                 "member",
                 f"{member} left cluster {cluster} (stopped, or its lease ran out)",
                 cluster=cluster,
                 recorder=member,
             )
         elif old is None:
-            self.events.record("member", f"{member} joined cluster {cluster}", cluster=cluster, recorder=member)
+            self.record("member", f"{member} joined cluster {cluster}", cluster=cluster, recorder=member)
         elif bool(old.get("ready")) != bool(new.get("ready")):
             if new.get("ready"):
-                self.events.record("member", f"{member} is ready (caught up)", cluster=cluster, recorder=member)
+                self.record("member", f"{member} is ready (caught up)", cluster=cluster, recorder=member)
             else:
                 why = f"{new.get('backfill_open') or 0} backfill jobs open"
-                self.events.record("member", f"{member} is not ready ({why})", cluster=cluster, recorder=member)
+                self.record("member", f"{member} is not ready ({why})", cluster=cluster, recorder=member)
 
     def _feed(self, recorder: str, camera: str, old: dict | None, new: dict | None) -> None:
         where = {"recorder": recorder, "camera": camera}
         if new is None:
-            self.events.record("feed", f"{recorder}:{camera}: no longer published (recorder stopped or dead)", **where)
+            self.record("feed", f"{recorder}:{camera}: no longer published (recorder stopped or dead)", **where)
             return
         before_state = (old or {}).get("state")
         if before_state != new.get("state"):
             said = f"{before_state} → {new.get('state')}" if before_state else str(new.get("state"))
-            self.events.record("feed", f"{recorder}:{camera}: {said}", **where)
+            self.record("feed", f"{recorder}:{camera}: {said}", **where)
         before_jobs, jobs = int((old or {}).get("backfill_open") or 0), int(new.get("backfill_open") or 0)
         if before_jobs == 0 and jobs > 0:
-            self.events.record("backfill", f"{recorder}:{camera}: {jobs} backfill jobs or comparisons open", **where)
+            self.record("backfill", f"{recorder}:{camera}: {jobs} backfill jobs or comparisons open", **where)
         elif before_jobs > 0 and jobs == 0:
-            self.events.record("backfill", f"{recorder}:{camera}: whole again (no backfill open)", **where)
+            self.record("backfill", f"{recorder}:{camera}: whole again (no backfill open)", **where)
 
     def stop(self) -> None:
         self.stop_event.set()
