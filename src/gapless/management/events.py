@@ -144,7 +144,7 @@ class EventWatcher(threading.Thread):
         """Recorded and logged (the re-routes and configuration versions the log records otherwise are
         logged where they happen; what is read from the coordinator is logged only here)."""
         log.info("%s: %s", kind, message)
-        self.record(kind, message, **where)
+        self.events.record(kind, message, **where)
 
     def changed(self, key: str, before: KeyValue | None, after: KeyValue | None) -> None:
         parsed = parse_key(key)
