@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint bench clean system-deps console
 
 # Debian packages the tests use: etcd-server (the etcd coordinator backend), GStreamer's RTSP
 # server (a camera Gapless did not write) and Chromium (the console's browser tests). Needs root; without them those tests are skipped with
@@ -18,13 +18,24 @@ system-deps:
 			|| echo "warning: could not install$$(echo $$missing | sed 's/^/ /'); their tests will be skipped"; \
 	fi
 
+# The console's one front-end library (hls.js, from the npm registry, version pinned by the lock
+# file), copied beside the console's own files; not committed.
+CONSOLE_VENDOR := src/gapless/gateway/console/vendor/hls.light.min.mjs
+
+$(CONSOLE_VENDOR): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp frontend/node_modules/hls.js/dist/hls.light.min.mjs $@
+
 $(BIN)/gapless: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/gapless
+console: $(CONSOLE_VENDOR)
+
+demo: $(BIN)/gapless $(CONSOLE_VENDOR)
 	$(BIN)/gapless demo
 
 lint: $(BIN)/gapless
@@ -33,7 +44,7 @@ lint: $(BIN)/gapless
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint system-deps
+test: lint system-deps $(CONSOLE_VENDOR)
 	$(BIN)/python -m pytest -n 6 --dist worksteal
 
 bench: $(BIN)/gapless system-deps
@@ -48,4 +59,4 @@ bench: $(BIN)/gapless system-deps
 	$(BIN)/python bench/http_stack.py
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data frontend/node_modules $(dir $(CONSOLE_VENDOR))

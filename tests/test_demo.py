@@ -1,6 +1,7 @@
 """`make demo` as a new user runs it (`gapless demo`, on ports of this test's own): the console's
-login link printed first, the cluster's camera and the pair's camera listed and playing live through it,
-the pair's merged timeline answered, and every process it started gone after SIGTERM."""
+one-time login link printed first (it signs the console's admin user in once), the cluster's camera
+and the pair's camera listed and playing live through it, the pair's merged timeline answered, and
+every process it started gone after SIGTERM."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ def test_the_demo_runs_a_cluster_and_a_pair_and_stops_everything(tmp_path):
         first = banner.splitlines()[0]  # the console's login link first
         found = re.search(rf"Console: http://127\.0\.0\.1:{base}/\?token=([\w-]+)$", first)
         assert found, banner
-        viewer = httpx.Client(
-            base_url=f"http://127.0.0.1:{base}", headers={"Authorization": f"Bearer {found[1]}"}, timeout=10
-        )
+        viewer = httpx.Client(base_url=f"http://127.0.0.1:{base}", timeout=10)  # as the browser opening the link
+        assert viewer.post("/api/v1/session", json={"token": found[1]}).status_code == 200
+        assert viewer.get("/api/v1/whoami").json()["role"] == "admin"
+        again = httpx.post(f"http://127.0.0.1:{base}/api/v1/session", json={"token": found[1]}, timeout=10)
+        assert again.status_code == 401  # the link signs in once
 
         def routed() -> dict[str, str]:
             return {c["id"]: c["holder"] for c in viewer.get("/api/v1/cameras").json()["cameras"]}

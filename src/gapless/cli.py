@@ -490,6 +490,82 @@ def list_pairs_cmd(management_urls: tuple[str, ...], tokens: tuple[str, ...]) ->
             click.echo(f"{label} {pair.a} = {pair.b} ({pair.kind})")
 
 
+@main.group("users")
+def users_cmd() -> None:
+    """People who sign in to the console (roles viewer, operator, admin; passwords Argon2id-hashed)."""
+
+
+_ADMIN_HELP = "an admin credential (or GAPLESS_API_TOKEN)"
+_PASSWORD_HELP = "read the password from this file's first line (default: asked for)"
+
+
+def _password(password_file: str | None) -> str:
+    if password_file is not None:
+        return Path(password_file).read_text().splitlines()[0] if Path(password_file).stat().st_size else ""
+    return str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
+@users_cmd.command("list")
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help=_ADMIN_HELP)
+def users_list_cmd(management_url: str, token: str | None) -> None:
+    with _management(management_url, token) as client:
+        for user in _or_exit(client.users).users:
+            click.echo(f"{user.name}\t{user.role}")
+
+
+@users_cmd.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help=_PASSWORD_HELP)
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help=_ADMIN_HELP)
+def users_add_cmd(name: str, role, password_file: str | None, management_url: str, token: str | None) -> None:
+    password = _password(password_file)
+    with _management(management_url, token) as client:
+        user = _or_exit(lambda: client.add_user(name, role, password))
+    click.echo(f"user {user.name} added ({user.role})")
+
+
+@users_cmd.command("change")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]))
+@click.option("--password", "new_password", is_flag=True, help="set a new password (asked for, or --password-file)")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help=_PASSWORD_HELP)
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help=_ADMIN_HELP)
+def users_change_cmd(name, role, new_password: bool, password_file, management_url: str, token) -> None:
+    """A new role or password; the user's sessions end."""
+    password = _password(password_file) if new_password or password_file else None
+    if role is None and password is None:
+        raise click.UsageError("give --role or --password")
+    with _management(management_url, token) as client:
+        user = _or_exit(lambda: client.change_user(name, role, password))
+    click.echo(f"user {user.name} changed ({user.role}); their sessions ended")
+
+
+@users_cmd.command("remove")
+@click.argument("name")
+@click.option("--management", "management_url", required=True)
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help=_ADMIN_HELP)
+def users_remove_cmd(name: str, management_url: str, token: str | None) -> None:
+    with _management(management_url, token) as client:
+        _or_exit(lambda: client.remove_user(name))
+    click.echo(f"user {name} removed")
+
+
+@users_cmd.command("link")
+@click.argument("name")
+@click.option("--management", "management_url", required=True)
+@click.option("--console", "console_url", help="the console's address (default: the management server's)")
+@click.option("--token", envvar="GAPLESS_API_TOKEN", help=_ADMIN_HELP)
+def users_link_cmd(name: str, management_url: str, console_url: str | None, token: str | None) -> None:
+    """A one-time login link for a user (valid 15 minutes, once)."""
+    with _management(management_url, token) as client:
+        link = _or_exit(lambda: client.login_link(name))
+    click.echo(f"{(console_url or management_url).rstrip('/')}/?token={link.link}")
+
+
 @main.command("audit")
 @click.option("--recorder", "recorder_url", required=True, help="recorder API base URL")
 @click.option("--token", envvar="GAPLESS_API_TOKEN", required=True, help="API token (or GAPLESS_API_TOKEN)")

@@ -156,6 +156,7 @@ def run_demo(data: Path, cameras: int, port_base: int | None = None) -> None:
         procs["management"] = subprocess.Popen([*gapless, "management", "--config", str(management_config)])
         gateway = f"http://127.0.0.1:{ports.management}"
         _wait(f"{gateway}/api/v1/config", {"Authorization": f"Bearer {keys.admin}"}, "management server")
+        login = _console_user(gateway, keys.admin, data / "console-admin.password")
         for name, path in recorder_configs.items():
             procs[name] = subprocess.Popen([*gapless, "recorder", "--config", str(path)])
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.recorders.items()}
@@ -169,7 +170,10 @@ def run_demo(data: Path, cameras: int, port_base: int | None = None) -> None:
         block = f"http://127.0.0.1:{ports.control}/cameras/cam{cameras}/block?client=(rec-c)&seconds=20"
         print(
             f"""
-Gapless demo is running. Console: {gateway}/?token={keys.viewer}
+Gapless demo is running. Console: {gateway}/?token={login}
+  console:        the link above signs "admin" in once (15 minutes); then sign in as admin with the
+                  password in {data / "console-admin.password"}; more users: gapless users add NAME
+                  --role viewer|operator|admin --management {gateway} --token {keys.admin}
   gateway:        {gateway} (one URL per camera)
   cameras:        curl {viewer} {gateway}/api/v1/cameras
   live (gateway): ffplay '{gateway}/api/v1/cameras/camera0/live.m3u8?token={keys.viewer}'
@@ -223,6 +227,22 @@ def _supervise(procs: dict[str, subprocess.Popen], recorder_configs: dict[str, P
                 procs[name] = subprocess.Popen([*gapless, "recorder", "--config", str(path)])
                 print(f"  {name}: started again, PID {procs[name].pid}", flush=True)
         time.sleep(0.5)
+
+
+def _console_user(management: str, admin_token: str, password_file: Path) -> str:
+    """The console's user "admin" (added, or given a new password on a later run), its password
+    kept in a private file, and a one-time login link's token for it."""
+    password = secrets.token_urlsafe(12)
+    password_file.touch(mode=0o600)
+    password_file.write_text(password + "\n")
+    with httpx.Client(base_url=management, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as api:
+        added = api.post("/api/v1/users", json={"name": "admin", "role": "admin", "password": password})
+        if added.status_code == 409:
+            added = api.patch("/api/v1/users/admin", json={"password": password})
+        added.raise_for_status()
+        link = api.post("/api/v1/users/admin/link")
+        link.raise_for_status()
+        return str(link.json()["link"])
 
 
 def _wait(url: str, headers: dict, what: str, timeout: float = 120) -> None:

@@ -13,7 +13,20 @@ from pydantic import BaseModel, ValidationError
 from gapless.config.cluster import CameraPair, CameraRef
 from gapless.config.recorder import CameraConfig
 from gapless.contracts.gateway import ClusterView, RoutedCameraList, Timeline
-from gapless.contracts.management import StoredConfig
+from gapless.contracts.management import (
+    BackfillOrder,
+    BackfillOverview,
+    Done,
+    LoginLink,
+    NewUser,
+    StoredConfig,
+    UserChange,
+    UserEntry,
+    UserList,
+    UserRole,
+    Whoami,
+)
+from gapless.contracts.recorder import JobInfo
 from gapless.identity.mapping import Mapping
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest
 from gapless.management.pairs import Accepted, PairList, as_pair, proposals_between
@@ -100,6 +113,32 @@ class ManagementClient(_Client):
 
     def reject(self, a: CameraRef, b: CameraRef) -> Accepted:
         return self._call(Accepted, "POST", "/api/v1/pairs/reject", json=CameraPair(a=a, b=b).model_dump())
+
+    def whoami(self) -> Whoami:
+        return self._call(Whoami, "GET", "/api/v1/whoami")
+
+    def users(self) -> UserList:
+        return self._call(UserList, "GET", "/api/v1/users")
+
+    def add_user(self, name: str, role: UserRole, password: str) -> UserEntry:
+        body = NewUser(name=name, role=role, password=password).model_dump()
+        return self._call(UserEntry, "POST", "/api/v1/users", json=body)
+
+    def change_user(self, name: str, role: UserRole | None = None, password: str | None = None) -> UserEntry:
+        body = UserChange(role=role, password=password).model_dump(exclude_none=True)
+        return self._call(UserEntry, "PATCH", f"/api/v1/users/{name}", json=body)
+
+    def remove_user(self, name: str) -> Done:
+        return self._call(Done, "DELETE", f"/api/v1/users/{name}")
+
+    def login_link(self, name: str) -> LoginLink:
+        return self._call(LoginLink, "POST", f"/api/v1/users/{name}/link")
+
+    def backfill_jobs(self) -> BackfillOverview:
+        return self._call(BackfillOverview, "GET", "/api/v1/backfill")
+
+    def start_backfill(self, order: BackfillOrder) -> JobInfo:
+        return self._call(JobInfo, "POST", "/api/v1/backfill", json=order.model_dump(mode="json"))
 
 
 class Federation:

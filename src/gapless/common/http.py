@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import TypeVar
 
 import httpx
 from aiohttp import web
@@ -100,6 +101,20 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[a
 def error(status: type[web.HTTPException], message: str, **extra: object) -> web.HTTPException:
     """An HTTP error whose body is {"error": message, ...}: every API answers errors as JSON."""
     return status(text=web.json_response({"error": message, **extra}).text, content_type="application/json")
+
+
+H = TypeVar("H", bound=Callable)
+
+
+def own_auth(handler: H) -> H:
+    """Mark a route that authenticates its callers itself (the gateway's media routes, sign-in,
+    the console's files): the management server's credential middleware leaves it alone."""
+    handler.gapless_own_auth = True  # type: ignore[attr-defined]
+    return handler
+
+
+def has_own_auth(handler: object) -> bool:
+    return bool(getattr(handler, "gapless_own_auth", False))
 
 
 def bearer_token(request: web.Request) -> str:

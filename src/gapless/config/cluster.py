@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from gapless.common.config import CAMERA_ID_PATTERN, ID_PATTERN, ConfigError, Seconds, Strict, describe_errors
 from gapless.config.recorder import BackfillSettings, CameraConfig, Partner, Retention, unique_camera_ids
 
-Role = Literal["admin", "viewer", "gateway", "recorder"]
+Role = Literal["admin", "operator", "viewer", "gateway", "recorder"]
 
 
 def token_digest(token: str) -> str:
@@ -24,14 +24,15 @@ def token_digest(token: str) -> str:
 
 class Credential(Strict):
     """Who may call the management server, and what for (docs/design/security.md):
-    `admin` everything; `viewer` the gateway's media routes; `gateway` what a standalone gateway
-    reads; `recorder` its own configuration and its own cluster's coordinator keys.
+    `admin` everything; `operator` watches and acts (switchover, backfill); `viewer` the gateway's
+    media routes; `gateway` what a standalone gateway reads; `recorder` its own configuration and
+    its own cluster's coordinator keys.
     Written with `token` (kept only as its SHA-256, never shown again) or `token_sha256`."""
 
     id: str = Field(pattern=ID_PATTERN)
     """The credential's name (in logs and refusals; never its token)."""
     role: Role
-    """`admin`, `viewer`, `gateway` or `recorder` (docs/design/security.md)."""
+    """`admin`, `operator`, `viewer`, `gateway` or `recorder` (docs/design/security.md)."""
     recorder: str | None = Field(default=None, pattern=ID_PATTERN)  # the recorder a `recorder` credential is
     """For role `recorder`: the recorder it is."""
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from gapless.common.openapi import Reply
 
 
@@ -56,9 +58,25 @@ class TimelineInterval(Reply):
     """The camera's id on that recorder."""
 
 
+class TimelineSide(Reply):
+    """What one recorder of the camera holds: a cluster's member, a pair's side."""
+
+    recorder: str
+    camera: str
+    """The camera's id on that recorder."""
+    role: Literal["holder", "member", "primary", "secondary", "recorder"]
+    intervals: list[tuple[str, str]]
+    backfilled: list[tuple[str, str]]
+    """The parts of `intervals` copied from a partner by finished backfill jobs."""
+    reachable: bool
+    """False: the recorder did not answer; its lists are empty, not known empty."""
+
+
 class Timeline(Reply):
     """`GET /api/v1/cameras/{id}/timeline`: what is recorded, merged over a pair's two sides (the
-    primary wherever it has footage, the secondary in its holes), each interval with its source."""
+    primary wherever it has footage, the secondary in its holes), each interval with its source;
+    and what each recorder of the camera holds."""
 
     camera: str
     intervals: list[TimelineInterval]
+    recorders: list[TimelineSide] = []

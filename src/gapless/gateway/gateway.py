@@ -27,7 +27,7 @@ import httpx
 from aiohttp import web
 from pydantic import ValidationError
 
-from gapless.common.http import application, authenticate, error, serving
+from gapless.common.http import application, authenticate, error, own_auth, serving
 from gapless.common.openapi import OPENAPI_PATH, Handler, documented, openapi
 from gapless.common.signing import signed
 from gapless.common.timeparse import iso, parse_time_us
@@ -39,7 +39,9 @@ from gapless.contracts.gateway import (
     RoutedCameraList,
     Timeline,
     TimelineInterval,
+    TimelineSide,
 )
+from gapless.contracts.management import LoginAnswer, LoginRequest
 from gapless.contracts.recorder import (
     LEFT_OUT_HEADER,
     Coverage,
@@ -47,15 +49,17 @@ from gapless.contracts.recorder import (
     ExportQuery,
     FragmentList,
     HaState,
+    JobList,
     TimeRange,
 )
-from gapless.gateway.console import add_console_routes
+from gapless.gateway.console import SessionRequest, add_console_routes
 from gapless.gateway.routing import Feed, OnRoute, PairRouting, Route, Source
 from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.ingest.live import INIT, unpack
 from gapless.management.access import GatewayConfig
 from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, side_segment_path, signed_uris
+from gapless.storage.coverage import intersect
 
 log = logging.getLogger("gapless.gateway")
 
@@ -75,6 +79,7 @@ LIVE_CLOSE_S = 0.2  # leaving a recorder's stream does not wait longer for its c
 EXPORT_TIMEOUT = httpx.Timeout(300.0, connect=1.0)
 DOCUMENT_REFRESH_S = 10.0
 FENCE_HEADER = "X-Gapless-Fence"
+SIGN_IN_TIMEOUT_S = 10.0  # an Argon2id check, on a management server that may be busy
 
 
 class MemberFailed(Exception):
@@ -408,6 +413,34 @@ class Gateway:
         place = self.directory.cameras.get(camera_id)
         return None if place is None else place.pair
 
+    async def holdings(self, camera_id: str, span: CoverageRange) -> list[TimelineSide]:
+        """What each recorder of a camera holds of a span: a cluster's members (the holder first),
+        a pair's primary and secondary, an independent recorder."""
+        place = self.place(camera_id)
+        sides: list[tuple[CameraRef, str]]
+        if place.pair is not None:
+            sides = [(place.pair.a, "primary"), (place.pair.b, "secondary")]
+        elif place.cluster is not None:
+            holder = place.site.state.holder(place.cluster.id)
+            members = sorted(place.cluster.members, key=lambda m: holder is None or m != holder[0])
+            roles = ["holder" if holder is not None and m == holder[0] else "member" for m in members]
+            sides = [(CameraRef(recorder=m, camera=camera_id), role) for m, role in zip(members, roles, strict=True)]
+        else:
+            assert place.alone is not None
+            sides = [(place.alone, "recorder")]
+        found = await asyncio.gather(*(self.side_holdings(side, span) for side, _role in sides))
+        return [
+            TimelineSide(
+                recorder=side.recorder,
+                camera=side.camera,
+                role=role,  # type: ignore[arg-type]
+                intervals=[(iso(a), iso(b)) for a, b in covered or []],
+                backfilled=[(iso(a), iso(b)) for a, b in copied],
+                reachable=covered is not None,
+            )
+            for (side, role), (covered, copied) in zip(sides, found, strict=True)
+        ]
+
     async def side_rows(self, side: CameraRef, start_s: float, end_s: float) -> list[Row]:
         """One recorder's fragments of a pair's camera ([] when it has none or cannot answer)."""
         try:
@@ -432,17 +465,37 @@ class Gateway:
         return sorted([*by_start.values(), *filling], key=lambda r: r.start_us)
 
     async def side_coverage(self, side: CameraRef, span: CoverageRange) -> list[tuple[int, int]]:
+        return (await self.side_holdings(side, span, with_backfill=False))[0] or []
+
+    async def side_holdings(
+        self, side: CameraRef, span: CoverageRange, with_backfill: bool = True
+    ) -> tuple[list[tuple[int, int]] | None, list[tuple[int, int]]]:
+        """One recorder's coverage of its camera in a span (None: it did not answer), and the parts
+        of it its finished backfill jobs copied from a partner."""
         params = {"start": f"{span.start / 1e6:.6f}", "end": f"{span.end / 1e6:.6f}"}
+        route = Route(f"{side}", [Source(side.recorder, side.camera)])
         try:
-            _member, reply = await self.ask(
-                Route(f"{side}", [Source(side.recorder, side.camera)]),
-                lambda camera: f"/api/v1/cameras/{camera}/coverage",
-                params,
-            )
+            _member, reply = await self.ask(route, lambda camera: f"/api/v1/cameras/{camera}/coverage", params)
             coverage = Coverage.model_validate_json(reply.content)
         except (web.HTTPException, ValidationError):
-            return []
-        return [(parse_time_us(a), parse_time_us(b)) for a, b in coverage.intervals]
+            return None, []
+        covered = [(parse_time_us(a), parse_time_us(b)) for a, b in coverage.intervals]
+        if not with_backfill:
+            return covered, []
+        try:
+            _member, reply = await self.ask(route, lambda _camera: "/api/v1/backfill", {"state": "done"})
+            jobs = JobList.model_validate_json(reply.content).jobs
+        except (web.HTTPException, ValidationError):
+            return covered, []
+        copied = sorted(
+            (max(job.start_us, span.start), min(job.end_us, span.end))
+            for job in jobs
+            if job.camera == side.camera
+            and job.stored_fragments
+            and job.start_us < span.end
+            and job.end_us > span.start
+        )
+        return covered, intersect(covered, coverage_of(copied))
 
     async def authorize(self, request: web.Request, camera_id: str | None = None) -> list[Site]:
         """A viewer's (or admin's) token as a bearer header or `?token=`, or a signed URL: checked
@@ -478,6 +531,45 @@ class Gateway:
         await self.refresh()
         return any(site.view is not None and site.view.viewer(token) for site in self.sites)
 
+    async def sign_in(self, request: SessionRequest) -> str | None:
+        """The credential a console session presents: a token that may watch, as given; else a
+        user's session token from the first management server that signs the user in (by password
+        or one-time link). None if nobody accepts."""
+        if request.token is not None and await self.may_watch(request.token):
+            return request.token
+        if request.token is not None:
+            if len(request.token) < 16:
+                return None
+            login = LoginRequest(link=request.token)
+        else:
+            login = LoginRequest(user=request.user, password=request.password)
+        for site in self.sites:
+            try:
+                reply = await self.http.post(
+                    f"{site.management_url.rstrip('/')}/api/v1/login",
+                    content=login.model_dump_json(exclude_none=True),
+                    headers={"Content-Type": "application/json"},
+                    timeout=SIGN_IN_TIMEOUT_S,
+                )
+            except httpx.HTTPError as exc:
+                log.warning("%s: sign-in could not be asked: %s", site.management_url, exc)
+                continue
+            if reply.status_code == 429:
+                raise error(web.HTTPTooManyRequests, "too many failed sign-ins for this name; wait a minute")
+            if reply.status_code == 200:
+                answer = LoginAnswer.model_validate_json(reply.content)
+                await site.refresh(self.stop_event, force=True)  # its view now lists the session
+                return answer.token
+        return None
+
+    async def sign_out(self, credential: str) -> None:
+        """A user's session token ends at every management server (a credential is not ended)."""
+        for site in self.sites:
+            with contextlib.suppress(httpx.HTTPError):
+                await self.http.delete(
+                    f"{site.management_url.rstrip('/')}/api/v1/login", headers={"Authorization": f"Bearer {credential}"}
+                )
+
     def signed_uris(self, camera: str) -> MediaUris:
         """Signed with the key of the camera's site. A pair's segments name the recorder whose
         listing they came from (the two may hold a GOP cut differently); a cluster's are fetched
@@ -502,7 +594,7 @@ class Gateway:
 def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     routes = web.RouteTableDef()
 
-    def own_auth(handler: Handler) -> Handler:
+    def viewer_route(handler: Handler) -> Handler:
         """A viewer's route: authorized here, before its query is read (the management server's
         middleware leaves these to the gateway)."""
 
@@ -511,11 +603,10 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
             request[ACCEPTED_BY] = await gateway.authorize(request, request.match_info.get("camera"))
             return await handler(request)
 
-        authorized.gapless_own_auth = True  # type: ignore[attr-defined]
-        return authorized
+        return own_auth(authorized)
 
     @routes.get("/api/v1/cameras")
-    @own_auth
+    @viewer_route
     @documented("Every camera (of clusters and pairs) with the recorder it is routed to", RoutedCameraList)
     async def cameras(request: web.Request) -> web.Response:
         directory = await gateway.refresh()
@@ -538,7 +629,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.json_response(text=RoutedCameraList(cameras=listed).model_dump_json())
 
     @routes.get("/api/v1/clusters/{cluster}")
-    @own_auth
+    @viewer_route
     @documented("A cluster: members, holder, fencing revision, lease", ClusterView)
     async def cluster_state(request: web.Request) -> web.Response:
         await gateway.refresh()
@@ -585,7 +676,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.json_response(text=view.model_dump_json())
 
     @routes.get("/api/v1/cameras/{camera}/live.m3u8")
-    @own_auth
+    @viewer_route
     @documented("Live HLS routed to the holder; segments by camera time", media_type="application/vnd.apple.mpegurl")
     async def live(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
@@ -596,7 +687,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/live.ws")
-    @own_auth
+    @viewer_route
     @documented(
         "Live frames over a WebSocket as they arrive, continuous through failover and re-route (docs/design/live.md)",
         media_type="application/octet-stream",
@@ -612,7 +703,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return viewer
 
     @routes.get("/api/v1/cameras/{camera}/playback.m3u8")
-    @own_auth
+    @viewer_route
     @documented(
         "VOD HLS of a range (at most 24 h)",
         media_type="application/vnd.apple.mpegurl",
@@ -631,7 +722,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/timeline")
-    @own_auth
+    @viewer_route
     @documented(
         "What is recorded of a camera, each interval with the recorder it plays from", Timeline, query=CoverageRange
     )
@@ -646,10 +737,11 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
             TimelineInterval(start=iso(s), end=iso(e), recorder=sides[side].recorder, camera=sides[side].camera)
             for s, e, side in intervals
         ]
-        return web.json_response(text=Timeline(camera=camera, intervals=listed).model_dump_json())
+        held = await gateway.holdings(camera, query)
+        return web.json_response(text=Timeline(camera=camera, intervals=listed, recorders=held).model_dump_json())
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
-    @own_auth
+    @viewer_route
     @documented("A segment from whichever member has it", media_type="video/iso.segment")
     async def segment(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
@@ -658,7 +750,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(body=data, content_type="video/iso.segment")
 
     @routes.get("/api/v1/cameras/{camera}/export.mp4")
-    @own_auth
+    @viewer_route
     @documented(
         "MP4 of a range (at most 6 h) from one recorder: a cluster's holder, a pair's side holding more of it",
         media_type="video/mp4",
@@ -672,7 +764,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return await gateway.relay(request, route, lambda there: f"/api/v1/cameras/{there}/export.mp4", params)
 
     @routes.get(r"/api/v1/cameras/{camera}/recorders/{recorder}/segments/{start:\d{1,18}}.m4s")
-    @own_auth
+    @viewer_route
     @documented(
         "A paired camera's segment from the recorder its playlist listed it from, else from the other",
         media_type="video/iso.segment",
@@ -689,7 +781,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         return web.Response(body=data, content_type="video/iso.segment")
 
     @routes.get(r"/api/v1/cameras/{camera}/inits/{init:[0-9a-f]{8,64}}.mp4")
-    @own_auth
+    @viewer_route
     @documented("An init segment from whichever member has it", media_type="video/mp4")
     async def init(request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
@@ -697,7 +789,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         data = await gateway.media(route, lambda there: f"/api/v1/cameras/{there}/inits/{init}.mp4")
         return web.Response(body=data, content_type="video/mp4")
 
-    add_console_routes(routes, lambda token: gateway.may_watch(token))
+    add_console_routes(routes, lambda request: gateway.sign_in(request), lambda token: gateway.sign_out(token))
     return routes
 
 

@@ -1,6 +1,7 @@
 """Who is calling the management server, and what each credential may do (docs/design/security.md).
 
-Four roles. `admin` (management.api_token, or a credential with that role) may do everything.
+Five roles. `admin` (management.api_token, or a credential with that role) may do everything.
+`operator` watches and acts: switchover, starting a backfill (a person's role, management/users.py).
 `recorder` reads its own recorder's configuration and writes its own cluster's coordinator keys:
 its member key, and the holder and released keys only in its own name. `gateway` reads what a
 standalone gateway routes with, and the cluster keys. `viewer` watches media through the gateway.
@@ -33,8 +34,11 @@ from gapless.common.http import error, token_matches
 from gapless.common.urls import with_password
 from gapless.config.cluster import ClusterDocument, Role, token_digest
 from gapless.config.recorder import CameraConfig
+from gapless.contracts.management import UserRole
+from gapless.management.users import Users
 
 ADMIN_TOKEN_NAME = "management.api_token"
+WATCHERS: tuple[UserRole, ...] = ("admin", "operator", "viewer")  # the roles that may watch media
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,9 @@ class Principal:
         return f"recorder:{self.recorder}" if self.role == "recorder" else self.role
 
 
-def identify(token: str, admin_token: str, document: ClusterDocument) -> Principal | None:
+def identify(token: str, admin_token: str, document: ClusterDocument, users: Users) -> Principal | None:
+    """Who presents this token: the admin token, a configured credential, or a user's session
+    (with the user's role now: a demoted user's next request has the new role)."""
     if not token:
         return None
     if token_matches(token, admin_token):
@@ -58,14 +64,17 @@ def identify(token: str, admin_token: str, document: ClusterDocument) -> Princip
     for credential in document.credentials:
         if hmac.compare_digest(digest, credential.token_sha256):
             return Principal(credential.id, credential.role, credential.recorder)
-    return None
+    user = users.session_user(token)
+    return None if user is None else Principal(f"user {user.name}", user.role)
 
 
 def allow(*roles: Role) -> Callable:
-    """Mark a route handler as callable by these roles besides admin."""
+    """Mark a route handler as callable by these roles besides admin (an operator may do what a
+    viewer may)."""
+    implied: tuple[Role, ...] = ("operator",) if "viewer" in roles and "operator" not in roles else ()
 
     def mark(handler: Callable) -> Callable:
-        handler.gapless_roles = ("admin", *roles)  # type: ignore[attr-defined]
+        handler.gapless_roles = ("admin", *roles, *implied)  # type: ignore[attr-defined]
         return handler
 
     return mark
@@ -139,7 +148,7 @@ class GatewayConfig(BaseModel):
     #: Camera credentials and the credentials list removed; recorder tokens kept: the gateway
     #: fetches media from the recorders with them.
     config: ClusterDocument
-    #: SHA-256 of every token allowed to watch (admin and viewer credentials).
+    #: SHA-256 of every token allowed to watch (admin, operator and viewer credentials and users' sessions).
     viewer_token_sha256: list[str]
     #: Key of the signed media URLs in playlists (derived from the admin token; rotates with it).
     signing_key: str
@@ -156,7 +165,9 @@ def _without_secrets(cameras: list[CameraConfig]) -> list[CameraConfig]:
     return [camera.model_copy(update={"url": with_password(camera.url, None), "password": None}) for camera in cameras]
 
 
-def gateway_config(version: int, document: ClusterDocument, admin_token: str, signed_url_ttl: float) -> GatewayConfig:
+def gateway_config(
+    version: int, document: ClusterDocument, admin_token: str, signed_url_ttl: float, users: Users
+) -> GatewayConfig:
     clusters = [
         cluster.model_copy(update={"cameras": _without_secrets(cluster.cameras)}) for cluster in document.clusters
     ]
@@ -164,9 +175,8 @@ def gateway_config(version: int, document: ClusterDocument, admin_token: str, si
         r.model_copy(update={"cameras": None if r.cameras is None else _without_secrets(r.cameras)})
         for r in document.recorders
     ]
-    viewers = [token_digest(admin_token)] + [
-        c.token_sha256 for c in document.credentials if c.role in ("admin", "viewer")
-    ]
+    viewers = [token_digest(admin_token)] + [c.token_sha256 for c in document.credentials if c.role in WATCHERS]
+    viewers += users.session_digests(WATCHERS)
     return GatewayConfig(
         version=version,
         config=document.model_copy(update={"clusters": clusters, "recorders": recorders, "credentials": []}),

@@ -14,12 +14,13 @@ from gapless.cluster.backends import connect
 from gapless.cluster.embedded_server import EmbeddedStore, coordinator_routes, sweep_leases
 from gapless.cluster.keys import holder_key, preferred_key, switchover_key
 from gapless.common.config import ConfigError
-from gapless.common.http import application, bearer_token, error, json_body, serving
+from gapless.common.http import application, bearer_token, error, has_own_auth, json_body, serving
 from gapless.common.openapi import documented, openapi_route, parsed
 from gapless.config.cluster import ClusterDocument, ManagedConfig, validate_document
 from gapless.config.management import ManagementConfig
 from gapless.contracts.management import (
     Event,
+    EventKind,
     EventList,
     EventsQuery,
     RecorderEntry,
@@ -39,11 +40,14 @@ from gapless.management.access import (
     gateway_config,
     identify,
 )
+from gapless.management.backfill_routes import backfill_routes
 from gapless.management.events import EventLog, EventWatcher
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest, UnknownCameras, identify_cameras
 from gapless.management.pairs import pair_routes
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
+from gapless.management.user_routes import user_routes
+from gapless.management.users import Users
 
 log = logging.getLogger("gapless.management")
 
@@ -78,8 +82,9 @@ class Management:
                 )
         self.embedded = EmbeddedStore(section.data / "coordinator.sqlite3")
         self.events = EventLog(section.data / "events.sqlite3")
+        self.users = Users(section.data / "users.sqlite3")
         self._latest = self.store.latest()
-        self._gateway_config: GatewayConfig | None = None
+        self._gateway_config: tuple[int, GatewayConfig] | None = None
 
     @property
     def document(self) -> tuple[int, ClusterDocument]:
@@ -94,14 +99,24 @@ class Management:
             self.events.record("config", f"configuration version {version} stored")
         return version
 
+    def record(self, kind: EventKind, message: str) -> None:
+        """An event of this server's own (users, sign-ins), logged where it happens."""
+        log.info("%s: %s", kind, message)
+        self.events.record(kind, message)
+
     def gateway_config(self) -> GatewayConfig:
-        """What the gateway routes with, built once per configuration version (the embedded
-        gateway asks on every request: segments included)."""
+        """What the gateway routes with, built once per configuration version and users' sessions
+        (the embedded gateway asks on every request: segments included)."""
         version, document = self.document
-        if self._gateway_config is None or self._gateway_config.version != version:
+        built = self._gateway_config
+        if built is None or built[1].version != version or built[0] != self.users.generation:
             ttl = self.config.management.signed_url_ttl
-            self._gateway_config = gateway_config(version, document, self.admin_token, ttl)
-        return self._gateway_config
+            generation = self.users.generation
+            self._gateway_config = built = (
+                generation,
+                gateway_config(version, document, self.admin_token, ttl, self.users),
+            )
+        return built[1]
 
     def coordinator(self):
         _version, document = self.document
@@ -117,9 +132,9 @@ class Management:
 def build_app(management: Management) -> web.Application:
     @web.middleware
     async def auth(request: web.Request, handler):
-        if getattr(request.match_info.handler, "gapless_own_auth", False):  # the gateway's media routes
+        if has_own_auth(request.match_info.handler):  # the gateway's media routes, sign-in, the console
             return await handler(request)
-        principal = identify(bearer_token(request), management.admin_token, management.document[1])
+        principal = identify(bearer_token(request), management.admin_token, management.document[1], management.users)
         if principal is None:
             raise error(web.HTTPUnauthorized, "missing or unknown credential")
         if principal.role not in allowed_roles(request.match_info.handler):
@@ -237,6 +252,7 @@ def build_app(management: Management) -> web.Application:
         body=SwitchoverRequest,
         parses_body=False,  # no body at all means {}
     )
+    @allow("operator")
     async def switchover(request: web.Request) -> web.Response:
         _version, document = management.document
         cluster = next((c for c in document.clusters if c.id == request.match_info["cluster"]), None)
@@ -257,7 +273,8 @@ def build_app(management: Management) -> web.Application:
             await asyncio.to_thread(coordinator.put, switchover_key(cluster.id), {"to": target, "from": current})
         finally:
             coordinator.close()
-        log.info("switchover of cluster %s requested: %s -> %s", cluster.id, current, target)
+        by = request["principal"].name
+        log.info("switchover of cluster %s requested: %s -> %s (by %s)", cluster.id, current, target, by)
         answer = SwitchoverAnswer.model_validate({"cluster": cluster.id, "from": current, "to": target})
         return web.json_response(text=answer.model_dump_json(by_alias=True))
 
@@ -290,6 +307,8 @@ def build_app(management: Management) -> web.Application:
     app = application(auth)
     app.add_routes(routes)
     app.add_routes(pair_routes(management))
+    app.add_routes(user_routes(management))
+    app.add_routes(backfill_routes(lambda: management.document[1]))
     policy = CoordinatorPolicy(lambda: management.document[1], management.embedded)
     coordinator = coordinator_routes(management.embedded, policy)
     for route in coordinator:  # which keys each may touch is the policy's
@@ -333,3 +352,4 @@ async def run_management(config: ManagementConfig, gateway_factory=None) -> None
         management.embedded.close()
         management.store.close()
         management.events.close()
+        management.users.close()
