@@ -198,3 +198,33 @@ class RecorderJobs(Reply):
 
 class BackfillOverview(Reply):
     recorders: list[RecorderJobs]
+
+
+# ---- recorders' state for the console's overview -----------------------------------------------
+
+
+class CameraStatus(Reply):
+    state: str
+    """recording | connecting | reconnecting | failed | starting."""
+    reason: str
+    """Why it is not recording (camera URLs' credentials removed)."""
+    time_source: str
+    camera_clock_offset_ms: int | None
+
+
+class RecorderStatus(Reply):
+    """One recorder as the management server read it (`GET /api/v1/health` there)."""
+
+    id: str
+    cluster: str | None
+    reachable: bool
+    error: str | None = None
+    """Why it could not be read."""
+    disk_free_bytes: int | None = None
+    storage_error: str | None = None
+    """The storage's last write error (a full or failing disk)."""
+    cameras: dict[str, CameraStatus] = {}
+
+
+class RecorderStatusList(Reply):
+    recorders: list[RecorderStatus]

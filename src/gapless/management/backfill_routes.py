@@ -55,7 +55,12 @@ def backfill_routes(document: Callable[[], ClusterDocument]) -> web.RouteTableDe
         entry = next((e for e in managed() if e.id == body.recorder), None)
         if entry is None:
             raise error(web.HTTPNotFound, f"no recorder {body.recorder!r} managed here")
-        job = {"camera": body.camera, "source": body.source, "start": body.start, "end": body.end}
+        job = {
+            "camera": body.camera,
+            "source": body.source,
+            "start": f"{body.start / 1e6:.6f}",
+            "end": f"{body.end / 1e6:.6f}",
+        }
         async with httpx.AsyncClient(timeout=ASK_TIMEOUT_S) as client:
             try:
                 reply = await client.post(

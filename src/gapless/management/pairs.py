@@ -16,6 +16,7 @@ from gapless.common.openapi import Query, Reply, documented
 from gapless.config.cluster import CameraPair, CameraRef, ClusterDocument
 from gapless.config.recorder import CameraConfig
 from gapless.identity.mapping import Mapping, Proposal, propose
+from gapless.management.access import allow
 
 log = logging.getLogger("gapless.management")
 
@@ -98,6 +99,7 @@ def pair_routes(store: Store) -> web.RouteTableDef:
 
     @routes.get("/api/v1/pairs")
     @documented("Accepted and rejected camera pairs", PairList)
+    @allow("viewer")  # the console's overview shows each pair's health
     async def list_pairs(_request: web.Request) -> web.Response:
         version, document = store.document
         listing = PairList(version=version, pairs=document.pairs, rejected_pairs=document.rejected_pairs)

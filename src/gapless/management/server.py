@@ -44,6 +44,7 @@ from gapless.management.backfill_routes import backfill_routes
 from gapless.management.events import EventLog, EventWatcher
 from gapless.management.identify import IdentifyAnswer, IdentifyRequest, UnknownCameras, identify_cameras
 from gapless.management.pairs import pair_routes
+from gapless.management.recorder_status import status_routes
 from gapless.management.redaction import redact, restore
 from gapless.management.store import ConfigStore
 from gapless.management.user_routes import user_routes
@@ -309,6 +310,7 @@ def build_app(management: Management) -> web.Application:
     app.add_routes(pair_routes(management))
     app.add_routes(user_routes(management))
     app.add_routes(backfill_routes(lambda: management.document[1]))
+    app.add_routes(status_routes(lambda: management.document[1]))
     policy = CoordinatorPolicy(lambda: management.document[1], management.embedded)
     coordinator = coordinator_routes(management.embedded, policy)
     for route in coordinator:  # which keys each may touch is the policy's
