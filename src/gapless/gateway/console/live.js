@@ -7,7 +7,15 @@ import { $, api } from "./console.js";
 
 const tiles = new Map(); // camera id -> tile
 const EDGE_S = 1.5; // further behind the newest frame than this: jump to the live edge
+// Between: play a little faster until close to it (a viewer joins at the newest keyframe, up to a
+// GOP old; frames come in bursts of half a second, the recorder's read pass).
+const CATCH_UP_S = 0.7;
+const CAUGHT_UP_S = 0.3;
+const CATCH_UP_RATE = 1.3; // muted live video: a short fast-forward, not a sound
 const KEEP_S = 30; // media kept in the buffer behind the play position
+const KEEP_SAMPLES = 3000; // capture → display latencies kept per tile (bench/live.py reads them)
+const LATENCIES = new Map(); // camera id -> latest latencies, s
+window.gaplessLatencies = LATENCIES;
 
 function codecOf(init) {
   const text = String.fromCharCode(...init.subarray(0, Math.min(init.length, 4096)));
@@ -29,15 +37,26 @@ function liveTile(camera) {
   const label = element.querySelector(".label");
   const note = element.querySelector(".note");
   let source = "";
-  // Capture latency: the newest frame's camera time against the clock when it arrived, plus how far
-  // the player is behind that frame (camera and browser clocks assumed in step, as on one site's NTP).
-  let arrivalLagMs = null;
+  // Capture → display: a live frame's media time is its camera time (epoch seconds: the recorders
+  // stamp fragments with it), so the moment the browser shows it, less that time, is how late it is
+  // (camera and browser clocks in step, as on one site's NTP).
+  let latency = null;
+  const samples = [];
+  LATENCIES.set(camera.id, samples);
+  const shown = (_now, frame) => {
+    latency = (performance.timeOrigin + frame.expectedDisplayTime) / 1000 - frame.mediaTime;
+    samples.push(latency);
+    if (samples.length > KEEP_SAMPLES) samples.splice(0, samples.length - KEEP_SAMPLES);
+    video.requestVideoFrameCallback(shown);
+  };
+  video.requestVideoFrameCallback(shown);
   const describe = () => {
     const ranges = video.buffered;
     const behind = ranges.length ? Math.max(0, ranges.end(ranges.length - 1) - video.currentTime) : 0;
-    const latency = arrivalLagMs === null ? null : arrivalLagMs / 1000 + behind;
     const said = latency === null ? "…" : `${latency.toFixed(2)} s`;
     label.textContent = `${camera.id} · ${source || "…"} · ${said} behind capture`;
+    if (behind > CATCH_UP_S) video.playbackRate = CATCH_UP_RATE;
+    else if (behind < CAUGHT_UP_S) video.playbackRate = 1;
     element.dataset.source = source;
     element.dataset.behind = behind.toFixed(3);
     if (latency !== null) element.dataset.latency = latency.toFixed(3);
@@ -69,10 +88,8 @@ function liveTile(camera) {
         describe();
         return;
       }
-      const header = new DataView(message.data);
-      const kind = header.getUint8(0);
+      const kind = new DataView(message.data).getUint8(0);
       const payload = new Uint8Array(message.data, 9);
-      if (kind === 1) arrivalLagMs = Date.now() - Number(header.getBigUint64(1)) / 1000;
       if (kind === 0 && !buffer) {
         const codec = codecOf(payload);
         const type = `video/mp4; codecs="${codec}"`;
