@@ -5,7 +5,11 @@ camera time: a frame is held when one of our fragments spans its time (with half
 for rounding and jitter). Whatever our own archive holds wins; from the partner's fragment only the
 frames that fall into our holes are kept, as one new fragment per contiguous run. A run may begin
 with a frame that is not a keyframe (our own fragment before it ends mid-GOP): played in order it
-decodes, because the frames it depends on are the ones we already hold.
+decodes, because the frames it depends on are the ones we already hold, but only when what we hold
+just before it is the same stream (`continues`). A partner recording another profile (a pair's
+sub-stream) encodes other frames: a run of its that begins mid-GOP after our own footage depends
+on frames we do not have, so it begins at its next keyframe instead (the frames before stay on the
+partner, which the merged timeline plays).
 
 Audio goes with the video of its time: a fragment holds exactly the audio units whose time falls in
 its span (ingest/fragmenter.py), so a kept run takes the partner's audio units in the run's span.
@@ -13,6 +17,7 @@ its span (ingest/fragmenter.py), so a kept run takes the partner's audio units i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, Sample, build_fragment, parse_tracks, ticks_to_us
@@ -39,11 +44,14 @@ def missing_runs(
     seq: int,
     covered: list[tuple[int, int]],
     audio_rate: int | None = None,
+    continues: Callable[[int], bool] | None = None,
 ) -> list[KeptRun]:
     """The runs of frames in the fragment `payload` (spanning start_us..end_us) that no interval in
     `covered` holds, each fitted between what is held (see `_fit`), with the audio of their span
     (`audio_rate`: the audio track's timescale, when the camera has audio). The whole fragment comes
-    back unchanged when nothing of it is held and it fits as it is."""
+    back unchanged when nothing of it is held and it fits as it is. `continues(t)`: whether what we
+    hold just before time t is the partner's stream (None: always); a run beginning mid-GOP where
+    it is not begins at its next keyframe, or is dropped without one."""
     tracks = parse_tracks(payload)
     samples = tracks.get(TRACK_ID, [])
     audio = tracks.get(AUDIO_TRACK_ID, []) if audio_rate else []
@@ -59,8 +67,10 @@ def missing_runs(
             current.append(sample)
     if current:
         runs.append(current)
+    if continues is not None:
+        runs = [_decodable(run, samples, start_us, continues) for run in runs]
     kept = []
-    for run in runs:
+    for run in filter(None, runs):
         first, last = run[0], run[-1]
         shown = [s.dts + s.cts_offset for s in run]
         run_start = start_us if first is samples[0] else ticks_to_us(min(shown))
@@ -73,6 +83,17 @@ def missing_runs(
         span = [a for a in audio if run_start <= a.dts * 1_000_000 // (audio_rate or 1) < run_end]
         kept.append(KeptRun(run_start, run_end, len(run), build_fragment(seq, run, span), first.keyframe))
     return kept
+
+
+def _decodable(
+    run: list[Sample], samples: list[Sample], start_us: int, continues: Callable[[int], bool]
+) -> list[Sample]:
+    """The run from its first frame that decodes with what we hold before it ([] if none does)."""
+    at = start_us if run[0] is samples[0] else ticks_to_us(run[0].dts + run[0].cts_offset)
+    if run[0].keyframe or continues(at):
+        return run
+    first_key = next((i for i, sample in enumerate(run) if sample.keyframe), None)
+    return [] if first_key is None else run[first_key:]
 
 
 def _fit(

@@ -31,6 +31,10 @@ from gapless.storage.store import Fragment, FragmentStore, InitSegment
 
 log = logging.getLogger("gapless.backfill")
 
+#: A partner's run starting mid-GOP continues our footage of the same stream when ours ends at most
+#: this long before its first frame (a frame interval, with the two recorders' rounding).
+CONTINUES_US = 100_000
+
 BATCH_FRAGMENTS = 16
 FETCH_PARALLEL = 4
 RETRY_MAX_S = 60.0
@@ -74,14 +78,20 @@ class WriteBatch:
             raise LiveStarting(f"own feed of {self.camera} is starting")
         lo = min(meta.start_us for meta, _ in self.items) - 10_000_000
         hi = max(meta.end_us for meta, _ in self.items) + 10_000_000
-        covered = [(r.start_us, r.end_us) for r in store.fragments(self.camera, lo, hi)]
+        held = [(r.start_us, r.end_us, r.init) for r in store.fragments(self.camera, lo, hi)]
+        covered = [(start, end) for start, end, _init in held]
         if live_from is not None:
             covered.append((live_from, 1 << 62))
         fragments = []
         for meta, payload in self.items:
             audio = audio_of_init(self.inits[meta.init].data)
             rate = audio.rate if audio is not None else None
-            for run in missing_runs(payload, meta.start_us, meta.end_us, meta.seq, covered, rate):
+
+            def continues(at_us: int, init: str = meta.init) -> bool:
+                """We hold footage of this stream (same init) ending where the partner's run starts."""
+                return any(i == init and start < at_us <= end + CONTINUES_US for start, end, i in held)
+
+            for run in missing_runs(payload, meta.start_us, meta.end_us, meta.seq, covered, rate, continues):
                 fragments.append(
                     Fragment(
                         self.camera,
@@ -99,6 +109,7 @@ class WriteBatch:
                     )
                 )
                 covered.append((run.start_us, run.end_us))
+                held.append((run.start_us, run.end_us, meta.init))
         if fragments:
             store.write(fragments)
         self.stored_fragments = len(fragments)
