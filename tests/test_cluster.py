@@ -208,6 +208,8 @@ def test_holder_whose_disk_fills_hands_the_token_over_and_loses_nothing(tmp_path
         with running_cluster(tmp_path, camera, storage_a=disk / "rec-a") as (management, a, b):
             start = time.time()
             wait_for(lambda: a.health()["storage"]["last_error"], 120, "rec-a's disk to fill up")
+            status = management.api.get("/api/v1/recorders/status").json()["recorders"]  # the console's alert
+            assert next(r for r in status if r["id"] == "rec-a")["storage_error"], status
             wait_holder(management, "rec-b", timeout=60)
             released = [c for c in changes(a) if c["change"] == "released"]
             assert released and "storage failing" in released[-1]["reason"], changes(a)
