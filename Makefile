@@ -47,7 +47,7 @@ lint: $(BIN)/gapless
 test: lint system-deps $(CONSOLE_VENDOR)
 	$(BIN)/python -m pytest -n 7 --dist worksteal
 
-bench: $(BIN)/gapless system-deps
+bench: $(BIN)/gapless system-deps $(CONSOLE_VENDOR)
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/backfill.py

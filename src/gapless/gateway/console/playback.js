@@ -3,8 +3,9 @@
 // to play from a point (several cameras kept in step by their program date time), and export a range
 // as MP4 with progress. Recorded video plays through hls.js on the gateway's playback.m3u8.
 
-import Hls from "./vendor/hls.light.min.mjs";
-import { $, api, element } from "./console.js";
+import { $, api, element, status } from "./console.js";
+
+let Hls = null; // hls.js, loaded when first needed: the other pages work without it
 
 const SPANS = [
   ["7 d", 7 * 86400],
@@ -215,6 +216,17 @@ function playheads() {
   }
 }
 
+async function library() {
+  if (!Hls) {
+    try {
+      Hls = (await import("./vendor/hls.light.min.mjs")).default;
+    } catch (problem) {
+      throw new Error("recorded video needs hls.js, which this server lacks (make console builds it)");
+    }
+  }
+  return Hls;
+}
+
 function player(camera) {
   if (players.has(camera)) return players.get(camera);
   const video = element("video", { muted: true, controls: true, playsInline: true });
@@ -239,7 +251,13 @@ function player(camera) {
   return made;
 }
 
-function play(seconds) {
+async function play(seconds) {
+  try {
+    await library();
+  } catch (problem) {
+    status(problem.message, true);
+    return;
+  }
   const until = Math.min(Date.now() / 1000, seconds + PLAY_AHEAD_S);
   for (const camera of view.cameras) {
     const chosen = player(camera);
