@@ -75,8 +75,8 @@ def assert_every_frame(pts: list[int], start_us: int, end_us: int, restarts: int
     odd = [step for step in steps if abs(step - FRAME_TICKS) > 1]  # µs times in 90 kHz: ±1 tick
     # gst re-times the restarted stream: the frame after a restart may come at a new phase, after a
     # pause of the camera's own (flushing its pipeline for the seek: measured up to 0.93 s with two
-    # test workers loading the machine). Under load one stray frame may fall inside that pause
-    # (seen: 23 ms then 123 ms): adjacent odd steps are one pause.
+    # test workers loading the machine, 2.02 s with six and Chromium beside). Under load one stray
+    # frame may fall inside that pause (seen: 23 ms then 123 ms): adjacent odd steps are one pause.
     pauses: list[list[int]] = []
     for step, previous in zip(steps, [FRAME_TICKS, *steps], strict=False):
         if abs(step - FRAME_TICKS) > 1:
@@ -85,7 +85,7 @@ def assert_every_frame(pts: list[int], start_us: int, end_us: int, restarts: int
             else:
                 pauses.append([step])
     lengths = [sum(pause) for pause in pauses]
-    assert len(pauses) <= restarts and all(FRAME_TICKS // 2 <= n <= 50 * FRAME_TICKS for n in lengths), pauses
+    assert len(pauses) <= restarts and all(FRAME_TICKS // 2 <= n <= 100 * FRAME_TICKS for n in lengths), pauses
     expected = (end_us - start_us - sum(odd) * 100 // 9 + len(odd) * 40_000) // 40_000
     assert abs(len(pts) - expected) <= 2, (len(pts), expected)
 
