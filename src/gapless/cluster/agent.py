@@ -371,13 +371,17 @@ class HaAgent(threading.Thread):
         assert identity is not None  # the loop runs only for a cluster with an identity
         failures = 0
         while not self.stop_event.wait(IDENTITY_INTERVAL_S):
-            now = self.clock()
-            with self.lock:
-                state = self.state
-                presenting = self.presenting_unlocked(now) and now >= state.present_from
-                remaining = state.valid_until - now if presenting else 0.0
             try:
+                # The state is read with the identity lock held: a hand-over withdraws the state,
+                # then removes the identity under this lock, then lets the next holder present; a
+                # decision read before the withdrawal and applied after the removal would put the
+                # address back beside the next holder's (seen under load: 0.12 s on both members).
                 with self.identity_lock:
+                    now = self.clock()
+                    with self.lock:
+                        state = self.state
+                        presenting = self.presenting_unlocked(now) and now >= state.present_from
+                        remaining = state.valid_until - now if presenting else 0.0
                     identity.reconcile(remaining)
                 failures = 0
             except Exception:
