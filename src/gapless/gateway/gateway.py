@@ -134,6 +134,27 @@ def without_cut_gop(listing: Listing) -> list[Row]:
     return rows[:cut]
 
 
+@dataclass(frozen=True)
+class Holding:
+    """What one recorder of a camera holds of a span (`covered` None: it did not answer), and the
+    parts of it finished backfill jobs copied."""
+
+    side: CameraRef
+    role: str
+    covered: list[tuple[int, int]] | None
+    copied: list[tuple[int, int]]
+
+    def reply(self) -> TimelineSide:
+        return TimelineSide(
+            recorder=self.side.recorder,
+            camera=self.side.camera,
+            role=self.role,  # type: ignore[arg-type]
+            intervals=[(iso(a), iso(b)) for a, b in self.covered or []],
+            backfilled=[(iso(a), iso(b)) for a, b in self.copied],
+            reachable=self.covered is not None,
+        )
+
+
 class Gateway:
     """Routes every camera of its sites (management servers, sites.py) to the recorder to ask."""
 
@@ -413,7 +434,7 @@ class Gateway:
         place = self.directory.cameras.get(camera_id)
         return None if place is None else place.pair
 
-    async def holdings(self, camera_id: str, span: CoverageRange) -> list[TimelineSide]:
+    async def holdings(self, camera_id: str, span: CoverageRange) -> list[Holding]:
         """What each recorder of a camera holds of a span: a cluster's members (the holder first),
         a pair's primary and secondary, an independent recorder."""
         place = self.place(camera_id)
@@ -430,15 +451,7 @@ class Gateway:
             sides = [(place.alone, "recorder")]
         found = await asyncio.gather(*(self.side_holdings(side, span) for side, _role in sides))
         return [
-            TimelineSide(
-                recorder=side.recorder,
-                camera=side.camera,
-                role=role,  # type: ignore[arg-type]
-                intervals=[(iso(a), iso(b)) for a, b in covered or []],
-                backfilled=[(iso(a), iso(b)) for a, b in copied],
-                reachable=covered is not None,
-            )
-            for (side, role), (covered, copied) in zip(sides, found, strict=True)
+            Holding(side, role, covered, copied) for (side, role), (covered, copied) in zip(sides, found, strict=True)
         ]
 
     async def side_rows(self, side: CameraRef, start_s: float, end_s: float) -> list[Row]:
@@ -729,16 +742,19 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
     async def timeline(request: web.Request, query: CoverageRange) -> web.Response:
         camera = request.match_info["camera"]
         route = await gateway.route(camera)
-        pair = gateway.pair(camera)
-        sides = [pair.a, pair.b] if pair is not None else [CameraRef(recorder=route.sources[0].recorder, camera=camera)]
-        found = await asyncio.gather(*(gateway.side_coverage(side, query) for side in sides))
-        intervals = merged(found[0], found[1] if pair is not None else [])
+        held = await gateway.holdings(camera, query)  # one coverage query per recorder, for both lists
+        if gateway.pair(camera) is not None:
+            plays = held  # the primary, and the secondary in its holes
+        else:  # what the route plays from (a cluster's holder)
+            plays = [next((h for h in held if h.side.recorder == route.sources[0].recorder), held[0])]
+        found = [h.covered or [] for h in plays]
+        intervals = merged(found[0], found[1] if len(found) > 1 else [])
         listed = [
-            TimelineInterval(start=iso(s), end=iso(e), recorder=sides[side].recorder, camera=sides[side].camera)
-            for s, e, side in intervals
+            TimelineInterval(start=iso(s), end=iso(e), recorder=plays[i].side.recorder, camera=plays[i].side.camera)
+            for s, e, i in intervals
         ]
-        held = await gateway.holdings(camera, query)
-        return web.json_response(text=Timeline(camera=camera, intervals=listed, recorders=held).model_dump_json())
+        sides = [h.reply() for h in held]
+        return web.json_response(text=Timeline(camera=camera, intervals=listed, recorders=sides).model_dump_json())
 
     @routes.get(r"/api/v1/cameras/{camera}/segments/{start:\d{1,18}}.m4s")
     @viewer_route
