@@ -162,7 +162,8 @@ def main() -> None:
 
     header = ["query (30 days, one camera)", "first ms", "p50 ms", "p99 ms"]
     rows = [
-        ["merged timeline of the pair (gateway: both recorders' coverage and finished backfill jobs, merged)", ms(cold_timeline),
+        ["merged timeline of the pair (gateway: both recorders' coverage and finished backfill jobs, merged)",
+         ms(cold_timeline),
          ms(statistics.median(timeline)), ms(percentile(timeline, 99))],
         ["plain coverage of the primary (recorder, hour summaries)", ms(cold_coverage),
          ms(statistics.median(coverage)), ms(percentile(coverage, 99))],
