@@ -213,12 +213,15 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
 
 
 def test_a_sub_stream_secondary_with_shorter_retention(tmp_path, make_sim):
-    """The primary records the 25 fps main stream; the secondary the 10 fps sub-stream, keeping 12 s.
+    """The primary records the 25 fps main stream; the secondary the 10 fps sub-stream, keeping 20 s.
     The primary loses the feed: live goes to the secondary; the primary backfills the hole at the
     sub-stream's rate; the gateway's timeline, playback and export carry on across the switch of
     resolution and frame rate. The secondary, down longer than it keeps footage, backfills only what
     its retention keeps; the timeline never shows what neither side holds."""
-    keep_s = 12
+    # Longer than the primary takes from losing the feed to backfilling (a 6 s block, the reconnect
+    # back-off, settling its time, its first 2 s GOP: ~14 s here, more under load), or the secondary's
+    # retention would drop the hole's first GOPs before the primary asks for them.
+    keep_s = 20
     sim = make_sim(cameras=1, substream="320x180@10")
     management = Management(tmp_path, sim)
     document = yaml.safe_load(management.config_path.read_text())
@@ -262,7 +265,7 @@ def test_a_sub_stream_secondary_with_shorter_retention(tmp_path, make_sim):
         # The primary holds the hole again at the sub-stream's rate, from the sub-stream's first keyframe
         # in it: the frames of the sub-stream GOP that straddles the hole's start depend on frames the
         # primary does not have (another profile's), so they stay on the secondary only, for its
-        # retention (12 s here: by now they may be gone). No other gap; what the secondary still holds
+        # retention (20 s here: by now they may be gone). No other gap; what the secondary still holds
         # of the hole's edges, the merged timeline plays from it.
         sub_gop_s = 1.0  # the simulator's sub-stream: 10 fps, a keyframe every 10 frames
         bounds = [(parse_time_us(i.start) / 1e6, parse_time_us(i.end) / 1e6) for i in timeline.intervals]
@@ -286,7 +289,7 @@ def test_a_sub_stream_secondary_with_shorter_retention(tmp_path, make_sim):
                 assert last is None or frame.pts > last
                 last, frames = frame.pts, frames + 1
                 sizes.add((frame.width, frame.height))
-        assert sizes == {(640, 360), (320, 180)}, sizes  # main, the backfilled sub-stream, main
+        assert sizes == {(640, 360), (320, 180)}, (sizes, timeline, playback.text)  # main, the backfilled sub-stream, main
         assert frames >= (end - blocked - 6) * 25 + 6 * 10 - 30, frames
 
         earlier = {j["id"] for j in b.jobs()}

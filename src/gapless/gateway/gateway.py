@@ -77,6 +77,10 @@ LIVE_CLOSE_S = 0.2  # leaving a recorder's stream does not wait longer for its c
 #: An export is streamed as the recorder reads it: connecting is quick or fails, each read may wait
 #: while a progressive file is built.
 EXPORT_TIMEOUT = httpx.Timeout(300.0, connect=1.0)
+#: Pair sides whose holdings of an export's range differ by less than this tie (the active side's
+#: file wins): a backfilled primary lacks up to a GOP of the secondary's at each hole's start
+#: (docs/design/backfill.md), which is no reason to export the other profile instead.
+EXPORT_TIE_US = 2_000_000
 DOCUMENT_REFRESH_S = 10.0
 FENCE_HEADER = "X-Gapless-Fence"
 SIGN_IN_TIMEOUT_S = 10.0  # an Argon2id check, on a management server that may be busy
@@ -373,8 +377,8 @@ class Gateway:
 
     async def export_route(self, camera_id: str, span: CoverageRange) -> Route:
         """Where an export comes from: a cluster's holder first; a pair's side that holds more of
-        the range (both, once backfill is done), the active side on a tie. One side's file, never
-        one spliced from both (docs/design/identity.md, non-goals)."""
+        the range (by EXPORT_TIE_US or more), else the active side. One side's file, never one
+        spliced from both (docs/design/identity.md, non-goals)."""
         route = await self.route(camera_id)
         if self.pair(camera_id) is None:
             return route
@@ -382,7 +386,9 @@ class Gateway:
             *(self.side_coverage(CameraRef(recorder=s.recorder, camera=s.camera), span) for s in route.sources)
         )
         amounts = [sum(b - a for a, b in intervals) for intervals in held]
-        ranked = sorted(range(len(route.sources)), key=lambda i: -amounts[i])  # stable: the active side on a tie
+        tied = max(amounts) - EXPORT_TIE_US
+        # stable: the active side first among those tied with the most
+        ranked = sorted(range(len(route.sources)), key=lambda i: 0 if amounts[i] > tied else -amounts[i])
         return Route(route.name, [route.sources[i] for i in ranked])
 
     @staticmethod
