@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import yaml
-from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, wait_for
+from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, wait_for, wait_new_fragments
 
 from gapless.ingest.live import INIT, unpack
 from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
@@ -264,8 +264,7 @@ def running_cluster(
         for member in members:
             member.start()
         wait_holder(management, "rec-a")
-        for member in members:
-            member.wait_fragments(CAMERA, 2)
+        wait_new_fragments([(member, CAMERA) for member in members], 2)
         yield management, *members
     finally:
         for member in members:

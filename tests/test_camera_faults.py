@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from conftest import GAPLESS, TOKEN, Proc, free_port, wait_for
+from conftest import GAPLESS, TOKEN, Proc, free_port, wait_for, wait_new_fragments
 
 from gapless.audit.audit import audit
 from gapless.ingest.camera import AUTH_BACKOFF_S
@@ -39,8 +39,7 @@ def test_cameras_with_credentials_record_and_a_wrong_password_backs_off(make_sim
         {"id": "wrong", "url": f"rtsp://{host}/cam0", "username": "admin", "password": "guess"},
     ]
     rec = make_recorder("rec-a", cameras).start()
-    rec.wait_fragments("in-url", 3)
-    rec.wait_fragments("fields", 3)
+    wait_new_fragments([(rec, "in-url"), (rec, "fields")], 3)
     wrong = wait_for(
         lambda: (feed := rec.health()["cameras"]["wrong"])["state"] == "failed" and feed,
         30,

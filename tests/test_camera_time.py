@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import GAPLESS, TOKEN, exported, wait_for
+from conftest import GAPLESS, TOKEN, exported, wait_for, wait_new_fragments
 
 from gapless.audit.audit import audit
 from gapless.ingest.clock import ARRIVAL_BOUND_US
@@ -102,12 +102,10 @@ def test_two_recorders_agree_on_every_frame_through_the_fault(
     b = make_recorder("rec-b", cameras).start()
     backfill = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
     recorders = [make_recorder("rec-a", cameras, backfill).start(), b]
-    for rec in recorders:
-        rec.wait_fragments("cam", 3)
+    wait_new_fragments([(rec, "cam") for rec in recorders], 3)
     if fault:
         assert sim.control.post(f"/cameras/cam0{fault}").status_code == 200
-    for rec in recorders:
-        rec.wait_fragments("cam", 8, timeout=120)
+    wait_new_fragments([(rec, "cam") for rec in recorders], 8, timeout=120)
     described = sim.camera("cam0")
     frame_us = 1_000_000 // described["fps"]
     archives = [check_archive(rec, "cam", described["start_us"], frame_us, gaps) for rec in recorders]

@@ -20,7 +20,7 @@ from cluster_harness import (
     assert_continuous,
     managed_recorder,
 )
-from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, wait_for
+from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, wait_for, wait_new_fragments
 
 from gapless.client import GatewayClient
 
@@ -111,8 +111,7 @@ def test_two_management_servers_pair_cameras_and_one_gateway_serves_both(tmp_pat
 
         version = m1.api.get("/api/v1/pairs").json()["version"]
         wait_for(lambda: f"configuration version {version} applied" in a.log.read_text(), 60, "rec-a to apply")
-        a.wait_fragments("lobby", 2)
-        b.wait_fragments("entrance", 2)
+        wait_new_fragments([(a, "lobby"), (b, "entrance")], 2)
 
         listen = ["--listen", f"127.0.0.1:{gateway_port}"]
         servers = ["--management", m1.url, "--management", m2.url, "--token", GATEWAY_TOKEN]

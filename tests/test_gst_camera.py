@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 from cluster_harness import CAMERA, assert_continuous, kill_and_restart_the_holder, running_cluster
-from conftest import TOKEN, Proc, exported, free_port, wait_for
+from conftest import TOKEN, Proc, exported, free_port, wait_for, wait_new_fragments
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CAMERA_SCRIPT = Path(__file__).with_name("gst_camera.py")
@@ -139,13 +139,11 @@ def test_kill_restart_backfill_with_a_gstreamer_camera(gst_camera, make_recorder
     b = make_recorder("rec-b", cams).start()
     extra = {"partners": [{"id": "rec-b", "url": b.url, "token": TOKEN}], "backfill": {"scan_interval": "5s"}}
     a = make_recorder("rec-a", cams, extra).start()
-    a.wait_fragments("gst", 3)
-    b.wait_fragments("gst", 3)
+    wait_new_fragments([(a, "gst"), (b, "gst")], 3)
     a.proc.kill()
     time.sleep(6)
     a.start()  # its PLAY restarts the shared stream's timestamps for rec-b as well
-    a.wait_fragments("gst", 3)
-    b.wait_fragments("gst", 3)
+    wait_new_fragments([(a, "gst"), (b, "gst")], 3)
 
     last: list[str] = []
 

@@ -21,7 +21,7 @@ from cluster_harness import (
     assert_continuous,
     managed_recorder,
 )
-from conftest import GAPLESS, TOKEN, Recorder, audit_clean, wait_for
+from conftest import GAPLESS, TOKEN, Recorder, audit_clean, wait_for, wait_new_fragments
 
 from gapless.client import GatewayClient, ManagementClient
 from gapless.common.timeparse import parse_time_us
@@ -153,8 +153,7 @@ def test_a_paired_camera_alone_is_rerouted_while_its_primary_feed_is_lost(tmp_pa
         management.start()
         a.start()
         b.start()
-        a.wait_fragments("lobby", 2)
-        b.wait_fragments("entrance", 2)
+        wait_new_fragments([(a, "lobby"), (b, "entrance")], 2)
 
         def routed() -> dict[str, str]:
             listed = management.api.get("/api/v1/cameras").json()["cameras"]
@@ -246,8 +245,7 @@ def test_a_sub_stream_secondary_with_shorter_retention(tmp_path, make_sim):
         management.start()
         a.start()
         b.start()
-        a.wait_fragments("lobby", 2)
-        b.wait_fragments("entrance", 2)
+        wait_new_fragments([(a, "lobby"), (b, "entrance")], 2)
         first = time.time()
 
         blocked = time.time()

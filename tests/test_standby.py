@@ -8,7 +8,7 @@ import time
 
 import yaml
 from cluster_harness import Management, managed_recorder
-from conftest import TOKEN, audit_clean, free_port, wait_for
+from conftest import TOKEN, audit_clean, free_port, wait_for, wait_new_fragments
 
 from gapless.audit.audit import audit
 from gapless.cluster.standby import RELEASE_AFTER_S, TAKE_AFTER_S, StandbyChoice
@@ -85,8 +85,7 @@ def test_a_standby_records_while_both_sides_lose_the_camera_and_both_backfill_fr
         management.start()
         for rec in (a, b, c):
             rec.start()
-        a.wait_fragments("lobby", 2)
-        b.wait_fragments("entrance", 2)
+        wait_new_fragments([(a, "lobby"), (b, "entrance")], 2)
         time.sleep(TAKE_AFTER_S + 1)
         assert not standby_records()  # both sides record: the standby pulls nothing
         start = time.time()
@@ -97,8 +96,8 @@ def test_a_standby_records_while_both_sides_lose_the_camera_and_both_backfill_fr
         wait_for(lambda: routed() == "rec-c", 20, "lobby routed to the standby")
         wait_for(lambda: not standby_records(), 60, "the standby to release lobby")
         assert routed() in ("rec-a", "rec-b")
-        for rec, camera in ((a, "lobby"), (b, "entrance")):
-            rec.wait_fragments(camera, 2)
+        wait_new_fragments([(a, "lobby"), (b, "entrance")], 2)
+        for rec in (a, b):
             wait_for(lambda rec=rec: rec.jobs() and all(j["state"] == "done" for j in rec.jobs()), 60, "backfill")
         end = time.time() - 3
         # From the standby's first frame on, both sides hold every frame: what it recorded while they
