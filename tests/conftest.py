@@ -5,9 +5,11 @@ from __future__ import annotations
 import fcntl
 import io
 import itertools
+import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,36 @@ import yaml
 
 TOKEN = "test-token-0123456789abcdef"
 GAPLESS = [sys.executable, "-m", "gapless.cli"]
+
+
+#: Each test's time in the last run that stored them (`pytest --store-durations`): the suite runs
+#: the longest first, so no long test starts late and holds the run's end while the other workers
+#: are idle (with `--dist load --maxschedchunk 1`, each worker takes the next test as it finishes).
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-durations", action="store_true", help=f"write each test's time to {DURATIONS.name}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    unknown = statistics.median(known.values()) if known else 0.0  # a new test: a typical one
+    items.sort(key=lambda item: -known.get(item.nodeid, unknown))  # stable: the same order on every worker
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Setup, call and teardown of each test (under xdist, the controller sees every worker's)."""
+    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("store_durations") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        stored = {nodeid: round(seconds, 2) for nodeid, seconds in sorted(_measured.items())}
+        DURATIONS.write_text(json.dumps(stored, indent=0) + "\n")
 
 
 #: Ports for test servers: a block per xdist worker, below the kernel's ephemeral range (32768+),
@@ -254,18 +286,27 @@ class Recorder:
     def health(self) -> dict:
         return self.api.get("/api/v1/health").json()
 
+    def fragments(self, camera: str) -> int:
+        return self.health()["cameras"][camera]["fragments"]
+
     def wait_fragments(self, camera: str, count: int, timeout: float = 90) -> None:
-        base = self.health()["cameras"][camera]["fragments"]
-        wait_for(
-            lambda: self.health()["cameras"][camera]["fragments"] >= base + count,
-            timeout,
-            f"{count} new fragments of {camera}",
-        )
+        wait_new_fragments([(self, camera)], count, timeout)
 
     def close(self) -> None:
         self.api.close()
         if self.proc:
             self.proc.stop()
+
+
+def wait_new_fragments(feeds: list[tuple[Recorder, str]], count: int, timeout: float = 90) -> None:
+    """Until each (recorder, camera) has stored `count` fragments more than now, waited for together
+    (one after the other, each would count from when the one before was done)."""
+    bases = [(rec, camera, rec.fragments(camera)) for rec, camera in feeds]
+    wait_for(
+        lambda: all(rec.fragments(camera) >= base + count for rec, camera, base in bases),
+        timeout,
+        f"{count} new fragments of {', '.join(f'{rec.url} {camera}' for rec, camera in feeds)}",
+    )
 
 
 @pytest.fixture
