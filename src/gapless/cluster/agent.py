@@ -307,7 +307,7 @@ class HaAgent(threading.Thread):
         state = self.state
         with self.lock:
             if not state.coordinator_down_logged:
-                log.warning("coordinator unreachable or refusing: %s", exc)
+                log.warning("coordinator call failed: %s", exc)  # a timeout, or the HTTP status it refused with
                 state.coordinator_down_logged = True
             state.coordinator_ok = False
             holding = state.role.holds
