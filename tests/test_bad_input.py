@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 from cluster_harness import Management
-from conftest import TOKEN
+from conftest import TOKEN, wait_for
 
 from gapless.audit.audit import audit
 from gapless.common.http import IDLE_TIMEOUT_S
@@ -60,7 +60,8 @@ def test_what_the_recorder_writes_is_private(recorder):
     assert stat.S_IMODE(recorder.storage.stat().st_mode) == 0o700
     for name in ("index.sqlite3", "lock", "index-open-id"):
         assert stat.S_IMODE((recorder.storage / name).stat().st_mode) == 0o600, name
-    chunk = next(recorder.storage.glob("cameras/cam/*.glc"))
+    # The feed's fragment count says what was handed to the storage writer, not what is on disk yet.
+    chunk = wait_for(lambda: next(recorder.storage.glob("cameras/cam/*.glc"), None), 30, "the first chunk file")
     assert stat.S_IMODE(chunk.stat().st_mode) == 0o600
 
 

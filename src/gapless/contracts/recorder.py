@@ -286,6 +286,8 @@ class FeedHealth(Reply):
     """Why it is not recording, in words."""
     reconnects: int
     fragments: int
+    """Fragments the feed delivered since the recorder started (handed to the storage writer;
+    `storage.queue_depth` counts those not stored yet)."""
     frames: int
     last_fragment_time: str | None
     lost_packets: int
