@@ -45,7 +45,7 @@ lint: $(BIN)/gapless
 	$(BIN)/lint-imports
 
 test: lint system-deps $(CONSOLE_VENDOR)
-	$(BIN)/python -m pytest -n 6 --dist worksteal
+	$(BIN)/python -m pytest -n 8 --dist loadgroup
 
 bench: $(BIN)/gapless system-deps $(CONSOLE_VENDOR)
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)

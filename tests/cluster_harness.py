@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import yaml
-from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, wait_for, wait_new_fragments
+from conftest import GAPLESS, TOKEN, Proc, Recorder, free_port, stop_all, wait_for, wait_new_fragments
 
 from gapless.ingest.live import INIT, unpack
 from gapless.media.fmp4 import AUDIO_TRACK_ID, TRACK_ID, parse_tracks
@@ -268,7 +268,8 @@ def running_cluster(
         yield management, *members
     finally:
         for member in members:
-            member.close()
+            member.api.close()
+        stop_all([member.proc for member in members if member.proc])  # first: they let the token go
         management.close()
 
 

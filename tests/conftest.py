@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import io
 import itertools
 import json
@@ -12,7 +11,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +33,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--store-durations", action="store_true", help=f"write each test's time to {DURATIONS.name}")
 
 
+def _test_id(nodeid: str) -> str:
+    """A test's id without the "@group" that `--dist loadgroup` appends to it."""
+    return nodeid.rpartition("@")[0] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     unknown = statistics.median(known.values()) if known else 0.0  # a new test: a typical one
-    items.sort(key=lambda item: -known.get(item.nodeid, unknown))  # stable: the same order on every worker
+    items.sort(key=lambda item: -known.get(_test_id(item.nodeid), unknown))  # stable: the same order on every worker
 
 
 _measured: dict[str, float] = {}
@@ -46,7 +49,8 @@ _measured: dict[str, float] = {}
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Setup, call and teardown of each test (under xdist, the controller sees every worker's)."""
-    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+    test = _test_id(report.nodeid)
+    _measured[test] = _measured.get(test, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -188,14 +192,30 @@ class Proc:
         self.popen.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
+        stop_all([self])
+
+    def _terminate(self) -> None:
         if self.popen and self.popen.poll() is None:
             self.popen.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             self.popen.terminate()
+
+    def _reap(self, deadline: float) -> None:
+        if self.popen and self.popen.poll() is None:
             try:
-                self.popen.wait(timeout=30)
+                self.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout=10)
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """SIGTERM to every process at once, then wait for each (SIGKILL after 30 s): processes that stop
+    one after the other make each wait its predecessor's shutdown out."""
+    for proc in procs:
+        proc._terminate()
+    deadline = time.monotonic() + 30
+    for proc in procs:
+        proc._reap(deadline)
 
 
 class Sim:
@@ -309,17 +329,11 @@ def wait_new_fragments(feeds: list[tuple[Recorder, str]], count: int, timeout: f
     )
 
 
-@pytest.fixture
-def timing_sensitive():
-    """Held by the tests that must not share the machine with each other (workers run in parallel):
-    the virtual-IP test asserts 1 s lease timing to the tens of milliseconds, and the console test
-    runs a browser decoding video, enough load to starve it. One runs while the other waits."""
-    with open(Path(tempfile.gettempdir()) / "gapless-tests-timing.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+#: The tests that must not share the machine with each other: the virtual-IP test asserts 1 s lease
+#: timing to the tens of milliseconds, and the console tests run a browser decoding video, enough
+#: load to starve it. `--dist loadgroup` (make test) runs a group's tests one after the other on one
+#: worker, while the other workers go on with the rest.
+timing_sensitive = pytest.mark.xdist_group("timing-sensitive")
 
 
 @pytest.fixture
@@ -384,4 +398,5 @@ def make_recorder(tmp_path):
 
     yield make
     for rec in made:
-        rec.close()
+        rec.api.close()
+    stop_all([rec.proc for rec in made if rec.proc])

@@ -22,10 +22,13 @@ import httpx
 import pytest
 import yaml
 from cluster_harness import CAMERA, VIEWER_TOKEN, Management, managed_recorder, running_cluster, wait_holder
-from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, wait_for
+from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, timing_sensitive, wait_for
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
+    timing_sensitive,
+]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 #: As root, without a sandbox; no background traffic (the machine's network is closed).
 ARGS = [
@@ -41,7 +44,7 @@ ARGS = [
 
 
 @pytest.fixture
-def cluster(timing_sensitive, tmp_path, camera):  # the lock before the processes start
+def cluster(tmp_path, camera):
     with running_cluster(tmp_path, camera) as parts:
         yield parts
 
@@ -216,7 +219,7 @@ def test_an_operator_signs_in_with_a_password_and_switches_over(cluster):
         page.screenshot(path=str(SCREENSHOTS / "backfill-and-events.png"))
 
 
-def test_an_overview_of_100_cameras_settles_at_once_and_a_grid_of_16_plays(timing_sensitive, tmp_path, make_sim):
+def test_an_overview_of_100_cameras_settles_at_once_and_a_grid_of_16_plays(tmp_path, make_sim):
     small = ("--width", "320", "--height", "180", "--fps", "10", "--bitrate", "200")
     sim = make_sim(cameras=15, gop=10, extra=small)
     hevc = make_sim(cameras=1, gop=10, extra=(*small, "--codec", "h265"))

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 from cluster_harness import CAMERA, CREDENTIALS, RECORDER_TOKENS, LiveReader, assert_continuous
-from conftest import GAPLESS, TOKEN, Proc, wait_for
+from conftest import GAPLESS, TOKEN, Proc, timing_sensitive, wait_for
 
 from gapless.audit.audit import audit
 
@@ -138,7 +138,8 @@ def lab():
     made.close()
 
 
-def test_vip_follows_the_token_and_is_never_on_both_members(timing_sensitive, tmp_path, lab):
+@timing_sensitive
+def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
     config = {
         "management": {"listen": f"{INFRA_IP}:7000", "data": str(tmp_path / "mgmt"), "api_token": TOKEN},
         "coordinator": {"backend": "embedded"},

@@ -21,7 +21,6 @@ from gapless.cluster.backends import connect
 from gapless.cluster.coordinator import Coordinator
 from gapless.cluster.feeds import FeedPublisher
 from gapless.cluster.standby import StandbyWatcher
-from gapless.cluster.vip import VirtualIP
 from gapless.common.http import serving
 from gapless.config.cluster import StandbyCamera
 from gapless.config.recorder import CameraConfig, RecorderConfig
@@ -230,6 +229,11 @@ def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSe
         link.current_token,
         timeout=cluster.lease_ttl / 4,
     )
+    identity = None
+    if cluster.address:
+        from gapless.cluster.vip import VirtualIP  # pyroute2 costs ~0.1 s of every start-up; only a VIP needs it
+
+        identity = VirtualIP(cluster.address.vip, cluster.address.interface)
     recorder.agent = HaAgent(
         cluster.id,
         config.recorder.id,
@@ -239,7 +243,7 @@ def _start_agent(recorder: Recorder, config: RecorderConfig, settings: ManagedSe
         cluster.failback,
         [Peer(p.id, p.url, p.token) for p in settings.peers],
         recorder.member_status,
-        VirtualIP(cluster.address.vip, cluster.address.interface) if cluster.address else None,
+        identity,
     )
     recorder.agent.start()
 
