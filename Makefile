@@ -44,7 +44,10 @@ lint: $(BIN)/gapless
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The suite starts some 400 Python processes: compiled once here, none of them compiles Gapless's
+# sources again (~0.1 s of CPU each where PYTHONDONTWRITEBYTECODE keeps them from caching it).
 test: lint system-deps $(CONSOLE_VENDOR)
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python -m pytest -n 8 --dist loadgroup
 
 bench: $(BIN)/gapless system-deps $(CONSOLE_VENDOR)

@@ -196,12 +196,8 @@ def no_tracebacks(*logs) -> None:
         assert "Traceback" not in text and "Error handling request" not in text, f"{log.name}:\n{text[-3000:]}"
 
 
-@pytest.mark.timeout(900)
-def test_fuzzing_every_route_finds_no_server_error_and_no_hang(tmp_path, sim, make_recorder):
-    start = time.time()
-    rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
-    rec.wait_fragments("cam", 2)
-
+def start_management(tmp_path, sim, rec) -> tuple[Proc, str]:
+    """A management server (with its coordinator and gateway) over the recorder and one that is down."""
     port = free_port()
     management_config = {
         "management": {"listen": f"127.0.0.1:{port}", "data": str(tmp_path / "mgmt"), "api_token": TOKEN},
@@ -217,44 +213,63 @@ def test_fuzzing_every_route_finds_no_server_error_and_no_hang(tmp_path, sim, ma
     }
     (tmp_path / "management.yaml").write_text(yaml.safe_dump(management_config))
     management = Proc([*GAPLESS, "management", "--config", str(tmp_path / "management.yaml")], tmp_path / "m.log")
-    fuzzed_sim = None
-    try:
-        management.start()
-        management_url = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda: (
-                httpx.get(f"{management_url}/api/v1/config", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
-                == 200
-            ),
-            60,
-            "management",
-        )
-        (tmp_path / "fuzzed-sim").mkdir()
-        fuzzed_sim = Sim(tmp_path / "fuzzed-sim")  # not the recorder's camera: fuzzing its control stops cameras
+    management.start()
+    url = f"http://127.0.0.1:{port}"
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    wait_for(lambda: httpx.get(f"{url}/api/v1/config", headers=admin).status_code == 200, 60, "management")
+    return management, url
 
-        known = ["cam", "main", "rec-a", "rec-b", "cam0", "1", "0"]
-        answered = {
-            "recorder": fuzz(rec.url, recorder_routes(), [TOKEN], known),
-            "management": fuzz(management_url, management_routes(), [TOKEN, RECORDER_CREDENTIAL, VIEWER], known),
-            "camera-sim": fuzz(f"http://127.0.0.1:{fuzzed_sim.control_port}", sim_routes(), [], known),
-        }
-        assert all(count > 0 for count in answered.values()), answered
-        admin = {"Authorization": f"Bearer {TOKEN}"}  # a fuzzed PUT may have replaced the stored credentials
-        for base, headers in (
-            (rec.url, admin),
-            (management_url, admin),
-            (f"http://127.0.0.1:{fuzzed_sim.control_port}", {}),
-        ):
-            served = httpx.get(f"{base}/api/v1/openapi.json", headers=headers, timeout=10)
-            assert served.status_code == 200, (base, served.text)
-            validate(served.json())
-            conforms(f"{base}/api/v1/openapi.json", headers)
-        for proc in (rec.proc, management, fuzzed_sim.proc):
-            assert proc.popen.poll() is None, f"{proc.args[3]} died under the fuzz"
+
+KNOWN = ["cam", "main", "rec-a", "rec-b", "cam0", "1", "0"]
+
+
+def served_document_holds(base: str, headers: dict) -> None:
+    """The server's OpenAPI document validates, and schemathesis finds nothing against it."""
+    served = httpx.get(f"{base}/api/v1/openapi.json", headers=headers, timeout=10)
+    assert served.status_code == 200, (base, served.text)
+    validate(served.json())
+    conforms(f"{base}/api/v1/openapi.json", headers)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("server", ["recorder", "management", "camera-sim"])
+def test_fuzzing_every_route_finds_no_server_error_and_no_hang(server, tmp_path, make_sim, make_recorder):
+    """One server per case (they run in parallel). The recorder is fuzzed directly and through the
+    management server's gateway and coordinator, and must record every frame meanwhile; the
+    simulator fuzzed is not the recorder's camera (fuzzing its control stops cameras)."""
+    admin = {"Authorization": f"Bearer {TOKEN}"}  # a fuzzed PUT may have replaced the stored credentials
+    if server == "camera-sim":
+        (tmp_path / "fuzzed-sim").mkdir()
+        fuzzed_sim = Sim(tmp_path / "fuzzed-sim")
+        try:
+            base = f"http://127.0.0.1:{fuzzed_sim.control_port}"
+            assert fuzz(base, sim_routes(), [], KNOWN) > 0
+            served_document_holds(base, {})
+            assert fuzzed_sim.proc.popen.poll() is None, "camera-sim died under the fuzz"
+        finally:
+            fuzzed_sim.close()
+        no_tracebacks(tmp_path / "fuzzed-sim" / "sim.log")
+        return
+
+    sim = make_sim(cameras=1, special=("mpeg4", "garbage"))
+    start = time.time()
+    rec = make_recorder("rec-a", [{"id": "cam", "url": sim.url("cam0")}]).start()
+    rec.wait_fragments("cam", 2)
+    management = None
+    try:
+        if server == "recorder":
+            base, logs = rec.url, [rec.log]
+            assert fuzz(base, recorder_routes(), [TOKEN], KNOWN) > 0
+        else:
+            management, base = start_management(tmp_path, sim, rec)
+            logs = [rec.log, tmp_path / "m.log"]
+            assert fuzz(base, management_routes(), [TOKEN, RECORDER_CREDENTIAL, VIEWER], KNOWN) > 0
+        served_document_holds(base, admin)
+        for proc in (rec.proc, management):
+            assert proc is None or proc.popen.poll() is None, f"{proc.args[3]} died under the fuzz"
         assert rec.health()["cameras"]["cam"]["state"] == "recording"
         audit_clean(rec, "cam", start, time.time() - 3)
-        no_tracebacks(rec.log, tmp_path / "m.log", tmp_path / "fuzzed-sim" / "sim.log")
+        no_tracebacks(*logs)
     finally:
-        management.stop()
-        if fuzzed_sim is not None:
-            fuzzed_sim.close()
+        if management is not None:
+            management.stop()
