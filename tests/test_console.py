@@ -24,6 +24,8 @@ import yaml
 from cluster_harness import CAMERA, VIEWER_TOKEN, Management, managed_recorder, running_cluster, wait_holder
 from conftest import GAPLESS, TOKEN, Proc, audit_clean, free_port, timing_sensitive, wait_for
 
+from gapless.common.timeparse import parse_time_us
+
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
@@ -169,19 +171,28 @@ def recorded_range_plays_and_exports(page, management, outage: tuple[float, floa
 
 
 def two_cameras_play_in_step(page, management) -> None:
-    """Two cameras chosen on the playback page, a click 8 s back: both play, at one camera time."""
-    span, end = 60, time.time()
+    """Two cameras chosen on the playback page, a click 20 s back: both play, at one camera time.
+    (Far enough back that neither reaches the end of what is recorded while the test watches.)"""
+    span, back, end = 60, 20, time.time()
+    viewer = httpx.Client(base_url=management.url, headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}, timeout=10)
+
+    def recorded_since(camera: str) -> float:
+        found = viewer.get(f"/api/v1/cameras/{camera}/timeline", params={"start": end - span, "end": end}).json()
+        return min((parse_time_us(i["start"]) / 1e6 for i in found["intervals"]), default=end)
+
+    wait_for(lambda: max(map(recorded_since, ("cam000", "cam001"))) < end - back - 1, 60, "20 s recorded")
+    viewer.close()
     page.goto(f"{management.url}/#playback?cameras=cam000,cam001&span={span}&end={end}")
     timeline = "svg.timeline[data-camera=cam000]"
     page.wait_for_selector(f"{timeline} rect.merged", timeout=30_000)
     box = page.locator(timeline).bounding_box()
-    page.mouse.click(box["x"] + box["width"] * (span - 8) / span, box["y"] + 4)
+    page.mouse.click(box["x"] + box["width"] * (span - back) / span, box["y"] + 4)
     players = [".player[data-camera=cam000]", ".player[data-camera=cam001]"]
 
     def playing() -> list[float]:
         return [float(page.get_attribute(p, "data-playing") or 0) for p in players]
 
-    wait_for(lambda: min(playing()) > end - 8, 60, "both cameras to play", interval=0.5)
+    wait_for(lambda: min(playing()) > end - back, 60, "both cameras to play", interval=0.5)
     wait_for(lambda: abs(playing()[0] - playing()[1]) < 0.5, 30, "the two cameras in step", interval=0.5)
     later = playing()
     time.sleep(2)

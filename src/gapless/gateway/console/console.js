@@ -48,10 +48,16 @@ export function cell(row, text, className) {
   return td;
 }
 
+/** The status line: the outcome of the operator's last action, or why the page cannot refresh. It
+ *  stays until the next one (a refresh that works again clears only its own error); when the page
+ *  was last refreshed is shown beside it, so a confirmation is never overwritten by a poll. */
+let refreshError = false;
+
 export function status(text, bad = false) {
   const line = $("#status");
   line.textContent = text;
   line.classList.toggle("bad", bad);
+  refreshError = false;
 }
 
 /** An action button: runs `act`, shows its outcome in the status line, refused ones included. */
@@ -114,10 +120,14 @@ async function refresh() {
       show(page);
       await PAGES[page](page !== pageShown);
       pageShown = page;
-      if (!$("#status").classList.contains("bad")) status(`updated ${new Date().toLocaleTimeString()}`);
+      $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+      if (refreshError) status("");
     } catch (problem) {
-      if (!(problem instanceof SignedOut)) status(String(problem.message || problem), true);
-      else me.name = "";
+      if (problem instanceof SignedOut) me.name = "";
+      else {
+        status(String(problem.message || problem), true);
+        refreshError = true;
+      }
     }
   })();
   await running;
