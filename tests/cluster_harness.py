@@ -251,10 +251,15 @@ def wait_holder(management: Management, member: str, timeout: float = 60) -> dic
 
 @contextlib.contextmanager
 def running_cluster(
-    tmp_path, sim, coordinator: dict | None = None, storage_a: Path | None = None, failback: str = "auto"
+    tmp_path,
+    sim,
+    coordinator: dict | None = None,
+    storage_a: Path | None = None,
+    failback: str = "auto",
+    ttl: str = "1s",
 ):
     """Management server, rec-a (primary, holding the token) and rec-b, all recording; stopped after."""
-    management = Management(tmp_path, sim, coordinator, failback=failback)
+    management = Management(tmp_path, sim, coordinator, ttl=ttl, failback=failback)
     members = [
         managed_recorder(tmp_path, "rec-a", management, **({"storage": str(storage_a)} if storage_a else {})),
         managed_recorder(tmp_path, "rec-b", management),

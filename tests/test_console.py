@@ -173,14 +173,18 @@ def recorded_range_plays_and_exports(page, management, outage: tuple[float, floa
 def two_cameras_play_in_step(page, management) -> None:
     """Two cameras chosen on the playback page, a click 20 s back: both play, at one camera time.
     (Far enough back that neither reaches the end of what is recorded while the test watches.)"""
-    span, back, end = 60, 20, time.time()
+    span, back = 60, 20
     viewer = httpx.Client(base_url=management.url, headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}, timeout=10)
 
-    def recorded_since(camera: str) -> float:
-        found = viewer.get(f"/api/v1/cameras/{camera}/timeline", params={"start": end - span, "end": end}).json()
-        return min((parse_time_us(i["start"]) / 1e6 for i in found["intervals"]), default=end)
+    def recorded_since(camera: str, now: float) -> float:
+        found = viewer.get(f"/api/v1/cameras/{camera}/timeline", params={"start": now - span, "end": now}).json()
+        return min((parse_time_us(i["start"]) / 1e6 for i in found["intervals"]), default=now)
 
-    wait_for(lambda: max(map(recorded_since, ("cam000", "cam001"))) < end - back - 1, 60, "20 s recorded")
+    def recorded_enough() -> float | None:
+        now = time.time()
+        return now if all(recorded_since(c, now) < now - back - 1 for c in ("cam000", "cam001")) else None
+
+    end = wait_for(recorded_enough, 60, f"{back} s recorded of both cameras")
     viewer.close()
     page.goto(f"{management.url}/#playback?cameras=cam000,cam001&span={span}&end={end}")
     timeline = "svg.timeline[data-camera=cam000]"
