@@ -252,7 +252,7 @@ def test_manual_backfill_with_the_cli_and_audit_compare(camera, make_recorder):
     b = make_recorder("rec-b", cams).start()
     a = make_recorder("rec-a", cams).start()  # no partners: nothing happens on its own
     a.wait_fragments(CAMERA, 2)
-    start, end = outage(a, 6, before=1.0)
+    start, end = outage(a, 6, before=2.5)  # A stores at least one whole GOP (1 s) after `start` first
     window = ["--camera", CAMERA, "--start", f"{start:.3f}", "--end", f"{end:.3f}"]
     env = {**os.environ, "GAPLESS_API_TOKEN": TOKEN}
     compare = [*GAPLESS, "audit", "--recorder", a.url, "--compare", b.url, *window, "--json"]
@@ -261,7 +261,7 @@ def test_manual_backfill_with_the_cli_and_audit_compare(camera, make_recorder):
     lacking = json.loads(before.stdout)
     assert lacking["only_in_b"] and sum(b - a + 1 for a, b in lacking["frames_only_in_b"]["cam0"]) >= 5 * 25
 
-    edge = audit(a.url, TOKEN, CAMERA, str(start), str(start + 3))  # ends inside A's downtime
+    edge = audit(a.url, TOKEN, CAMERA, str(start), str(start + 5))  # ends inside A's downtime
     assert edge.tail_is_hole and edge.uncovered_tail_s > 1 and edge.gaps == 1 and edge.lost, edge
 
     backfill = [*GAPLESS, "backfill", "--target", a.url, "--source", b.url, *window]
