@@ -48,7 +48,7 @@ lint: $(BIN)/gapless
 # sources again (~0.1 s of CPU each where PYTHONDONTWRITEBYTECODE keeps them from caching it).
 test: lint system-deps $(CONSOLE_VENDOR)
 	$(BIN)/python -m compileall -q src
-	$(BIN)/python -m pytest -n 7 --dist loadgroup
+	$(BIN)/python -m pytest -n 6 --dist loadgroup
 
 bench: $(BIN)/gapless system-deps $(CONSOLE_VENDOR)
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg)
