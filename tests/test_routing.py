@@ -9,7 +9,7 @@ import dataclasses
 
 from gapless.config.cluster import CameraPair, CameraRef
 from gapless.gateway.gateway import Listing, Row, without_cut_gop
-from gapless.gateway.routing import FAILBACK_HOLD_S, Feed, PairRouting
+from gapless.gateway.routing import EXPORT_TIE_US, FAILBACK_HOLD_S, Feed, PairRouting, export_order
 from gapless.media.hls import playlist, side_segment_path
 
 PAIR = CameraPair(a=CameraRef(recorder="rec-a", camera="lobby"), b=CameraRef(recorder="rec-b", camera="entrance"))
@@ -136,3 +136,14 @@ def test_a_pairs_playlist_names_the_recorder_of_each_segment():
     )
     assert "/api/v1/cameras/lobby/recorders/rec-a/segments/0.m4s" in text
     assert "/api/v1/cameras/lobby/recorders/rec-b/segments/1000000.m4s" in text
+
+
+def test_an_export_comes_from_the_side_holding_more_unless_they_nearly_tie():
+    """Within EXPORT_TIE_US the active side (first) wins; beyond it, the side holding more."""
+    second = 1_000_000
+    assert export_order([20 * second, 21 * second]) == [0, 1]  # a backfilled primary, one GOP short
+    assert export_order([21 * second, 20 * second]) == [0, 1]
+    assert export_order([5 * second, 21 * second]) == [1, 0]  # the primary lost most of the range
+    assert export_order([21 * second - EXPORT_TIE_US, 21 * second]) == [1, 0]
+    assert export_order([0, 0]) == [0, 1]
+    assert export_order([3 * second, 30 * second, 10 * second]) == [1, 2, 0]

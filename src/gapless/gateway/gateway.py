@@ -53,7 +53,7 @@ from gapless.contracts.recorder import (
     TimeRange,
 )
 from gapless.gateway.console import SessionRequest, add_console_routes
-from gapless.gateway.routing import Feed, OnRoute, PairRouting, Route, Source
+from gapless.gateway.routing import Feed, OnRoute, PairRouting, Route, Source, export_order
 from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.ingest.live import INIT, unpack
@@ -77,10 +77,6 @@ LIVE_CLOSE_S = 0.2  # leaving a recorder's stream does not wait longer for its c
 #: An export is streamed as the recorder reads it: connecting is quick or fails, each read may wait
 #: while a progressive file is built.
 EXPORT_TIMEOUT = httpx.Timeout(300.0, connect=1.0)
-#: Pair sides whose holdings of an export's range differ by less than this tie (the active side's
-#: file wins): a backfilled primary lacks up to a GOP of the secondary's at each hole's start
-#: (docs/design/backfill.md), which is no reason to export the other profile instead.
-EXPORT_TIE_US = 2_000_000
 DOCUMENT_REFRESH_S = 10.0
 FENCE_HEADER = "X-Gapless-Fence"
 SIGN_IN_TIMEOUT_S = 10.0  # an Argon2id check, on a management server that may be busy
@@ -377,7 +373,7 @@ class Gateway:
 
     async def export_route(self, camera_id: str, span: CoverageRange) -> Route:
         """Where an export comes from: a cluster's holder first; a pair's side that holds more of
-        the range (by EXPORT_TIE_US or more), else the active side. One side's file, never one
+        the range (routing.export_order), else the active side. One side's file, never one
         spliced from both (docs/design/identity.md, non-goals)."""
         route = await self.route(camera_id)
         if self.pair(camera_id) is None:
@@ -385,10 +381,7 @@ class Gateway:
         held = await asyncio.gather(
             *(self.side_coverage(CameraRef(recorder=s.recorder, camera=s.camera), span) for s in route.sources)
         )
-        amounts = [sum(b - a for a, b in intervals) for intervals in held]
-        tied = max(amounts) - EXPORT_TIE_US
-        # stable: the active side first among those tied with the most
-        ranked = sorted(range(len(route.sources)), key=lambda i: 0 if amounts[i] > tied else -amounts[i])
+        ranked = export_order([sum(b - a for a, b in intervals) for intervals in held])
         return Route(route.name, [route.sources[i] for i in ranked])
 
     @staticmethod

@@ -114,3 +114,17 @@ class PairRouting:
         log.warning("pair %s: %s", primary.camera, what)
         if self.on_route is not None:
             self.on_route(primary.camera, primary.recorder, f"pair {primary.camera}: {what}")
+
+
+#: Pair sides whose holdings of an export's range differ by less than this tie (the active side's
+#: file wins): a backfilled primary lacks up to a GOP of the secondary's at each hole's start
+#: (docs/design/backfill.md), which is no reason to export the other profile instead.
+EXPORT_TIE_US = 2_000_000
+
+
+def export_order(held_us: list[int]) -> list[int]:
+    """The order to ask a pair's sides (given in routing order, the active side first) for an
+    export, from how much of the range each holds: those within EXPORT_TIE_US of the most first,
+    in routing order, then the rest by what they hold."""
+    tied = max(held_us, default=0) - EXPORT_TIE_US
+    return sorted(range(len(held_us)), key=lambda i: (0, 0) if held_us[i] > tied else (1, -held_us[i]))
