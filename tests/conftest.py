@@ -25,7 +25,7 @@ GAPLESS = [sys.executable, "-m", "gapless.cli"]
 
 #: Each test's time in the last run that stored them (`pytest --store-durations`): the suite runs
 #: the longest first, so no long test starts late and holds the run's end while the other workers
-#: are idle (with `--dist load --maxschedchunk 1`, each worker takes the next test as it finishes).
+#: are idle (`--dist loadgroup` hands each worker the next test as it runs low).
 DURATIONS = Path(__file__).with_name("durations.json")
 
 
@@ -319,8 +319,9 @@ class Recorder:
 
 
 def wait_new_fragments(feeds: list[tuple[Recorder, str]], count: int, timeout: float = 90) -> None:
-    """Until each (recorder, camera) has stored `count` fragments more than now, waited for together
-    (one after the other, each would count from when the one before was done)."""
+    """Until each (recorder, camera) has delivered `count` fragments more than now (the health's
+    count: handed to the storage writer), waited for together (one after the other, each would
+    count from when the one before was done)."""
     bases = [(rec, camera, rec.fragments(camera)) for rec, camera in feeds]
     wait_for(
         lambda: all(rec.fragments(camera) >= base + count for rec, camera, base in bases),
