@@ -119,6 +119,7 @@ class LiveReader(threading.Thread):
         self.errors: list[str] = []
         self.discontinuities = 0
         self.gaps: list[int] = []  # media sequence numbers listed as EXT-X-GAP
+        self.went_back: list[tuple[int, int]] = []  # (next number expected, newest listed) when lower
 
     def run(self) -> None:
         next_msn: int | None = None
@@ -136,6 +137,9 @@ class LiveReader(threading.Thread):
 
     def _consume(self, text: str, next_msn: int | None) -> int | None:
         msn = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))
+        newest = msn + sum(1 for line in text.splitlines() if line and not line.startswith("#")) - 1
+        if next_msn is not None and newest < next_msn - 1:
+            self.went_back.append((next_msn, newest))  # a player would stall until the numbers catch up
         pending_gap = False
         for line in text.splitlines():
             if line.startswith("#EXT-X-GAP"):
@@ -228,6 +232,7 @@ def assert_continuous(reader: LiveReader, camera_restarts: int = 0) -> None:
     There, and only there, one gap entry may appear: a restarted timeline without sender reports is
     timed by arrival, which may differ from the old timeline by up to the arrival bound (2 s), a
     step forward in time with no frame missing (storage.md); the callers prove every frame is held."""
+    assert not reader.went_back, f"the playlist's numbers went back: {reader.went_back[:5]}"
     assert len(reader.sequences) >= 5, f"the reader saw too little: {reader.sequences} {reader.errors}"
     listed = sorted(reader.sequences + reader.gaps)  # each list is in the order played
     steps = [b - a for a, b in itertools.pairwise(listed)]

@@ -110,6 +110,23 @@ def test_the_first_keyframe_both_hold_gives_the_base():
     assert (wait.answer.base_us, wait.answer.partner) == (NOW_US + 1_000 - 2 * FRAME_US, "rec-b")
 
 
+def test_of_keyframes_sent_twice_the_one_nearest_our_arrival_gives_the_base():
+    """gst-rtsp-server restarts a shared stream when a client PLAYs: its encoder's first keyframe
+    then has the bytes of the one it sent 0.8 s before. The new session's first keyframe arrived
+    with the second: matched to the first, its time would be 0.8 s early for good."""
+    clock = SessionClock(90_000)
+    segment, _ = clock.frame(1, 0, False, NOW_US)
+    earlier = (b"key", NOW_US - 800_000)
+    # The partner saw the restart too: until it has timed its own new keyframe, it lists only the old one.
+    with partner((200, keyframes(True, earlier)), (200, keyframes(False, earlier, (b"key", NOW_US + 3_000)))) as p:
+        wait = PartnerWait([p])
+        wait.keyframe(b"key", segment, 0, NOW_US + 40_000)
+        wait.ask()
+        assert wait.waiting
+        wait.ask()
+    assert wait.answer is not None and wait.answer.base_us == NOW_US + 3_000
+
+
 @pytest.mark.parametrize(
     ("answer", "says"),
     [

@@ -10,7 +10,7 @@ import dataclasses
 from gapless.config.cluster import CameraPair, CameraRef
 from gapless.gateway.gateway import Listing, Row, without_cut_gop
 from gapless.gateway.routing import EXPORT_TIE_US, FAILBACK_HOLD_S, Feed, PairRouting, export_order
-from gapless.media.hls import playlist, side_segment_path
+from gapless.media.hls import side_segment_path, vod_playlist
 
 PAIR = CameraPair(a=CameraRef(recorder="rec-a", camera="lobby"), b=CameraRef(recorder="rec-b", camera="entrance"))
 
@@ -128,9 +128,8 @@ def test_a_gop_cut_by_the_end_of_its_session_is_held_back_from_a_pairs_live_view
 def test_a_pairs_playlist_names_the_recorder_of_each_segment():
     first, second = _row(0, "r1"), _row(1, "r1")
     rows = [first, dataclasses.replace(second, source="rec-b")]
-    text = playlist(
+    text = vod_playlist(
         rows,
-        live=False,
         segment_uri=lambda s: side_segment_path("lobby", s.source, s.start_us),
         init_uri=lambda init: f"/inits/{init}.mp4",
     )

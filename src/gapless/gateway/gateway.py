@@ -6,13 +6,18 @@ coordinator (a watch, re-read on any error; the last known state is used while i
 Live HLS through a failover: the gateway writes its own playlists. Segment URIs name the camera
 and the fragment's camera-time start (`segments/<start_us>.m4s`), not a recorder's fragment id.
 Both members store the same GOP with the same camera time and the same init segment, so a segment
-listed while A held the token is fetched from B after A died, and media sequence numbers (from
-camera time) continue: the player sees one stream, with no restart.
+listed while A held the token is fetched from B after A died, and media sequence numbers continue
+(the gateway numbers each camera's live segments by their start and remembers the numbers it gave,
+`hls.LiveNumbering`) and a live window never goes back in time (a member behind the one listed
+before, answering first, gets the last window served again): the player sees one stream, with no
+restart. Those numbers and windows are the gateway's only state, kept in memory: a restarted
+gateway numbers afresh, above every number it gave before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -58,7 +63,15 @@ from gapless.gateway.sites import Directory, Place, Site
 from gapless.gateway.timeline import coverage_of, merged, subtract
 from gapless.ingest.live import INIT, unpack
 from gapless.management.access import GatewayConfig
-from gapless.media.hls import LIVE_SEGMENTS, MediaUris, playlist, segment_path, side_segment_path, signed_uris
+from gapless.media.hls import (
+    LiveNumbering,
+    MediaUris,
+    live_playlist,
+    segment_path,
+    side_segment_path,
+    signed_uris,
+    vod_playlist,
+)
 from gapless.storage.coverage import intersect
 
 log = logging.getLogger("gapless.gateway")
@@ -166,6 +179,8 @@ class Gateway:
         self.pairs = PairRouting(self.feed, on_route=on_route)
         self.stop_event = threading.Event()
         self.ws_client: aiohttp.ClientSession | None = None  # live streams from recorders (made in the loop)
+        self.live_numbering: collections.defaultdict[str, LiveNumbering] = collections.defaultdict(LiveNumbering)
+        self.live_served: dict[str, list[Row]] = {}  # each camera's last live window, which never goes back
 
     async def start(self) -> None:
         await self.refresh(force=True)
@@ -417,17 +432,27 @@ class Gateway:
         return (await self.listing(route, start_s, end_s)).rows
 
     async def live_rows(self, camera_id: str) -> list[Row]:
-        """The live window from the camera's route. For a pair, the active side's newest GOP is
-        held back while its session has ended and the other side records: the other side lists
-        that GOP whole once it has it (or the route moves there first)."""
+        """The live window from the camera's route, never older than the one served before. For a
+        pair, the active side's newest GOP is held back while its session has ended and the other
+        side records: the other side lists that GOP whole once it has it (or the route moves there
+        first)."""
         route, now = await self.route(camera_id), time.time()
         listing = await self.listing(route, now - LIVE_WINDOW_S, now + 10)
+        rows = listing.rows
         pair = self.pair(camera_id)
-        if pair is None:
-            return listing.rows
-        other = pair.b if listing.source == pair.a.recorder else pair.a
-        other_feed = self.feed(other.recorder, other.camera)
-        return without_cut_gop(listing) if other_feed is not None and other_feed.state == "recording" else listing.rows
+        if pair is not None:
+            other = pair.b if listing.source == pair.a.recorder else pair.a
+            other_feed = self.feed(other.recorder, other.camera)
+            if other_feed is not None and other_feed.state == "recording":
+                rows = without_cut_gop(listing)
+        served = self.live_served.get(camera_id)
+        if rows and served and rows[-1].start_us < served[-1].start_us:
+            # A member behind the one listed before answered first (the holder was slow, the other
+            # is catching up after a restart or a freeze): the playlist must not go back in time.
+            log.debug("live %s: %s is behind the last live window; that window again", camera_id, listing.source)
+            return served
+        self.live_served[camera_id] = rows
+        return rows
 
     def pair(self, camera_id: str) -> CameraPair | None:
         place = self.directory.cameras.get(camera_id)
@@ -695,7 +720,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
         rows = await gateway.live_rows(camera)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {camera}")
-        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **gateway.signed_uris(camera))
+        text = live_playlist(rows, gateway.live_numbering[camera], **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/live.ws")
@@ -730,7 +755,7 @@ def gateway_routes(gateway: Gateway) -> web.RouteTableDef:
             rows = await gateway.rows(route, query.start / 1e6, query.end / 1e6)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded for {camera} in that range")
-        text = playlist(rows, live=False, **gateway.signed_uris(camera))
+        text = vod_playlist(rows, **gateway.signed_uris(camera))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/timeline")

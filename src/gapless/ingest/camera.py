@@ -136,7 +136,13 @@ class CameraIngest(threading.Thread):
     def keyframe_times(self, since_us: int = 0) -> KeyframeTimes:
         """What a partner starting a session needs to take this recorder's time (see partner_time)."""
         session = self.session
-        settling = self.feed.session_pending and (session is None or session.partner_wait is None)
+        if session is None:
+            settling = self.feed.session_pending
+        elif session.partner_wait is not None:
+            settling = False  # waiting for a partner itself: two starting sessions must not wait on each other
+        else:  # a session starting, or a clock segment begun at a discontinuity and not timed yet
+            current = session.clock.segment
+            settling = self.feed.session_pending or (current is not None and current.base_us is None)
         return KeyframeTimes(camera=self.camera_id, pending=settling, keyframes=self.keyframes.recent(since_us))
 
     def stop(self) -> None:

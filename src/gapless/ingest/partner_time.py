@@ -10,7 +10,9 @@ frames by time, could repeat or skip frames at the edge of what it copies.
 
 So at the start of a session, before its first clock segment settles, the ingest thread asks each
 partner for the times it gave its recent keyframes (`GET /api/v1/cameras/{id}/keyframes`), and the
-first keyframe both hold fixes the segment's time to the partner's (ingest/clock.py `settle`).
+first keyframe both hold fixes the segment's time to the partner's (ingest/clock.py `settle`); of
+keyframes with equal bytes (a restarted encoder repeats its first one), the one timed closest to our
+arrival.
 The wait is bounded (PARTNER_WAIT_S; frames are held meanwhile, never dropped), ends at once when
 no partner is reachable or records the camera, and when a partner has moved past our first
 keyframe without holding it (a different stream: a sub-stream, another encoder).
@@ -55,7 +57,7 @@ class KeyframeTimes(BaseModel):
     """`GET /api/v1/cameras/{id}/keyframes`: what a partner needs to take this recorder's time."""
 
     camera: str
-    pending: bool  # a session is starting: its keyframes are not timed yet (ask again)
+    pending: bool  # its newest keyframes are not timed yet (a session or a clock segment is starting): ask again
     keyframes: list[KeyframeTime]
 
 
@@ -98,6 +100,7 @@ class PartnerWait:
     partners: list[PartnerLink]
     own: list[OwnKeyframe] = field(default_factory=list)
     answer: PartnerAnswer | None = None
+    untimed_match: PartnerAnswer | None = None  # the best match while the partner was still timing keyframes
     started: float = field(default_factory=time.monotonic)
     first_keyframe_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -125,18 +128,27 @@ class PartnerWait:
             return
         unanswered = []
         still_possible = False
-        by_sha = {kf.sha256: kf for kf in own}
+        by_sha = collections.defaultdict(list)
+        for mine in own:
+            by_sha[mine.sha256].append(mine)
         for partner in self.partners:
             try:
                 times = _fetch(partner, own[0].arrival_us - LOOKBACK_US)
             except (httpx.HTTPError, ValueError) as exc:
                 unanswered.append(f"{partner.id}: {exc}")
                 continue
-            for kf in times.keyframes:
-                mine = by_sha.get(kf.sha256)
-                if mine is not None:
-                    self.answer = PartnerAnswer(mine.segment, kf.time_us - mine.media_us, partner.id)
+            matches = [(kf, mine) for kf in times.keyframes for mine in by_sha.get(kf.sha256, [])]
+            if matches:
+                # A camera can send one keyframe's bytes twice: a restarted encoder of a steady
+                # scene (gst-rtsp-server restarts a shared stream when a client PLAYs). Of equal
+                # keyframes, the pair timed closest to our arrival is the same frame; while the
+                # partner is still timing its newest ones, the same frame may not be listed yet.
+                kf, mine = min(matches, key=lambda match: abs(match[0].time_us - match[1].arrival_us))
+                best = PartnerAnswer(mine.segment, kf.time_us - mine.media_us, partner.id)
+                if not times.pending:
+                    self.answer = best
                     return
+                self.untimed_match = best
             # It may yet hold our keyframe: it is settling its own time, or has not got this far.
             newest = max((kf.time_us for kf in times.keyframes), default=None)
             if times.pending or (newest is not None and newest < own[0].arrival_us + PASSED_US):
@@ -144,7 +156,7 @@ class PartnerWait:
         assert self.first_keyframe_at is not None
         if not still_possible or time.monotonic() - self.first_keyframe_at > PARTNER_WAIT_S:
             reason = "; ".join(unanswered) or "no partner holds this stream's keyframes"
-            self.answer = PartnerAnswer(None, None, "", reason)
+            self.answer = self.untimed_match or PartnerAnswer(None, None, "", reason)
 
 
 def _fetch(partner: PartnerLink, since_us: int) -> KeyframeTimes:

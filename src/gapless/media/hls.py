@@ -1,12 +1,16 @@
 """HLS playlists (fMP4 segments = stored fragments), their media URIs signed.
 
-Media sequence numbers come from camera time (`round(start / nominal GOP duration)`), so two
-recorders of one camera number the same fragment alike and their live playlists line up; a
-missing fragment becomes an `EXT-X-GAP` entry rather than a renumbering.
+A live playlist numbers its segments with a `LiveNumbering` kept between requests: a segment is
+known by its start (camera time, the same on every recorder of the camera), keeps the number it
+was first given, and a new one continues from the newest numbered before it; missing GOPs become
+`EXT-X-GAP` entries rather than a renumbering. So a player switched from one recorder's rows to the
+other's (the gateway, invariant 8 of ha.md) sees numbers that neither skip nor repeat, whatever the
+camera's GOP lengths do.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Callable
@@ -87,49 +91,128 @@ def signed_uris(token: str, camera: str, ttl: float) -> MediaUris:
     }
 
 
-def playlist(
+#: A fresh numbering starts at its first segment's camera time in tenths of a second: no camera
+#: makes GOPs that short, so a numbering started again later (a restarted gateway) starts above
+#: every number the earlier one gave, and its players move forward, never back.
+FRESH_START_UNIT_US = 100_000
+
+
+@dataclass(slots=True)
+class _Given:
+    start_us: int
+    end_us: int
+    number: int
+
+
+class LiveNumbering:
+    """Media sequence numbers for one camera's live playlists, kept between requests.
+
+    HLS requires a listed segment to keep its number in every later playlist, one number per entry.
+    Numbers computed from camera time alone (`start / typical GOP`) break that as soon as GOP lengths
+    vary (keyframes at scene cuts, "smart" codecs, frames lost under load): the typical duration
+    moves and every number with it, by millions at today's camera times. So a segment is numbered
+    once, by its start; a new segment continues from the one numbered just before it, after one
+    gap number per typical GOP missing between them."""
+
+    KEEP = 64  # numbers remembered per camera: ten live windows
+
+    def __init__(self) -> None:
+        self._given: list[_Given] = []  # ascending by start, and so by number
+
+    def number(self, entries: list[Segment], nominal_us: int) -> list[tuple[int, Segment]]:
+        """Each entry (ascending by start) with its number, ascending. Left out: an entry older than
+        anything numbered, or one that falls between two numbered segments with no number left
+        between them (a GOP listed late, which players have passed)."""
+        numbered = []
+        for entry in entries:
+            number = self._number_of(entry, nominal_us)
+            if number is not None:
+                numbered.append((number, entry))
+        del self._given[: max(0, len(self._given) - self.KEEP)]
+        return numbered
+
+    def _number_of(self, entry: Segment, nominal_us: int) -> int | None:
+        at = bisect.bisect_left(self._given, entry.start_us, key=lambda given: given.start_us)
+        after = self._given[at] if at < len(self._given) else None
+        if after is not None and after.start_us == entry.start_us:
+            after.end_us = max(after.end_us, entry.end_us)  # a GOP completed since (backfill)
+            return after.number
+        before = self._given[at - 1] if at > 0 else None
+        if before is None:
+            if after is not None:
+                return None
+            number = entry.start_us // FRESH_START_UNIT_US
+        else:
+            number = before.number + 1 + _missing(before.end_us, entry.start_us, nominal_us)
+            if after is not None and number >= after.number:
+                number = before.number + 1  # fewer gap entries than the time suggests: the numbers left
+                if number >= after.number:
+                    return None
+        self._given.insert(at, _Given(entry.start_us, entry.end_us, number))
+        return number
+
+
+def _missing(previous_end_us: int, start_us: int, nominal_us: int) -> int:
+    """Typical GOPs missing between one segment's end and the next one's start."""
+    return max(0, round((start_us - previous_end_us) / nominal_us))
+
+
+def live_playlist(
     rows: list,
+    numbering: LiveNumbering,
     *,
-    live: bool,
     segment_uri: Callable[[Segment], str],
     init_uri: Callable[[str], str],
-    last: int | None = None,
+    last: int = LIVE_SEGMENTS,
 ) -> str:
-    """A playlist of stored fragments, grouped into segments (see `segments`); `last` keeps only
-    the newest that many segments (live). Media sequence numbers come from camera time over the
-    nominal GOP duration of all the rows given, so give the same window on every recorder."""
+    """The newest `last` segments of the rows (see `segments`), numbered by the camera's
+    `numbering`; a number with no segment (a GOP this recorder lacks) is an `EXT-X-GAP` entry."""
     entries = segments(rows)
     nominal_us = nominal_duration_us(entries)
-    if last is not None:
-        entries = entries[-last:]
-    target = max(1, math.ceil(max((e.end_us - e.start_us for e in entries), default=nominal_us) / 1e6))
-    lines = ["#EXTM3U", "#EXT-X-VERSION:9" if live else "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{target}"]
-    if not live:
-        lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
-    first_msn = round(entries[0].start_us / nominal_us) if entries else 0
-    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first_msn}")
-    msn = first_msn - 1
-    init = None
-    prev_end = None
-    for entry in entries:
-        want = max(msn + 1, round(entry.start_us / nominal_us))
-        frame_us = (entry.end_us - entry.start_us) / max(1, entry.frames)
-        gap = prev_end is not None and entry.start_us - prev_end > 1.5 * frame_us
-        if live:
-            for _ in range(want - msn - 1):  # segments this recorder does not have
-                lines += ["#EXT-X-GAP", f"#EXTINF:{nominal_us / 1e6:.3f},", "gap.m4s"]
-            msn = want
-        else:
-            msn += 1
-        if gap or (init is not None and entry.init != init):
-            lines.append("#EXT-X-DISCONTINUITY")
-        if entry.init != init:
-            lines.append(f'#EXT-X-MAP:URI="{init_uri(entry.init)}"')
-            init = entry.init
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(entry.start_us)}")
-        lines.append(f"#EXTINF:{(entry.end_us - entry.start_us) / 1e6:.6f},")
-        lines.append(segment_uri(entry))
-        prev_end = entry.end_us
-    if not live:
-        lines.append("#EXT-X-ENDLIST")
+    numbered = numbering.number(entries, nominal_us)[-last:]
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", _target_duration([entry for _, entry in numbered], nominal_us)]
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{numbered[0][0] if numbered else 0}")
+    previous: tuple[int, Segment] | None = None
+    for number, entry in numbered:
+        if previous is not None:
+            lines += ["#EXT-X-GAP", f"#EXTINF:{nominal_us / 1e6:.3f},", "gap.m4s"] * (number - previous[0] - 1)
+        lines += _entry_lines(entry, previous[1] if previous else None, segment_uri, init_uri)
+        previous = number, entry
     return "\n".join(lines) + "\n"
+
+
+def vod_playlist(rows: list, *, segment_uri: Callable[[Segment], str], init_uri: Callable[[str], str]) -> str:
+    """Every segment of the rows (see `segments`), numbered from 0."""
+    entries = segments(rows)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", _target_duration(entries, nominal_duration_us(entries))]
+    lines += ["#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-MEDIA-SEQUENCE:0"]
+    for at, entry in enumerate(entries):
+        lines += _entry_lines(entry, entries[at - 1] if at else None, segment_uri, init_uri)
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def _target_duration(entries: list[Segment], nominal_us: int) -> str:
+    longest_us = max((e.end_us - e.start_us for e in entries), default=nominal_us)
+    return f"#EXT-X-TARGETDURATION:{max(1, math.ceil(longest_us / 1e6))}"
+
+
+def _entry_lines(
+    entry: Segment,
+    previous: Segment | None,
+    segment_uri: Callable[[Segment], str],
+    init_uri: Callable[[str], str],
+) -> list[str]:
+    """One segment's lines: a discontinuity after a hole in time or at a new init segment (then
+    its map), its camera time, duration and URI."""
+    lines = []
+    frame_us = (entry.end_us - entry.start_us) / max(1, entry.frames)
+    new_init = previous is None or entry.init != previous.init
+    if previous is not None and (entry.start_us - previous.end_us > 1.5 * frame_us or new_init):
+        lines.append("#EXT-X-DISCONTINUITY")
+    if new_init:
+        lines.append(f'#EXT-X-MAP:URI="{init_uri(entry.init)}"')
+    lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(entry.start_us)}")
+    lines.append(f"#EXTINF:{(entry.end_us - entry.start_us) / 1e6:.6f},")
+    lines.append(segment_uri(entry))
+    return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import re
@@ -44,7 +45,16 @@ from gapless.ingest.live import FRAME, INIT, pack
 from gapless.ingest.partner_time import KeyframeTimes
 from gapless.media.audio import audio_of_init
 from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband_parameter_sets, without_audio
-from gapless.media.hls import LIVE_SEGMENTS, MAX_GOP_US, MediaUris, continues_gop, playlist, signed_uris
+from gapless.media.hls import (
+    LIVE_SEGMENTS,
+    MAX_GOP_US,
+    LiveNumbering,
+    MediaUris,
+    continues_gop,
+    live_playlist,
+    signed_uris,
+    vod_playlist,
+)
 from gapless.media.progressive import progressive_format, to_progressive
 from gapless.storage.store import StorageError
 from gapless.storage.summary import covered
@@ -355,6 +365,8 @@ def build_api(recorder) -> web.Application:
         data = segment.data if await browser_audio(segment.id) else video_only_init(segment.data)
         return web.Response(body=data, content_type="video/mp4")
 
+    live_numbering: collections.defaultdict[str, LiveNumbering] = collections.defaultdict(LiveNumbering)
+
     def media_uris(camera: str) -> MediaUris:
         return signed_uris(recorder.config.recorder.api_token, camera, recorder.config.recorder.signed_url_ttl)
 
@@ -365,7 +377,7 @@ def build_api(recorder) -> web.Application:
         rows = await asyncio.to_thread(recorder.store.recent_fragments, cam, 3 * LIVE_SEGMENTS)
         if not rows:
             raise error(web.HTTPNotFound, f"nothing recorded yet for {cam}")
-        text = playlist(rows, live=True, last=LIVE_SEGMENTS, **media_uris(cam))
+        text = live_playlist(rows, live_numbering[cam], **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.get("/api/v1/cameras/{camera}/live.ws")
@@ -413,7 +425,7 @@ def build_api(recorder) -> web.Application:
     )
     async def playback(request: web.Request, query: TimeRange) -> web.Response:
         cam, rows = await recorded(request, query)
-        text = playlist(rows, live=False, **media_uris(cam))
+        text = vod_playlist(rows, **media_uris(cam))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
 
     @routes.post("/api/v1/backfill")
