@@ -71,7 +71,7 @@ class Strict(BaseModel):
     """A configuration model: unknown keys are refused, and each field's docstring is its
     documented meaning (docs/configuration.md is generated from them)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Listening(Strict):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from gapless import __version__
+from gapless.common.docstrings import FieldDocs
 from gapless.common.http import error, json_body
 
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -28,20 +29,20 @@ class Query(BaseModel):
     """A route's query parameters, converted from their text and checked. Parameters a route does
     not declare are ignored: `token`, `exp` and `sig` belong to authentication, not to the route."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, defer_build=True)
 
 
 class Reply(BaseModel):
     """A route's JSON answer; each field's docstring is its documented meaning (docs/api.md)."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(defer_build=True)
 
 
 class Body(BaseModel):
     """A route's JSON request body: unknown fields are refused (a misspelt one is not ignored), and
     types are strict (true is not 1, "5" is not 5)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def documented(
 
 
 def _query_parameters(query: type[Query]) -> list[dict[str, Any]]:
-    schema = query.model_json_schema(mode="validation")
+    schema = query.model_json_schema(mode="validation", schema_generator=FieldDocs)
     required = set(schema.get("required", []))
     parameters = []
     for name, prop in schema.get("properties", {}).items():
@@ -147,6 +148,7 @@ def openapi(app: web.Application, title: str, description: str) -> dict[str, Any
         [(model, "serialization") for model in sorted(responses, key=lambda m: m.__name__)]
         + [(model, "validation") for model in sorted(bodies, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
+        schema_generator=FieldDocs,
     )
     paths: dict[str, dict] = {}
     for method, path, names, op in sorted(operations, key=lambda o: (o[1], o[0])):

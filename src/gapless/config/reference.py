@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from gapless.common.docstrings import field_description
 from gapless.config.cluster import ClusterDocument
 from gapless.config.management import ManagementSection
 from gapless.config.recorder import RecorderConfig
@@ -109,7 +110,7 @@ def _section(prefix: str, model: type[BaseModel], lines: list[str], seen: set[st
     rows, children = [], []
     for name, field in model.model_fields.items():
         key = f"{prefix}.{name}" if prefix else name
-        meaning = " ".join((field.description or "").split())
+        meaning = " ".join(field_description(model, name).split())
         kind = _type_name(field.annotation, field.metadata)
         rows.append(f"| `{key}` | {kind} | {_default(field)} | {meaning} |")
         for child in _nested(field.annotation):

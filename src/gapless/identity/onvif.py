@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-from onvif import ONVIFCamera
-from onvif.exceptions import ONVIFError
-from zeep.exceptions import Error as ZeepError
 
 from gapless.common.urls import parse_camera_url
 from gapless.config.recorder import CameraConfig, CameraIdentity
+
+if TYPE_CHECKING:
+    from onvif import ONVIFCamera
+    from zeep.exceptions import Error as ZeepError
 
 log = logging.getLogger("gapless.identity")
 
@@ -42,6 +43,11 @@ def _credentials(camera: CameraConfig) -> tuple[str | None, str | None]:
 
 
 async def identify(camera: CameraConfig, timeout: float = 10.0) -> CameraIdentity:
+    # Imported here: the ONVIF client and zeep cost a management server ~75 ms of CPU at every start.
+    from onvif import ONVIFCamera
+    from onvif.exceptions import ONVIFError
+    from zeep.exceptions import Error as ZeepError
+
     host, port = device_address(camera)
     user, password = _credentials(camera)
     device = ONVIFCamera(host, port, user, password, adjust_time=True)
