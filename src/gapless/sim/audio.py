@@ -11,9 +11,6 @@ import functools
 from dataclasses import dataclass
 from typing import cast
 
-import av
-import numpy as np
-
 from gapless.media.audio import AAC_FRAME_SAMPLES
 
 #: The loop's length: longer than any test window, so a unit's bytes identify it.
@@ -58,6 +55,9 @@ class AudioLoop:
 def audio_loop(codec: str) -> AudioLoop:
     if codec not in AUDIO_CODECS:
         raise ValueError(f"unknown audio codec {codec!r}; choose one of {', '.join(AUDIO_CODECS)}")
+    import av  # here, not at import: a simulator without audio does not pay for PyAV and numpy
+    import numpy as np
+
     rate = 16000 if codec == "aac" else 8000
     name = {"aac": "aac", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec]
     ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "w"))
