@@ -1,5 +1,6 @@
 """Bitstream and container helpers on real encoder output; HLS playlists."""
 
+import dataclasses
 import itertools
 import random
 import re
@@ -116,10 +117,13 @@ def test_a_player_moved_to_the_other_member_goes_on_where_it_was():
     rows = gops([1000, 1040, 960, 2000, 1500, 1000, 1000, 1200, 800, 1000, 1000, 1000])
     numbering = LiveNumbering()
     on_a = listed(live_playlist(rows[:8], numbering, **URIS))  # rec-a held the token, then died
-    # rec-b lacks GOP 6 (its own feed hiccuped) and lists two newer ones
+    # rec-b lacks GOP 6 (its own feed hiccuped) and lists two newer ones; its sender reports put
+    # every keyframe 12 µs later than rec-a's did (each recorder's reports are computed apart)
     on_b = listed(live_playlist([*rows[:6], *rows[7:10]], numbering, **URIS))
     numbers = {uri: number for number, uri in on_a}
     assert all(numbers[uri] == number for number, uri in on_b if uri in numbers)
+    later = [dataclasses.replace(row, start_us=row.start_us + 12, end_us=row.end_us + 12) for row in rows]
+    assert [n for n, _ in listed(live_playlist([*later[:6], *later[7:10]], numbering, **URIS))] == [n for n, _ in on_b]
     assert on_b[-4:] == [(numbers[f"s/{rows[6].start_us}"], "gap.m4s"), *on_b[-3:]]
     assert [n for n, _ in on_b] == list(range(on_b[0][0], on_b[0][0] + len(on_b)))
     # rec-a back, backfilled: GOP 6 is listed under the number its gap had
@@ -146,3 +150,19 @@ def test_a_restarted_numbering_starts_above_every_number_given_before():
         last_given = listed(live_playlist(rows[end - 18 : end], before, **URIS))[-1][0]
     after = listed(live_playlist(rows[-18:], LiveNumbering(), **URIS))
     assert after[0][0] > last_given
+
+
+def test_a_segment_listed_late_between_two_numbered_ones_is_left_out():
+    """Players are past it: there is no number left for it, and numbers never move. A segment
+    older than every number remembered is left out too."""
+    rows = gops([2000] * 3)
+    numbering = LiveNumbering()
+    first = listed(live_playlist(rows, numbering, **URIS))
+    late = Row(rows[0].start_us + 1_000_000, rows[0].start_us + 1_900_000, 22)  # another member's cut
+    assert listed(live_playlist([rows[0], late, *rows[1:]], numbering, **URIS)) == first
+    many = gops([2000] * (LiveNumbering.KEEP + 10), start_us=rows[-1].end_us)
+    for end in range(1, len(many) + 1):
+        live_playlist(many[:end], numbering, last=1, **URIS)
+    assert listed(live_playlist([rows[0], *many[-3:]], numbering, **URIS)) == listed(
+        live_playlist(many[-3:], numbering, **URIS)
+    )

@@ -31,6 +31,16 @@ def nominal_duration_us(rows: list) -> int:
 #: A GOP's later pieces join the segment of its first piece only if they start this soon after it.
 MAX_GOP_US = 10_000_000
 
+#: Two recorders' times of one keyframe differ by less than this (each timed by the camera's sender
+#: reports: within ~12 ms with gst-rtsp-server; by its own arrival estimate: tens of ms), and no
+#: camera makes GOPs this short: a segment start this close to another names the same GOP.
+SAME_GOP_US = 100_000
+
+
+def same_gop(start_us: int, other_start_us: int) -> bool:
+    """Whether two segment starts (of one camera, maybe from two recorders) name one GOP."""
+    return abs(start_us - other_start_us) < SAME_GOP_US
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -91,10 +101,10 @@ def signed_uris(token: str, camera: str, ttl: float) -> MediaUris:
     }
 
 
-#: A fresh numbering starts at its first segment's camera time in tenths of a second: no camera
-#: makes GOPs that short, so a numbering started again later (a restarted gateway) starts above
-#: every number the earlier one gave, and its players move forward, never back.
-FRESH_START_UNIT_US = 100_000
+#: A fresh numbering starts at its first segment's camera time in tenths of a second (SAME_GOP_US):
+#: no camera makes GOPs that short, so a numbering started again later (a restarted gateway) starts
+#: above every number the earlier one gave, and its players move forward, never back.
+FRESH_START_UNIT_US = SAME_GOP_US
 
 
 @dataclass(slots=True)
@@ -133,11 +143,12 @@ class LiveNumbering:
 
     def _number_of(self, entry: Segment, nominal_us: int) -> int | None:
         at = bisect.bisect_left(self._given, entry.start_us, key=lambda given: given.start_us)
-        after = self._given[at] if at < len(self._given) else None
-        if after is not None and after.start_us == entry.start_us:
-            after.end_us = max(after.end_us, entry.end_us)  # a GOP completed since (backfill)
-            return after.number
         before = self._given[at - 1] if at > 0 else None
+        after = self._given[at] if at < len(self._given) else None
+        same = next((g for g in (after, before) if g is not None and same_gop(g.start_us, entry.start_us)), None)
+        if same is not None:  # numbered already, from this member's rows or the other's
+            same.end_us = max(same.end_us, entry.end_us)  # a GOP completed since (backfill)
+            return same.number
         if before is None:
             if after is not None:
                 return None

@@ -48,10 +48,12 @@ from gapless.media.fmp4 import init_parameter_sets, video_only_init, with_inband
 from gapless.media.hls import (
     LIVE_SEGMENTS,
     MAX_GOP_US,
+    SAME_GOP_US,
     LiveNumbering,
     MediaUris,
     continues_gop,
     live_playlist,
+    same_gop,
     signed_uris,
     vod_playlist,
 )
@@ -327,22 +329,29 @@ def build_api(recorder) -> web.Application:
     @documented("The HLS segment (one GOP) starting at this camera time", media_type="video/iso.segment")
     async def segment(request: web.Request) -> web.Response:
         """One playlist segment: the fragment starting at this camera time, with the later pieces
-        of its GOP (see hls.segments)."""
-        cam, start = camera_id(request), int(request.match_info["start"])
-        rows = await asyncio.to_thread(recorder.store.fragments, cam, start, start + MAX_GOP_US)
-        rows = [r for r in rows if r.start_us >= start]
-        if not rows or rows[0].start_us != start:
-            raise error(web.HTTPNotFound, f"no segment of {cam} starts at {start}")
-        pieces = [rows[0]]
-        for row in rows[1:]:
-            if not continues_gop(start, rows[0].init, row):
+        of its GOP (see hls.segments). The other recorder of the camera may have listed it: its time
+        of the GOP may differ from ours by a few milliseconds (hls.same_gop)."""
+        cam, requested = camera_id(request), int(request.match_info["start"])
+        rows = await asyncio.to_thread(
+            recorder.store.fragments, cam, requested - SAME_GOP_US, requested + SAME_GOP_US + MAX_GOP_US
+        )
+        first = min(
+            (r for r in rows if same_gop(r.start_us, requested)),
+            key=lambda r: abs(r.start_us - requested),
+            default=None,
+        )
+        if first is None:
+            raise error(web.HTTPNotFound, f"no segment of {cam} starts at {requested}")
+        pieces = [first]
+        for row in rows[rows.index(first) + 1 :]:
+            if not continues_gop(first.start_us, first.init, row):
                 break
             pieces.append(row)
         try:
             payloads = [await asyncio.to_thread(recorder.store.read_payload, r) for r in pieces]
         except StorageError as exc:  # quarantined now; playlists leave it out from here on
-            raise error(web.HTTPNotFound, f"segment {start} of {cam} is damaged: {exc}") from None
-        if not await browser_audio(rows[0].init):
+            raise error(web.HTTPNotFound, f"segment {first.start_us} of {cam} is damaged: {exc}") from None
+        if not await browser_audio(first.init):
             payloads = [without_audio(payload) for payload in payloads]
         return web.Response(body=b"".join(payloads), content_type="video/iso.segment")
 
