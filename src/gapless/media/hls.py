@@ -1,11 +1,11 @@
 """HLS playlists (fMP4 segments = stored fragments), their media URIs signed.
 
 A live playlist numbers its segments with a `LiveNumbering` kept between requests: a segment is
-known by its start (camera time, the same on every recorder of the camera), keeps the number it
-was first given, and a new one continues from the newest numbered before it; missing GOPs become
-`EXT-X-GAP` entries rather than a renumbering. So a player switched from one recorder's rows to the
-other's (the gateway, invariant 8 of ha.md) sees numbers that neither skip nor repeat, whatever the
-camera's GOP lengths do.
+known by its start (camera time, the same on every recorder of the camera within SAME_GOP_US),
+keeps the number it was first given, and a new one continues from the newest numbered before it;
+missing GOPs become `EXT-X-GAP` entries rather than a renumbering. So a player switched from one
+recorder's rows to the other's (the gateway, invariant 8 of ha.md) sees numbers that neither skip
+nor repeat, whatever the camera's GOP lengths do.
 """
 
 from __future__ import annotations
