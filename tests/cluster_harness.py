@@ -117,7 +117,8 @@ class LiveReader(threading.Thread):
         self.frames: list[int] = []
         self.audio: list[bytes] = []  # audio units, in the order played
         self.errors: list[str] = []
-        self.discontinuous: set[int] = set()  # media sequence numbers a discontinuity was listed before
+        # media sequence numbers a discontinuity was listed before: the playlist's lines around it
+        self.discontinuous: dict[int, list[str]] = {}
         self.gaps: list[int] = []  # media sequence numbers listed as EXT-X-GAP
         self.went_back: list[tuple[int, int]] = []  # (next number expected, newest listed) when lower
 
@@ -141,11 +142,13 @@ class LiveReader(threading.Thread):
         if next_msn is not None and newest < next_msn - 1:
             self.went_back.append((next_msn, newest))  # a player would stall until the numbers catch up
         pending_gap = False
-        for line in text.splitlines():
+        lines = text.splitlines()
+        for at, line in enumerate(lines):
             if line.startswith("#EXT-X-GAP"):
                 pending_gap = True
             elif line.startswith("#EXT-X-DISCONTINUITY") and (next_msn is None or msn >= next_msn):
-                self.discontinuous.add(msn)  # once: a segment whose fetch failed is listed again
+                # once (a segment whose fetch failed is listed again), with the entries either side
+                self.discontinuous.setdefault(msn, [entry.split("?")[0] for entry in lines[max(0, at - 4) : at + 5]])
             elif line and not line.startswith("#"):
                 if next_msn is None or msn >= next_msn:
                     if pending_gap:
@@ -239,7 +242,7 @@ def assert_continuous(reader: LiveReader, camera_restarts: int = 0) -> None:
     assert all(step == 1 for step in steps), f"media sequence skipped or repeated: {reader.sequences} {reader.gaps}"
     assert len(reader.gaps) <= camera_restarts and len(reader.discontinuous) <= camera_restarts, (
         reader.gaps,
-        sorted(reader.discontinuous),
+        reader.discontinuous,
         reader.errors,
     )
     frame_steps = [b - a for a, b in zip(reader.frames, reader.frames[1:], strict=False)]
