@@ -320,14 +320,18 @@ class Recorder:
 
 def wait_new_fragments(feeds: list[tuple[Recorder, str]], count: int, timeout: float = 90) -> None:
     """Until each (recorder, camera) has delivered `count` fragments more than now (the health's
-    count: handed to the storage writer), waited for together (one after the other, each would
-    count from when the one before was done)."""
+    count: handed to the storage writer) and its recorder has stored everything handed over (so
+    they are listed), waited for together (one after the other, each would count from when the one
+    before was done)."""
     bases = [(rec, camera, rec.fragments(camera)) for rec, camera in feeds]
-    wait_for(
-        lambda: all(rec.fragments(camera) >= base + count for rec, camera, base in bases),
-        timeout,
-        f"{count} new fragments of {', '.join(f'{rec.url} {camera}' for rec, camera in feeds)}",
-    )
+
+    def stored() -> bool:
+        if any(rec.fragments(camera) < base + count for rec, camera, base in bases):
+            return False
+        # asked after the count: what was counted was handed over before, so it is stored if nothing waits
+        return all(rec.health()["storage"]["queue_depth"] == 0 for rec, _camera, _base in bases)
+
+    wait_for(stored, timeout, f"{count} new fragments of {', '.join(f'{rec.url} {camera}' for rec, camera in feeds)}")
 
 
 #: The tests that must not share the machine with each other: the virtual-IP test asserts 1 s lease

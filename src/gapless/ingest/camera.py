@@ -9,11 +9,11 @@ after a few failures.
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import av
 
@@ -105,13 +105,19 @@ class FeedState:
         return self.session_pending, self.run_start_us
 
 
+class FragmentSink(Protocol):
+    """Where ingest hands its fragments (the recorder's storage writer)."""
+
+    def put(self, fragment: Fragment) -> None: ...
+
+
 class CameraIngest(threading.Thread):
     def __init__(
         self,
         recorder_id: str,
         camera_id: str,
         url: str,
-        out: queue.Queue,
+        out: FragmentSink,
         reader: StreamReader,
         recorded_until_us: int | None = None,
         username: str | None = None,

@@ -89,7 +89,7 @@ class Recorder:
             self.config.recorder.id,
             camera_id,
             camera.url,
-            self.writer.queue,
+            self.writer,
             self.reader,
             recorded_until_us=recent[-1].end_us if recent else None,
             username=camera.username,

@@ -42,7 +42,11 @@ class StorageWriter:
         self.queue: queue.Queue = queue.Queue()
         self.error: str | None = None
         self.failing_since: float | None = None  # monotonic; None while writes succeed
-        self.held = 0  # fragments taken off the queue and not yet stored
+        # Fragments handed over and stored, counted apart so that their difference is never 0 while
+        # one is on its way (taken off the queue, not yet committed): health says "stored" only then.
+        self.received = 0
+        self.stored = 0
+        self._receiving = threading.Lock()  # ingest threads hand fragments over concurrently
         self.last_rebuild: float | None = None  # monotonic time of the last index rebuild at run time
         self._thread = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
 
@@ -54,9 +58,15 @@ class StorageWriter:
         self.queue.put(None)
         self._thread.join(timeout=30)
 
+    def put(self, fragment) -> None:
+        """Hand a fragment over to be stored (ingest's and backfill's path)."""
+        with self._receiving:
+            self.received += 1
+        self.queue.put(fragment)
+
     def pending_fragments(self) -> int:
         """Received fragments not stored yet: queued, or in the writer's hands (retrying, disk full)."""
-        return self.queue.qsize() + self.held
+        return self.received - self.stored
 
     def submit(self, task) -> concurrent.futures.Future:
         """Run task(store) in the storage writer thread, in order with live fragments; the future
@@ -91,11 +101,10 @@ class StorageWriter:
                     task = item  # runs after this batch, keeping queue order
                     break
                 batch.append(item)
-            self.held = len(batch)
             try:
                 self.store.write(batch)
+                self.stored += len(batch)
                 batch = []
-                self.held = 0
                 self.error = None
                 self.failing_since = None
             except StorageError as exc:
@@ -113,6 +122,7 @@ class StorageWriter:
                 if batch:
                     try:
                         self.store.write(batch)
+                        self.stored += len(batch)
                     except OSError as exc:
                         log.error("at shutdown, %d fragments could not be stored: %s", len(batch), exc)
                 break
