@@ -250,6 +250,27 @@ def assert_continuous(reader: LiveReader, camera_restarts: int = 0) -> None:
     assert not bad, f"frame numbers repeated or skipped at {bad[:5]} ({len(reader.frames)} frames)"
 
 
+#: What a failed live-continuity assertion quotes from the recorders' logs: camera time and the token.
+STORY_MARKERS = ("gapless.clock", "gapless.ingest", "token ", "backfill job")
+
+
+@contextlib.contextmanager
+def told_by_the_logs(tmp_path: Path, members: tuple[str, ...] = ("rec-a", "rec-b")):
+    """An assertion failing inside is raised again with the members' camera-time and token log lines,
+    in time order: a CI run's temporary files are gone when someone reads its failure."""
+    try:
+        yield
+    except AssertionError as exc:
+        story = sorted(
+            f"{line[:23]} {member} {line[24:].strip()[:240]}"
+            for member in members
+            if (tmp_path / f"{member}.log").exists()
+            for line in (tmp_path / f"{member}.log").read_text(errors="replace").splitlines()
+            if any(marker in line for marker in STORY_MARKERS)
+        )
+        raise AssertionError(f"{exc}\nthe recorders' logs:\n" + "\n".join(story)) from None
+
+
 def wait_holder(management: Management, member: str, timeout: float = 60) -> dict:
     return wait_for(
         lambda: (state := management.cluster())["holder"] == member and state,

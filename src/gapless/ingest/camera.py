@@ -34,7 +34,8 @@ from gapless.storage.store import Fragment
 
 log = logging.getLogger("gapless.ingest")
 
-#: The first fragment of a session may take the clock's settle wait (10 s of media) plus a GOP.
+#: The first fragment of a session may take the clock's settle wait (10 s of media) plus a GOP,
+#: counted after any wait for a partner's time (ingest/partner_time.py: PARTNER_WAIT_S).
 FIRST_FRAGMENT_TIMEOUT_S = 25.0
 #: A session that delivers no fragment for this long is ended (the camera sends, but no frames).
 NO_FRAGMENT_S = 20.0
@@ -271,13 +272,17 @@ class _Session:
         assert client.sock is not None, "the session is open"
         self.sock: socket.socket = client.sock
         self.camera_id = ingest.camera_id
-        self.clock = SessionClock(info.clock_rate, ingest.feed.last_fragment_end_us)
+        self.clock = SessionClock(info.clock_rate, ingest.feed.last_fragment_end_us, f"camera {ingest.camera_id}")
         self.breaks_before = ingest.feed.clock_discontinuities
         feed = ingest.feed
         self.audio_frames_before, self.audio_dropped_before = feed.audio_frames, feed.audio_dropped
         self.audio_lost_before = feed.audio_lost_packets
         self.audio = AudioRtp(info.audio) if info.audio is not None else None
-        audio_clock = SessionClock(info.audio.format.rate) if info.audio is not None else None
+        audio_clock = (
+            SessionClock(info.audio.format.rate, name=f"camera {ingest.camera_id} audio")
+            if info.audio is not None
+            else None
+        )
         self.frag = Fragmenter(
             ingest.camera_id,
             ingest.recorder_id,
@@ -386,6 +391,9 @@ class _Session:
         """The wait for a partner's time ended: settle the segment with it, or let it settle alone."""
         self.partner_wait = None
         self.clock.hold = False
+        # The first fragment's timeout counts from here: frames were held for the partner, not
+        # missing (a reconnect would restart a shared stream for every client: gst-rtsp-server).
+        self.last_fragment_at = time.monotonic()
         answer = wait.answer
         assert answer is not None
         if answer.segment is not None and answer.base_us is not None:

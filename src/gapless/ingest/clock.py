@@ -103,7 +103,8 @@ class SessionClock:
     `frame()` returns the segment the frame belongs to and its media time in that segment. Once a
     segment's `base_us` is set (settled), its frames' times are `base_us + media_us`, final."""
 
-    def __init__(self, clock_rate: int, floor_us: int | None = None) -> None:
+    def __init__(self, clock_rate: int, floor_us: int | None = None, name: str = "") -> None:
+        self.name = name  # what the log says this clock is of ("camera lobby")
         self.clock_rate = clock_rate
         self.floor_us = floor_us  # end of what was already recorded of this camera
         self.segment: Segment | None = None
@@ -221,7 +222,8 @@ class SessionClock:
                 source = "sender reports" if confirmed is not None else "sender report (unconfirmed)"
             else:
                 log.warning(
-                    "camera clock is %+.1f s off the recorder's (segment %d): timed by arrival instead",
+                    "%s: camera clock is %+.1f s off the recorder's (segment %d): timed by arrival instead",
+                    self.name,
                     (reported - estimate) / 1e6,
                     segment.number,
                 )
@@ -232,7 +234,8 @@ class SessionClock:
             agrees = source == "sender reports" and abs(partner_base - base) <= AGREE_US
             if not agrees and abs(partner_base - estimate) <= ARRIVAL_BOUND_US:
                 log.info(
-                    "segment %d takes partner %s's time (%+.3f s from its own, %s)",
+                    "%s: segment %d takes partner %s's time (%+.3f s from its own, %s)",
+                    self.name,
                     segment.number,
                     partner_id,
                     (partner_base - base) / 1e6,
@@ -241,8 +244,9 @@ class SessionClock:
                 base, source = partner_base, f"partner {partner_id}'s time (own: {source})"
         if self.floor_us is not None and self.floor_us > estimate + ARRIVAL_BOUND_US:
             log.warning(
-                "this camera's recorded footage ends %.1f s in the future (a clock that was wrong before):"
+                "%s: its recorded footage ends %.1f s in the future (a clock that was wrong before):"
                 " not moving new footage after it",
+                self.name,
                 (self.floor_us - estimate) / 1e6,
             )
         elif self.floor_us is not None and base < self.floor_us:
@@ -257,6 +261,13 @@ class SessionClock:
             # latency) takes over where camera time ended, rather than leaving an empty gap.
             base = self.floor_us
         segment.base_us, segment.source = base, source
+        log.info(
+            "%s: segment %d timed by %s (%+.3f s from arrival)",
+            self.name,
+            segment.number,
+            source,
+            (base - estimate) / 1e6,
+        )
 
     def end_of(self, segment: Segment, end_us: int) -> None:
         """The segment's fragments reach end_us: a later segment must not start before it."""
@@ -284,7 +295,7 @@ class SessionClock:
         self._step = None
         if reason != "start":
             self.breaks[reason] = self.breaks.get(reason, 0) + 1
-            log.info("clock discontinuity (%s): segment %d begins", reason, segment.number)
+            log.info("%s: clock discontinuity (%s): segment %d begins", self.name, reason, segment.number)
         return segment
 
     def _break(self, reason: str, carry: list[Report]) -> Segment:
