@@ -2,7 +2,8 @@
 the login link's token (exchanged for a session cookie, the token gone from the address bar), the
 overview shows the cluster and its holder, a live tile plays through the gateway's live stream, and
 when the holder is SIGKILLed the tile keeps playing (its video time advances throughout) while the
-recorder it shows changes. Once the holder is back and backfilled, the recorded range across the
+recorder it shows changes; so does hls.js on the gateway's live HLS playlist, through the kill and
+the failback. Once the holder is back and backfilled, the recorded range across the
 outage plays and exports; a viewer's switchover is refused, an operator's (signed in with a
 password) is done. A 100-camera overview settles in well under a second and a grid of 16 H.264
 tiles plays (and an H.265 tile says the browser cannot play it, with the player URL). Screenshots of each
@@ -74,6 +75,32 @@ def video_time(page, tile: str = f".tile[data-camera={CAMERA}]") -> float:
     return page.evaluate(f"() => document.querySelector('{tile} video')?.currentTime ?? 0")
 
 
+#: A third-party web player on the gateway's live HLS (not the console's own live.ws tiles): hls.js
+#: as the console vendors it, in the signed-in page (its session cookie lets the playlist through).
+LIVE_HLS_PLAYER = """async (camera) => {
+  const Hls = (await import("/console/vendor/hls.light.min.mjs")).default;
+  const video = Object.assign(document.createElement("video"), { muted: true, autoplay: true });
+  document.body.append(video);
+  const hls = new Hls({ enableWorker: false });
+  const errors = [];
+  window.liveHls = { video, errors };
+  hls.on(Hls.Events.ERROR, (_event, data) => errors.push(`${data.details}${data.fatal ? " (fatal)" : ""}`));
+  hls.attachMedia(video);
+  hls.loadSource(`/api/v1/cameras/${camera}/live.m3u8`);
+  video.play().catch(() => {});
+}"""
+
+
+def hls_time(page) -> float:
+    return page.evaluate("() => window.liveHls.video.currentTime")
+
+
+def assert_hls_advanced(played: list[float], errors: list[str]) -> None:
+    steps = [later - earlier for earlier, later in itertools.pairwise(played)]
+    assert all(step > 0 for step in steps), (played, errors)  # no stall, no restart from the start
+    assert not [e for e in errors if "fatal" in e], errors
+
+
 def browser_time(seconds: float) -> str:
     """A datetime-local input's value for an epoch time (the browser runs in UTC, as this machine)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
@@ -95,21 +122,26 @@ def test_console_overview_and_a_live_tile_that_plays_through_a_holder_kill(clust
         page.wait_for_function(f"() => document.querySelector('{tile} video')?.currentTime > 2", timeout=60_000)
         assert page.get_attribute(tile, "data-source") == "rec-a"
         page.screenshot(path=str(SCREENSHOTS / "live.png"))
+        page.evaluate(LIVE_HLS_PLAYER, CAMERA)
+        page.wait_for_function("() => window.liveHls.video.currentTime > 2", timeout=60_000)
 
         a.proc.kill()
         killed = time.time()
-        played = [video_time(page)]
+        played, hls_played = [video_time(page)], [hls_time(page)]
         deadline = time.monotonic() + 30
         while page.get_attribute(tile, "data-source") != "rec-b" and time.monotonic() < deadline:
             time.sleep(0.5)
             played.append(video_time(page))
+            hls_played.append(hls_time(page))
         assert page.get_attribute(tile, "data-source") == "rec-b", played
         for _ in range(6):
             time.sleep(0.5)
             played.append(video_time(page))
+            hls_played.append(hls_time(page))
         steps = [later - earlier for earlier, later in itertools.pairwise(played)]
         assert all(step > 0 for step in steps), played  # the video time advanced throughout
         assert page.text_content(f"{tile} .note") == "", page.text_content(f"{tile} .note")
+        assert_hls_advanced(hls_played, page.evaluate("() => window.liveHls.errors"))
         wait_holder(management, "rec-b", timeout=30)
         page.goto(f"{management.url}/#overview")
         page.wait_for_selector("#clusters tr[data-cluster=main] .holder:text-is('rec-b')", timeout=30_000)
@@ -128,6 +160,11 @@ def test_console_overview_and_a_live_tile_that_plays_through_a_holder_kill(clust
         a.start()  # back, backfilled from rec-b, and the token back (failback auto)
         wait_holder(management, "rec-a", timeout=120)
         outage = (killed - 1, time.time())
+        hls_played = [hls_time(page)]  # the HLS player plays on through the failback (the page stayed)
+        for _ in range(8):
+            time.sleep(0.5)
+            hls_played.append(hls_time(page))
+        assert_hls_advanced(hls_played, page.evaluate("() => window.liveHls.errors"))
         audit_clean(a, CAMERA, outage[0] - 5, outage[1])
         recorded_range_plays_and_exports(page, management, outage, tmp_path)
 

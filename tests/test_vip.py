@@ -249,3 +249,37 @@ def test_vip_follows_the_token_and_is_never_on_both_members(tmp_path, lab):
         lab.run(api.close)
     assert sampler.both == [], f"the VIP was on both members at {sampler.both[:5]}"
     assert_continuous(reader)
+
+
+def test_an_add_decided_before_a_freeze_is_taken_back():
+    """VirtualIP asks how long it may present right before adding the address, and again after: a
+    process frozen between the two (SIGSTOP) resumes past its right to present, and the address it
+    added on a stale decision is removed at once (the process test above saw it on both members)."""
+    from pyroute2 import NetNS, netns
+
+    from gapless.cluster.vip import VirtualIP
+
+    name = f"gl{uuid.uuid4().hex[:6]}u"
+    netns.create(name)
+    pool = concurrent.futures.ThreadPoolExecutor(1, initializer=netns.setns, initargs=(name,))
+    try:
+        with NetNS(name) as ns:
+            ns.link("add", ifname="gl0", kind="veth", peer="gl1")  # no dummy links in every kernel
+            for link in ("gl0", "gl1"):
+                ns.link("set", index=ns.link_lookup(ifname=link)[0], state="up")
+
+            def present() -> bool:
+                return any(a.get("IFA_ADDRESS") == VIP for a in ns.get_addr(index=ns.link_lookup(ifname="gl0")[0]))
+
+            vip = VirtualIP(f"{VIP}/24", "gl0")
+            pool.submit(vip.reconcile, lambda: 3.0).result(timeout=30)
+            assert present()
+            pool.submit(vip.reconcile, lambda: 0.0).result(timeout=30)
+            assert not present()
+            answers = iter([3.0, 0.0])  # may present when asked; frozen; past its right when asked again
+            pool.submit(vip.reconcile, lambda: next(answers)).result(timeout=30)
+            assert not present()
+            assert next(answers, None) is None, "asked once only"
+    finally:
+        pool.shutdown(wait=True)
+        netns.remove(name)

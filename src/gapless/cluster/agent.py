@@ -360,7 +360,7 @@ class HaAgent(threading.Thread):
         so the next holder may present at once."""
         if self.identity is not None:
             with self.identity_lock:
-                self.identity.reconcile(0)
+                self.identity.reconcile(lambda: 0.0)
         self.coordinator.put(released_key(self.cluster), {"fence": fence, "member": self.me})
         self.coordinator.delete(holder_key(self.cluster), mod_revision)
 
@@ -377,12 +377,7 @@ class HaAgent(threading.Thread):
                 # decision read before the withdrawal and applied after the removal would put the
                 # address back beside the next holder's (seen under load: 0.12 s on both members).
                 with self.identity_lock:
-                    now = self.clock()
-                    with self.lock:
-                        state = self.state
-                        presenting = self.presenting_unlocked(now) and now >= state.present_from
-                        remaining = state.valid_until - now if presenting else 0.0
-                    identity.reconcile(remaining)
+                    identity.reconcile(self._presenting_for)
                 failures = 0
             except Exception:
                 failures += 1
@@ -390,9 +385,17 @@ class HaAgent(threading.Thread):
                     log.exception("identity: reconcile failed (%d times in a row)", failures)
         with self.identity_lock:
             try:
-                identity.reconcile(0)
+                identity.reconcile(lambda: 0.0)
             except Exception:
                 log.exception("identity: could not withdraw at stop")
+
+    def _presenting_for(self) -> float:
+        """How many more seconds this member may present the identity now (0: not at all)."""
+        now = self.clock()
+        with self.lock:
+            state = self.state
+            presenting = self.presenting_unlocked(now) and now >= state.present_from
+            return state.valid_until - now if presenting else 0.0
 
     def _change_locked(self, change: Literal["taken", "released", "lost"], reason: str, fence: int) -> None:
         event = TokenChange(at_us=time.time_ns() // 1000, change=change, reason=reason, fence=fence)
@@ -404,8 +407,9 @@ class HaAgent(threading.Thread):
 class Identity(Protocol):
     """A network identity the holder presents (the virtual IP: gapless.cluster.vip.VirtualIP)."""
 
-    def reconcile(self, remaining_s: float) -> None:
-        """Present for `remaining_s` more seconds (≤ 0: do not present)."""
+    def reconcile(self, remaining: Callable[[], float]) -> None:
+        """Present for `remaining()` more seconds (≤ 0: do not present), asked right before acting
+        (a process frozen after deciding must not act on the decision when it resumes)."""
 
     def takeover_delay(self) -> float:
         """How long to wait before presenting after taking the token from a holder that did not

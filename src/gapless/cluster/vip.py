@@ -17,6 +17,7 @@ import logging
 import math
 import socket
 import struct
+from collections.abc import Callable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -55,8 +56,12 @@ class VirtualIP:
         max(R + 1, V) + slack ≤ V + 1 + slack."""
         return 1.0 + KERNEL_SLACK_S
 
-    def reconcile(self, remaining_s: float) -> None:
-        """Present the address for `remaining_s` more seconds, or not at all (≤ 0)."""
+    def reconcile(self, remaining: Callable[[], float]) -> None:
+        """Present the address for `remaining()` more seconds, or not at all (≤ 0). `remaining` is
+        asked right before acting, and again after an add: a process frozen (SIGSTOP, a paused VM)
+        in the middle resumes with a decision from before the freeze, by when another member may
+        hold the address (seen: 0.12 s on both members when it was asked once, before reading the
+        interface)."""
         with IPRoute() as ipr:
             links = ipr.link_lookup(ifname=self.interface)
             if not links:
@@ -66,22 +71,28 @@ class VirtualIP:
                 return
             index = links[0]
             here = any(a.get("IFA_ADDRESS") == self.address for a in ipr.get_addr(index=index))
-            if remaining_s <= 0:
-                if here:
-                    try:
-                        ipr.addr("del", index=index, address=self.address, prefixlen=self.prefixlen)
-                    except NetlinkError as exc:
-                        if exc.code != 99:  # EADDRNOTAVAIL: the kernel's lifetime got there first
-                            raise
-                    log.warning("virtual IP %s removed from %s", self.address, self.interface)
-                return
-            lifetime = max(1, math.floor(remaining_s))
-            info = {"ifa_preferred": lifetime, "ifa_valid": lifetime, "cstamp": 0, "tstamp": 0}
-            ipr.addr("replace", index=index, address=self.address, prefixlen=self.prefixlen, IFA_CACHEINFO=info)
-            if not here:
-                mac = ipr.get_links(index)[0].get("IFLA_ADDRESS")
-                log.warning("virtual IP %s added on %s", self.address, self.interface)
+            remaining_s = remaining()
+            if remaining_s > 0:
+                lifetime = max(1, math.floor(remaining_s))
+                info = {"ifa_preferred": lifetime, "ifa_valid": lifetime, "cstamp": 0, "tstamp": 0}
+                ipr.addr("replace", index=index, address=self.address, prefixlen=self.prefixlen, IFA_CACHEINFO=info)
+                if remaining() > 0:
+                    if not here:
+                        log.warning("virtual IP %s added on %s", self.address, self.interface)
+                        self._announce(ipr, index)
+                    return
+                here = True  # frozen between the decision and the add: take it back at once
+            if here:
                 try:
-                    gratuitous_arp(self.interface, self.address, mac)
-                except OSError as exc:
-                    log.error("virtual IP: gratuitous ARP failed: %s", exc)
+                    ipr.addr("del", index=index, address=self.address, prefixlen=self.prefixlen)
+                except NetlinkError as exc:
+                    if exc.code != 99:  # EADDRNOTAVAIL: the kernel's lifetime got there first
+                        raise
+                log.warning("virtual IP %s removed from %s", self.address, self.interface)
+
+    def _announce(self, ipr: IPRoute, index: int) -> None:
+        mac = ipr.get_links(index)[0].get("IFLA_ADDRESS")
+        try:
+            gratuitous_arp(self.interface, self.address, mac)
+        except OSError as exc:
+            log.error("virtual IP: gratuitous ARP failed: %s", exc)
