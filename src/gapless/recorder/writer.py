@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gapless.backfill.jobs import JobStore
-from gapless.storage.store import FragmentStore, StorageError
+from gapless.storage.store import Fragment, FragmentStore, StorageError
 
 log = logging.getLogger("gapless.recorder")
 
@@ -58,8 +58,8 @@ class StorageWriter:
         self.queue.put(None)
         self._thread.join(timeout=30)
 
-    def put(self, fragment) -> None:
-        """Hand a fragment over to be stored (ingest's and backfill's path)."""
+    def put(self, fragment: Fragment) -> None:
+        """Hand a fragment over to be stored (ingest's path; backfill submits tasks)."""
         with self._receiving:
             self.received += 1
         self.queue.put(fragment)
