@@ -26,6 +26,7 @@ class Camera:
     report_every: int | None = 25  # frames between sender reports; None: no reports
     latency_us: int = 30_000
     first_report_error_us: int = 0
+    next_report_error_us: int = 0  # added to the next report only
     frame: int = 0
     rtp_offset: int = 0  # added to the RTP timestamps from now on (a restarted timeline)
     reports_sent: int = 0
@@ -44,6 +45,7 @@ class Camera:
             n = self.frame
             if self.report_every and n % self.report_every == 0:
                 error = self.first_report_error_us if self.reports_sent == 0 else 0
+                error, self.next_report_error_us = error + self.next_report_error_us, 0
                 clock.report(self.ssrc, self.true_us(n) + self.clock_error_us + error, self.rtp(n))
                 self.reports_sent += 1
             # the recorder reads every 0.5 s: a frame waits up to that long in the socket
@@ -107,6 +109,32 @@ def test_a_timestamp_restart_opens_a_segment_and_time_stays_true():
     assert clock.breaks == {"RTP timestamp jump back": 1}
     assert before[-1][2] is not after[0][2]
     assert all(s == true for _, true, s in stamped)
+
+
+def test_after_a_timestamp_restart_one_report_times_the_frames_when_the_clock_ran_on():
+    """Live waits for the frames of a segment until it is timed: after a restart within a session,
+    a report that finds the camera's clock where it was (relative to arrival) is taken at once,
+    not 10 s later (this camera reports every 10 s after the restart)."""
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 240)  # reports every second: confirmed
+    camera.rtp_offset, camera.report_every = -camera.frame * TICKS - 5000, 250  # next: in 0.4 s, then 10 s on
+    after = camera.send(clock, 50)
+    segment = after[0][2]
+    assert segment is not before[-1][2] and segment.base_us is not None, "timed before the second report"
+    assert segment.source == "sender report (unconfirmed)"
+    assert all(s == true for _, true, s in times(clock, before + after))
+
+
+def test_after_a_timestamp_restart_a_report_that_moved_the_clock_waits_for_a_second():
+    clock, camera = SessionClock(90_000), Camera()
+    before = camera.send(clock, 240)
+    camera.rtp_offset, camera.report_every = -camera.frame * TICKS - 5000, 125  # next: in 0.4 s, then every 5 s
+    camera.next_report_error_us = 1_500_000  # the first report of the new timeline is wrong
+    waiting = camera.send(clock, 100)
+    assert waiting[-1][2].base_us is None, "one report that moved the clock is not taken alone"
+    after = camera.send(clock, 200)  # two more reports, which agree
+    assert after[-1][2] is waiting[0][2]
+    assert all(s == true for _, true, s in times(clock, before + waiting + after))
 
 
 def test_a_keyframe_a_little_back_in_time_is_a_restart_not_a_b_frame():

@@ -117,6 +117,9 @@ class SessionClock:
         self._step: Report | None = None  # a disagreeing report waiting for a second one
         self._early: list[tuple[int, int, int]] = []  # reports before the first frame
         self.hold = False  # set while a partner's time is awaited: segments do not settle on their own
+        # The camera clock's offset from arrival in the segment before a break, when its sender
+        # reports confirmed it (see _clock_ran_on).
+        self._offset_before: int | None = None
 
     # ---- input ----------------------------------------------------------------------------
     def report(self, ssrc: int, camera_us: int, ts32: int) -> None:
@@ -196,10 +199,22 @@ class SessionClock:
         if (
             segment.base_us is None
             and not self.hold
-            and (segment.confirmed_base() is not None or media >= SETTLE_WAIT_US)
+            and (segment.confirmed_base() is not None or media >= SETTLE_WAIT_US or self._clock_ran_on(segment))
         ):
             self.settle(segment)
         return segment, media
+
+    def _clock_ran_on(self, segment: Segment) -> bool:
+        """Whether a segment begun at a break within the session may settle on one sender report:
+        the report puts the camera's clock where the segment before had it relative to arrival
+        (within STEP_US), so that clock evidently ran on through the break (a restarted encoder or
+        restreamer: gst-rtsp-server restarts a shared stream's timestamps when a client PLAYs).
+        Waiting for a second report instead held the frames, and live with them, for 5 to 10 s;
+        every recorder of the camera gets the same reports, so they still agree."""
+        if self._offset_before is None or not segment.reports or segment.min_lag_us is None:
+            return False
+        reported = segment.report_base(segment.reports[-1])
+        return abs(reported - segment.min_lag_us - self._offset_before) <= STEP_US
 
     # ---- decisions -------------------------------------------------------------------------
     def settle(self, segment: Segment, partner: tuple[int, str] | None = None) -> None:
@@ -307,6 +322,9 @@ class SessionClock:
         assert old.base_us is not None
         old.end_us = old.base_us + old.media_us(old.max_ts) + (old.frame_step_us or 40_000)
         self.end_of(old, old.end_us)
+        self._offset_before = None
+        if old.own_source == "sender reports" and old.reported_base_us is not None and old.min_lag_us is not None:
+            self._offset_before = old.reported_base_us - old.min_lag_us
         segment = self._open(reason, old.ssrc, PENDING)
         segment.reports = list(carry)
         return segment
