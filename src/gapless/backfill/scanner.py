@@ -154,7 +154,10 @@ class GapScanner:
         hi = run_start if run_start is not None else FAR_FUTURE_US
         if hi <= lo:
             return True
-        own = merged(await asyncio.to_thread(self.store.fragments, cam, lo, hi), FRAME_GAP_FRAMES)
+        # With the live run's first fragment: a pause shorter than half a frame before the run (a
+        # camera restarting its stream) is rounding there as between any two fragments, not a hole
+        # that the partner's coverage (reported at 1.5 frames) would seem to fill, job after job.
+        own = merged(await asyncio.to_thread(self.store.fragments, cam, lo, hi + 1), FRAME_GAP_FRAMES)
         missing = holes(own, lo, hi)
         if not missing:
             return True
