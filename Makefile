@@ -66,6 +66,7 @@ bench: $(BIN)/gapless system-deps $(CONSOLE_VENDOR)
 	$(BIN)/python bench/reroute.py
 	$(BIN)/python bench/timeline.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/camera_restart.py
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/http_stack.py
 
