@@ -16,7 +16,6 @@ Usage: python bench/camera_restart.py [--restarts 8] [--every 15]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import statistics
 import subprocess
@@ -25,13 +24,12 @@ import threading
 import time
 from pathlib import Path
 
-import aiohttp
 import httpx
 import yaml
 from failover import TOKEN, spawn, stop_all, wait  # bench/failover.py
+from live import FramesViewer  # bench/live.py
 from report import ROOT, free_port, show, write_section
 
-from gapless.ingest.live import INIT, unpack
 from gapless.ingest.rtp import InterleavedRtp
 from gapless.ingest.rtsp import RtspClient
 
@@ -73,37 +71,6 @@ class RawClient(threading.Thread):
         self.join(timeout=10)
 
 
-class LiveViewer(threading.Thread):
-    """A viewer of the recorder's live protocol: the arrival time of every frame."""
-
-    def __init__(self, recorder: str, camera: str) -> None:
-        super().__init__(daemon=True)
-        self.url = f"ws{recorder.removeprefix('http')}/api/v1/cameras/{camera}/live.ws"
-        self.arrivals: list[float] = []
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        asyncio.run(self._read())
-
-    async def _read(self) -> None:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with aiohttp.ClientSession() as session, session.ws_connect(self.url, headers=headers) as ws:
-            while not self.stop_event.is_set():
-                try:
-                    message = await ws.receive(timeout=0.5)
-                except TimeoutError:
-                    continue
-                if message.type == aiohttp.WSMsgType.BINARY:
-                    if unpack(message.data)[0] != INIT:
-                        self.arrivals.append(time.time())
-                elif message.type != aiohttp.WSMsgType.TEXT:
-                    return
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=10)
-
-
 def play_once(url: str) -> float:
     """Another client PLAYs (the camera restarts its stream), then leaves. Returns when it PLAYed."""
     client = RtspClient(url, "gapless-bench-trigger")
@@ -133,7 +100,7 @@ def bench(work: Path, restarts: int, every: float) -> list[tuple[float, float]]:
         "cameras": [{"id": "cam", "url": url}],
     }
     (work / "rec.yaml").write_text(yaml.safe_dump(config))
-    raw, viewer = RawClient(url), LiveViewer(f"http://127.0.0.1:{port}", "cam")
+    raw, viewer = RawClient(url), FramesViewer(f"http://127.0.0.1:{port}", "cam")
     results = []
     try:
         wait(lambda: "ready" in (work / "camera.log").read_text(), 30, "the GStreamer camera")

@@ -50,12 +50,14 @@ def stamps(fmp4: bytes) -> list[tuple[int, int]]:
 
 
 class FramesViewer(threading.Thread):
-    """A client of the gateway's live protocol: (frame, capture µs, arrival s) of each frame."""
+    """A client of the live protocol (a gateway's or a recorder's): the arrival of each frame, and
+    (frame, capture µs, arrival s) of each frame that carries the simulator's stamp."""
 
-    def __init__(self, gateway: str) -> None:
+    def __init__(self, server: str, camera: str = CAMERA) -> None:
         super().__init__(daemon=True)
-        self.url = f"ws{gateway.removeprefix('http')}/api/v1/cameras/{CAMERA}/live.ws?token={TOKEN}"
+        self.url = f"ws{server.removeprefix('http')}/api/v1/cameras/{camera}/live.ws?token={TOKEN}"
         self.frames: list[tuple[int, int, float]] = []
+        self.arrivals: list[float] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -72,6 +74,7 @@ class FramesViewer(threading.Thread):
                     kind, _decode_us, payload = unpack(message.data)
                     if kind != INIT:
                         arrived = time.time()
+                        self.arrivals.append(arrived)
                         self.frames += [(frame, capture, arrived) for frame, capture in stamps(payload)]
                 elif message.type != aiohttp.WSMsgType.TEXT:
                     return
