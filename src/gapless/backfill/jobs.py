@@ -183,18 +183,20 @@ class JobStore:
         return row[0]
 
     def claims(self, camera: str, source: str) -> list[tuple[int, int]]:
-        """Time already taken care of with this source: what open jobs have yet to do, and the whole
-        range of partial jobs (what they refused would only be refused again)."""
+        """Time already taken care of with this source: what open jobs have yet to do, the whole
+        range of partial jobs (what they refused would only be refused again), and of done jobs that
+        found nothing there (the source's coverage joins fragments up to 1.5 frames apart, so a
+        pause of the camera's between two of them looks held: asked again, it holds nothing again)."""
         rows = (
             self._db()
             .execute(
-                "SELECT state, start_us, cursor_us, end_us FROM backfill_jobs"
-                " WHERE camera=? AND source=? AND state IN ('waiting', 'running', 'partial')",
+                "SELECT state, start_us, cursor_us, end_us FROM backfill_jobs WHERE camera=? AND source=?"
+                " AND (state IN ('waiting', 'running', 'partial') OR (state='done' AND fragments_total=0))",
                 (camera, source),
             )
             .fetchall()
         )
-        return [(start if state == "partial" else cursor, end) for state, start, cursor, end in rows]
+        return [(cursor if state in ("waiting", "running") else start, end) for state, start, cursor, end in rows]
 
     def open_by_camera(self) -> dict[str, int]:
         """Per camera, its waiting and running jobs (a camera with none is left out)."""
